@@ -1,0 +1,27 @@
+# Two entry points for a fresh machine: `make quickstart` (set up, run the offline pipeline) and
+# `make test` (set up, lint, run the tests). The venv is built from requirements.lock, pinned exactly.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup test lint quickstart bench clean
+
+$(BIN)/img2prompt: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --no-deps -r requirements.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+setup: $(BIN)/img2prompt
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+quickstart: setup
+	$(BIN)/img2prompt quickstart
+
+clean:
+	rm -rf $(VENV) runs

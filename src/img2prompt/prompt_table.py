@@ -1,0 +1,86 @@
+"""The prompt table (DESIGN.md contract 1): the file every stage after curation reads.
+
+Columns: ``prompt_id`` (stable hash of the normalised text), ``prompt``, ``source``, ``tier`` (hq/lq),
+``cluster`` (near-duplicate group, for group-aware splits), ``split`` (train/val/test) and
+``embedding`` (float32[384], L2-normalised), stored as a fixed-size list so readers get a matrix back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from img2prompt.errors import fail
+from img2prompt.kaggle import EMBEDDING_DIM
+
+COLUMNS = ("prompt_id", "prompt", "source", "tier", "cluster", "split", "embedding")
+_SPACES = re.compile(r"\s+")
+
+
+def normalise_text(text: str) -> str:
+    """Canonical form used for identity: Unicode NFKC, lower case, single spaces, no outer space/commas."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return _SPACES.sub(" ", text).strip(" ,")
+
+
+def prompt_id(text: str) -> str:
+    """Stable 16-hex-digit id of a prompt; two prompts that normalise alike share it."""
+    return hashlib.sha1(normalise_text(text).encode("utf-8")).hexdigest()[:16]
+
+
+def schema() -> pa.Schema:
+    return pa.schema(
+        [
+            ("prompt_id", pa.string()),
+            ("prompt", pa.string()),
+            ("source", pa.string()),
+            ("tier", pa.string()),
+            ("cluster", pa.int64()),
+            ("split", pa.string()),
+            ("embedding", pa.list_(pa.float32(), EMBEDDING_DIM)),
+        ]
+    )
+
+
+def write_table(frame: pd.DataFrame, embeddings: np.ndarray, path: str | Path) -> Path:
+    """Write ``frame`` (the scalar columns) and its (n, 384) embeddings atomically as Parquet."""
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if embeddings.shape != (len(frame), EMBEDDING_DIM):
+        raise ValueError(f"embeddings shape {embeddings.shape} does not match {len(frame)} rows")
+    columns = {name: pa.array(frame[name].tolist()) for name in COLUMNS[:-1]}
+    flat = pa.array(embeddings.reshape(-1), type=pa.float32())
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, EMBEDDING_DIM)
+    table = pa.table(columns).cast(schema())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_table(path: str | Path, columns: list[str] | None = None) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Read a prompt table; returns the scalar columns and the embedding matrix (None if not requested)."""
+    path = Path(path)
+    try:
+        table = pq.read_table(path, columns=columns)
+    except FileNotFoundError:
+        raise fail(path, "prompt table not found") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise fail(path, f"not a readable Parquet prompt table ({exc})") from None
+    missing = [c for c in (columns or COLUMNS) if c not in table.column_names]
+    if missing:
+        raise fail(path, f"missing column(s) {', '.join(missing)}")
+    embeddings = None
+    if "embedding" in table.column_names:
+        column = table.column("embedding").combine_chunks()
+        embeddings = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, EMBEDDING_DIM)
+        table = table.drop(["embedding"])
+    return table.to_pandas(), embeddings

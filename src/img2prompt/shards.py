@@ -1,0 +1,171 @@
+"""Image shards (DESIGN.md contract 2): WebDataset tars plus a manifest of finished shards.
+
+A sample's key is ``<prompt_id>-<k>``; its members are the image (``webp``/``png``/``jpg``), ``json``
+(prompt_id, prompt, source, split, seed, generator settings) and ``emb.npy`` (the float32[384] target).
+A shard is written to ``<name>.tmp`` and renamed when complete, then recorded in ``manifest.jsonl`` with
+its sample count and sha256; readers trust only shards the manifest lists, so a killed writer leaves at
+most a stray ``.tmp`` file that the next run overwrites.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from img2prompt.errors import fail
+
+MANIFEST = "manifest.jsonl"
+IMAGE_EXTENSIONS = ("webp", "png", "jpg")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training example: an image, its metadata and the target embedding of its prompt."""
+
+    key: str
+    image: Image.Image
+    meta: dict[str, Any]
+    embedding: np.ndarray
+
+
+def sample_key(prompt_id: str, k: int) -> str:
+    return f"{prompt_id}-{k}"
+
+
+def encode_image(image: Image.Image, fmt: str) -> bytes:
+    """Encode losslessly for ``webp``/``png``; JPEG at quality 95 (the only lossy choice, by request)."""
+    buffer = io.BytesIO()
+    if fmt == "webp":
+        image.save(buffer, format="WEBP", lossless=True, quality=100, method=4)
+    elif fmt == "png":
+        image.save(buffer, format="PNG", compress_level=1)
+    elif fmt == "jpg":
+        image.save(buffer, format="JPEG", quality=95)
+    else:
+        raise ValueError(f"unknown image format {fmt!r}; use one of {IMAGE_EXTENSIONS}")
+    return buffer.getvalue()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array, dtype=np.float32), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_shard(path: str | Path, samples: Iterable[Sample], image_format: str = "webp") -> dict[str, Any]:
+    """Write ``samples`` to the tar at ``path`` atomically; returns the manifest entry (not yet recorded)."""
+    import webdataset as wds
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with tmp.open("wb") as handle, wds.TarWriter(handle) as sink:
+        for sample in samples:
+            sink.write(
+                {
+                    "__key__": sample.key,
+                    image_format: encode_image(sample.image, image_format),
+                    "json": json.dumps(sample.meta, sort_keys=True).encode("utf-8"),
+                    "emb.npy": _npy_bytes(sample.embedding),
+                }
+            )
+            count += 1
+        handle.flush()
+        os.fsync(handle.fileno())
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    tmp.replace(path)
+    return {"shard": path.name, "count": count, "sha256": digest}
+
+
+class Manifest:
+    """The list of finished shards of one output folder; appends are locked, so ranks can share it."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / MANIFEST
+
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        entries = []
+        for line_no, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                # A writer killed mid-line leaves a torn last line: that shard is simply not finished.
+                if line_no != len(lines):
+                    raise fail(self.path, f"line {line_no}: not JSON") from None
+        return entries
+
+    def finished(self) -> set[str]:
+        return {entry["shard"] for entry in self.entries()}
+
+    def record(self, entry: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def shard_paths(self) -> list[Path]:
+        """Finished shards, sorted by name; a listed shard that is missing on disk is an error."""
+        paths = sorted(self.folder / name for name in self.finished())
+        for path in paths:
+            if not path.exists():
+                raise fail(path, f"listed in {self.path} but missing")
+        return paths
+
+    def total(self) -> int:
+        return sum(int(entry["count"]) for entry in self.entries())
+
+
+def find_shards(source: str | Path) -> list[Path]:
+    """Shards of a folder (through its manifest) or of a single tar file."""
+    source = Path(source)
+    if source.is_dir():
+        paths = Manifest(source).shard_paths()
+        if not paths:
+            raise fail(source, f"no finished shards (no entries in {MANIFEST})")
+        return paths
+    if source.suffix == ".tar" and source.exists():
+        return [source]
+    raise fail(source, "not a shard folder or .tar file")
+
+
+def decode_sample(raw: dict[str, Any]) -> Sample:
+    """Turn a raw WebDataset record (bytes per member) into a ``Sample``."""
+    from img2prompt.images import load_image
+
+    key = raw["__key__"]
+    fmt = next((ext for ext in IMAGE_EXTENSIONS if ext in raw), None)
+    if fmt is None:
+        raise fail(raw.get("__url__", "shard"), f"sample {key} has no image member")
+    image = load_image(raw[fmt], name=f"{raw.get('__url__', 'shard')}:{key}.{fmt}")
+    meta = json.loads(raw["json"])
+    embedding = np.load(io.BytesIO(raw["emb.npy"]), allow_pickle=False)
+    return Sample(key=key, image=image, meta=meta, embedding=embedding)
+
+
+def iter_samples(paths: Iterable[str | Path]) -> Iterator[Sample]:
+    """Read samples in order from tar files (no shuffling: training builds its own pipeline)."""
+    import webdataset as wds
+
+    urls = [str(p) for p in paths]
+    for raw in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+        yield decode_sample(raw)
