@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 $(BIN)/img2prompt: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --no-deps -r requirements.lock
-	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 setup: $(BIN)/img2prompt

@@ -70,7 +70,8 @@ def write_shard(path: str | Path, samples: Iterable[Sample], image_format: str =
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with tmp.open("wb") as handle, wds.TarWriter(handle) as sink:
+    # A fixed mtime makes a shard a pure function of its samples: reruns give byte-identical tars.
+    with tmp.open("wb") as handle, wds.TarWriter(handle, mtime=0.0) as sink:
         for sample in samples:
             sink.write(
                 {
