@@ -1,0 +1,1 @@
+"""Image-to-embedding models: a registry of backbones, the regression head and the ``Regressor``."""

