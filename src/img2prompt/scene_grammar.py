@@ -90,7 +90,7 @@ _IRREGULAR_PLURALS = {
     "rhinoceros": "rhinoceroses", "hippopotamus": "hippopotamuses", "wolf": "wolves", "leaf": "leaves",
     "maple leaf": "maple leaves", "loaf of bread": "loaves of bread", "knife": "knives",
     "scarf": "scarves", "die": "dice", "potato": "potatoes", "tomato": "tomatoes", "volcano": "volcanoes",
-    "mango": "mangoes", "superhero": "superheroes", "genie": "genies", "mermaid": "mermaids",
+    "mango": "mangoes", "snowman": "snowmen", "superhero": "superheroes", "genie": "genies", "mermaid": "mermaids",
 }
 
 COUNT_WORDS = {1: "a", 2: "two", 3: "three", 4: "four"}
