@@ -1,0 +1,134 @@
+"""Turn a request into named images: multipart uploads or base64 JSON, checked for type, size and sanity.
+
+Every failure is an ``HTTPException`` with a one-line message naming the upload, so the client learns what to
+fix and the server never answers 5xx for bad input. Decoding goes through ``img2prompt.images.load_image``, the
+same path as every other stage, so a corrupt upload fails exactly like a corrupt training file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from img2prompt.errors import Img2PromptError
+from img2prompt.images import load_image
+
+# Magic numbers: an upload's type is what its bytes say, not what the client claims.
+_SIGNATURES: dict[str, tuple[bytes, ...]] = {
+    "png": (b"\x89PNG\r\n\x1a\n",),
+    "jpeg": (b"\xff\xd8\xff",),
+    "gif": (b"GIF87a", b"GIF89a"),
+    "bmp": (b"BM",),
+}
+
+
+class ImageJSON(BaseModel):
+    """One image in a JSON body: base64 bytes (a ``data:image/...;base64,`` URL works too) and an optional name."""
+
+    model_config = ConfigDict(extra="forbid")
+    image: str
+    name: str | None = None
+
+
+class BatchJSON(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    images: list[ImageJSON]
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    data: bytes
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format named by the file's first bytes, or None when it is none we know."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return next((fmt for fmt, heads in _SIGNATURES.items() if data.startswith(heads)), None)
+
+
+async def read_uploads(request: Request, *, field: str, batch: bool, max_images: int) -> list[Upload]:
+    """The uploads of a request: multipart ``field`` (repeated for a batch) or JSON ``{"image": ...}``."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        uploads = await _read_multipart(request, field, max_images)
+    elif kind == "application/json":
+        uploads = await _read_json(request, batch)
+    else:
+        shape = '{"images": [{"image": "<base64>"}]}' if batch else '{"image": "<base64>"}'
+        raise HTTPException(415, f"unsupported content type {kind or 'none'!r}: send multipart/form-data with "
+                                 f"a {field!r} file field, or application/json {shape}")
+    if not uploads:
+        raise HTTPException(422, f"no image: send at least one {field!r} file")
+    if not batch and len(uploads) > 1:
+        raise HTTPException(422, f"{len(uploads)} images sent to the single-image endpoint: use /v1/predict/batch")
+    if len(uploads) > max_images:
+        raise HTTPException(413, f"{len(uploads)} images in one request (at most {max_images})")
+    return uploads
+
+
+def decode_upload(upload: Upload, *, allowed_formats: list[str], max_pixels: int) -> Image.Image:
+    """Check the upload's type by its bytes, then decode it to RGB; bad images are 4xx, never 5xx."""
+    if upload.data:
+        fmt = sniff_format(upload.data)
+        if fmt not in allowed_formats:
+            what = f"{fmt} images are not accepted" if fmt else "not an image type this server accepts"
+            raise HTTPException(415, f"{upload.name}: {what} (allowed: {', '.join(allowed_formats)})")
+    try:
+        return load_image(upload.data, name=upload.name, max_pixels=max_pixels)
+    except Img2PromptError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+async def _read_multipart(request: Request, field: str, max_images: int) -> list[Upload]:
+    try:
+        async with request.form(max_files=max_images + 1, max_fields=8) as form:
+            unknown = sorted({key for key in form if key != field})
+            if unknown:
+                raise HTTPException(422, f"unexpected form field {unknown[0]!r} (send the image as {field!r})")
+            uploads = []
+            for index, item in enumerate(form.getlist(field)):
+                if not isinstance(item, UploadFile):
+                    raise HTTPException(422, f"form field {field!r} must be a file upload, not text")
+                uploads.append(Upload(item.filename or f"{field}[{index}]", await item.read()))
+            return uploads
+    except StarletteHTTPException as exc:
+        if exc.status_code == 400:  # starlette's multipart parser: say what was malformed
+            raise HTTPException(400, f"malformed multipart body ({exc.detail})") from None
+        raise
+
+
+async def _read_json(request: Request, batch: bool) -> list[Upload]:
+    body = await request.body()
+    try:
+        payload = json.loads(body)
+        items = BatchJSON.model_validate(payload).images if batch else [ImageJSON.model_validate(payload)]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPException(400, f"request body is not valid JSON ({exc})") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise HTTPException(422, f"{where}: {first['msg']}") from None
+    return [_from_base64(item, f"image[{i}]" if batch else "image") for i, item in enumerate(items)]
+
+
+def _from_base64(item: ImageJSON, label: str) -> Upload:
+    text = item.image
+    if text.startswith("data:"):
+        header, _, text = text.partition(",")
+        if not header.endswith(";base64"):
+            raise HTTPException(400, f"{item.name or label}: a data URL must be base64-encoded")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise HTTPException(400, f"{item.name or label}: invalid base64 ({exc})") from None
+    return Upload(item.name or label, data)

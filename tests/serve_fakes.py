@@ -1,0 +1,49 @@
+"""Test doubles for the serving tests: a deterministic colour -> prompt-embedding model and image bytes.
+
+``ColourModel`` maps an image's mean colour to the mix ``r * e_red + g * e_green + b * e_blue`` of three
+prompt embeddings, normalised; so a pure red image embeds exactly as the red prompt, and the nearest bank
+prompt of each primary colour is known in advance.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+from PIL import Image
+
+COLOUR_PROMPTS = {
+    "red": "a ripe red apple on a wooden table, studio lighting",
+    "green": "a green forest of tall pine trees, morning mist",
+    "blue": "a calm blue ocean under a clear sky, wide angle",
+}
+PRIMARIES = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
+
+
+class ColourModel:
+    """Implements the ImageEmbedder protocol; records every forward pass's batch size."""
+
+    name = "colour-mix"
+
+    def __init__(self, basis: np.ndarray, *, hold: threading.Event | None = None, delay_s: float = 0.0):
+        self.basis = np.asarray(basis, np.float32)  # (3, 384): the red, green and blue prompt embeddings
+        self.hold = hold
+        self.delay_s = delay_s
+        self.batch_sizes: list[int] = []
+
+    def embed(self, images: list[Image.Image]) -> np.ndarray:
+        if self.hold is not None:
+            self.hold.wait(timeout=30)
+        if self.delay_s:
+            threading.Event().wait(self.delay_s)
+        self.batch_sizes.append(len(images))
+        colours = np.stack([np.asarray(im.convert("RGB"), np.float32).reshape(-1, 3).mean(0) for im in images])
+        vectors = (colours / 255.0) @ self.basis
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def image_bytes(colour: tuple[int, int, int], fmt: str = "PNG", size: tuple[int, int] = (32, 24)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format=fmt)
+    return buffer.getvalue()

@@ -1,0 +1,121 @@
+"""Bad input gets a 4xx JSON answer with a one-line message naming the upload, and the server keeps serving."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from img2prompt.serve import ServeConfig, create_app
+from serve_fakes import ColourModel, image_bytes
+
+RED = image_bytes((255, 0, 0))
+
+
+@pytest.fixture(scope="module")
+def client():
+    basis = np.random.default_rng(0).standard_normal((3, 384)).astype(np.float32)
+    settings = ServeConfig(max_upload_bytes=200_000, max_pixels=1_000_000, max_images=4)
+    with TestClient(create_app(ColourModel(basis), None, settings)) as test_client:
+        yield test_client
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG declaring ``width x height`` with one tiny compressed row: a decompression bomb's signature."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def error_of(response) -> tuple[int, str]:
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"} and "\n" not in body["error"]
+    return response.status_code, body["error"]
+
+
+def post_file(client, data: bytes, name: str = "up.png", field: str = "file", path: str = "/v1/predict"):
+    return client.post(path, files={field: (name, data, "application/octet-stream")})
+
+
+@pytest.mark.parametrize(("data", "status", "message"), [
+    (b"", 400, "up.png: empty file (0 bytes)"),
+    (RED[: len(RED) // 2], 400, "up.png: corrupt or truncated image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, 400, "up.png: "),
+    (png_header_only(5_000, 5_000), 400, "up.png: image too large (5000x5000 > 1,000,000 pixels)"),
+    (png_header_only(20_000, 20_000), 400, "up.png: image too large (decompression bomb"),
+    (b"plain text, not an image", 415, "up.png: not an image type this server accepts (allowed: png, jpeg, webp)"),
+    (image_bytes((1, 2, 3), "GIF"), 415, "up.png: gif images are not accepted (allowed: png, jpeg, webp)"),
+    (image_bytes((1, 2, 3), "BMP"), 415, "up.png: bmp images are not accepted"),
+])
+def test_bad_images_are_4xx_naming_the_upload(client, data, status, message):
+    code, error = error_of(post_file(client, data))
+    assert code == status
+    assert error.startswith(message)
+
+
+def test_accepted_formats_decode(client):
+    for fmt in ("PNG", "JPEG", "WEBP"):
+        assert post_file(client, image_bytes((10, 200, 30), fmt), name=f"x.{fmt.lower()}").status_code == 200
+    rgba = io.BytesIO()
+    Image.new("RGBA", (8, 8), (255, 0, 0, 0)).save(rgba, format="PNG")
+    assert post_file(client, rgba.getvalue()).status_code == 200
+
+
+def test_size_limits(client):
+    big = b"\x89PNG\r\n\x1a\n" + bytes(250_000)
+    code, error = error_of(post_file(client, big))
+    assert code == 413 and error.startswith("request body of ") and error.endswith("exceeds the limit of 200,000 bytes")
+
+    def chunks():  # no Content-Length: the cap must hold while the body streams in
+        for _ in range(30):
+            yield bytes(10_000)
+
+    streamed = client.post("/v1/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert error_of(streamed) == (413, "request body exceeds the limit of 200,000 bytes")
+    five = [("files", (f"{i}.png", RED, "image/png")) for i in range(5)]
+    assert error_of(client.post("/v1/predict/batch", files=five)) == (413, "5 images in one request (at most 4)")
+
+
+@pytest.mark.parametrize(("kwargs", "status", "message"), [
+    ({"files": {"image": ("a.png", RED, "image/png")}}, 422,
+     "unexpected form field 'image' (send the image as 'file')"),
+    ({"data": {"file": "not a file"}, "files": {"file": ("a.png", RED, "image/png")}}, 422,
+     "form field 'file' must be a file upload, not text"),
+    ({"data": {"file": "not a file"}}, 415, "unsupported content type 'application/x-www-form-urlencoded'"),
+    ({"files": [("file", ("a.png", RED, "image/png")), ("file", ("b.png", RED, "image/png"))]}, 422,
+     "2 images sent to the single-image endpoint: use /v1/predict/batch"),
+    ({"json": {"picture": "abc"}}, 422, "image: Field required"),
+    ({"json": {"image": "abc", "extra": 1}}, 422, "extra: Extra inputs are not permitted"),
+    ({"json": {"image": 42}}, 422, "image: Input should be a valid string"),
+    ({"json": {"image": "%%%not base64%%%"}}, 400, "image: invalid base64"),
+    ({"json": {"image": "data:image/png,abc"}}, 400, "image: a data URL must be base64-encoded"),
+    ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400,
+     "request body is not valid JSON"),
+    ({"content": RED, "headers": {"content-type": "image/png"}}, 415, "unsupported content type 'image/png'"),
+    ({"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data"}}, 400,
+     "malformed multipart body"),
+])
+def test_wrong_fields_and_encodings_are_4xx(client, kwargs, status, message):
+    code, error = error_of(client.post("/v1/predict", **kwargs))
+    assert code == status
+    assert error.startswith(message)
+
+
+def test_batch_names_the_bad_file_and_the_server_keeps_serving(client):
+    files = [("files", ("good.png", RED, "image/png")), ("files", ("bad.png", RED[:30], "image/png"))]
+    code, error = error_of(client.post("/v1/predict/batch", files=files))
+    assert code == 400 and error.startswith("bad.png: ")
+    empty = client.post("/v1/predict/batch", json={"images": []})
+    assert error_of(empty) == (422, "no image: send at least one 'files' file")
+    assert error_of(client.get("/v1/nothing-here")) == (404, "Not Found")
+    assert error_of(client.get("/v1/predict")) == (405, "Method Not Allowed")
+    assert client.post("/v1/predict", files={"file": ("ok.png", RED, "image/png")}).status_code == 200
+    assert client.get("/healthz").json()["in_flight"] == 0
