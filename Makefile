@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint quickstart bench clean
+.PHONY: setup test lint browser quickstart bench clean
 
 $(BIN)/img2prompt: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ setup: $(BIN)/img2prompt
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
-test: lint
+# Headless Chromium for the web page's end-to-end test (Debian packages; CI runs as root with apt reachable).
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "browser: chromium and chromedriver already installed"; \
+	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; fi
+
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 quickstart: setup
