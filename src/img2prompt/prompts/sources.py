@@ -1,0 +1,264 @@
+"""One streaming reader per prompt or caption corpus, in the format each corpus is published in.
+
+Every reader yields prompt strings one at a time, so a 100M-row input never sits in memory (JSON files are
+parsed incrementally with ijson, Parquet in record batches). A malformed line or row never ends the run: it
+is recorded in ``BadRows`` with its file and line, and the reader moves on. A missing file or a file that
+is not the announced format at all is a user error (``fail``), raised before anything is written.
+
+Formats (the names used as ``type:`` in a curation config):
+
+- ``text``: one prompt per line (LLM-written prompts, prompt dumps).
+- ``csv``: a delimited file; ``column`` is a header name, or a 0-based index when ``header`` is false
+  (e.g. the tab-separated ``idx, score, prompt, image`` files of the 28th-place solution).
+- ``jsonl``: one JSON object per line; ``column`` names the field (default ``prompt``).
+- ``parquet``: any Parquet file; ``column`` names the text column.
+- ``diffusiondb``: DiffusionDB's ``metadata.parquet`` (text column ``prompt``).
+- ``coyo``: COYO-700M Parquet parts (text column ``text``).
+- ``coco``: COCO caption annotations JSON (``annotations[].caption``).
+- ``vizwiz``: VizWiz-Captions JSON (COCO layout; pre-canned and rejected captions are skipped).
+- ``textcaps``: TextCaps JSON (``data[].caption_str``).
+- ``flickr``: Flickr8k / Flickr30k token files (``image.jpg#n<TAB>caption``).
+- ``localized_narratives``: Localized Narratives JSONL (``caption``): the Open Images and ADE20K captions.
+- ``scenes``: ``count`` prompts from the project's scenes grammar (no file).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import ijson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from img2prompt.errors import fail
+
+SourceType = Literal[
+    "text", "csv", "jsonl", "parquet", "diffusiondb", "coyo", "coco", "vizwiz", "textcaps", "flickr",
+    "localized_narratives", "scenes",
+]
+DEFAULT_COLUMN = {"csv": "prompt", "jsonl": "prompt", "parquet": "prompt", "diffusiondb": "prompt",
+                  "coyo": "text", "localized_narratives": "caption"}
+
+
+@dataclass
+class BadRows:
+    """Malformed rows seen while reading: counted per file, the first few kept verbatim for the report."""
+
+    keep: int = 20
+    per_file: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, path: Path, line: int, why: str) -> None:
+        self.per_file[str(path)] += 1
+        if len(self.examples) < self.keep:
+            self.examples.append(f"{path}:{line}: {why}")
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_file.values())
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """The per-source knobs a reader may use (see the module docstring for which reader reads which)."""
+
+    column: str | None = None
+    delimiter: str = ","
+    header: bool = True
+    count: int = 0
+    seed: int = 0
+
+
+Reader = Callable[[Path, ReadOptions, BadRows], Iterator[str]]
+
+
+def expand_paths(pattern: str) -> list[Path]:
+    """The files a source names: a path or a glob (``coyo/part-*.parquet``), sorted for a stable order."""
+    matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+    paths = [Path(m) for m in matches]
+    if not paths or not all(p.is_file() for p in paths):
+        missing = next((p for p in paths if not p.is_file()), Path(pattern))
+        raise fail(missing, "source file not found")
+    return paths
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 text file; undecodable bytes become U+FFFD for the rules to catch."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        for number, line in enumerate(handle, start=1):
+            yield number, line.rstrip("\r\n")
+
+
+def read_text(path: Path, options: ReadOptions, bad: BadRows) -> Iterator[str]:
+    for _, line in _lines(path):
+        if line.strip():
+            yield line
+
+
+def read_csv(path: Path, options: ReadOptions, bad: BadRows) -> Iterator[str]:
+    column = options.column or DEFAULT_COLUMN["csv"]
+    quoting = csv.QUOTE_NONE if options.delimiter == "\t" else csv.QUOTE_MINIMAL  # TSV dumps are unquoted
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        rows = csv.reader(handle, delimiter=options.delimiter, quoting=quoting)
+        if options.header:
+            header = next(rows, [])
+            if column not in header:
+                raise fail(path, f"no column {column!r} in the header ({', '.join(header)[:200]})")
+            index = header.index(column)
+        else:
+            if not column.isdigit():
+                raise fail(path, f"column must be a 0-based index when header is false, got {column!r}")
+            index = int(column)
+        try:
+            for row in rows:
+                if not row:
+                    continue
+                if len(row) <= index:
+                    bad.add(path, rows.line_num, f"{len(row)} field(s), no column {column!r}")
+                    continue
+                yield row[index]
+        except csv.Error as exc:  # e.g. a NUL byte or an over-long field: the rest of the file is unreadable
+            bad.add(path, rows.line_num, f"unreadable CSV ({exc}); the rest of the file is skipped")
+
+
+def read_jsonl(path: Path, options: ReadOptions, bad: BadRows) -> Iterator[str]:
+    column = options.column or DEFAULT_COLUMN["jsonl"]
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            bad.add(path, number, f"invalid JSON ({exc.msg})")
+            continue
+        value = record.get(column) if isinstance(record, dict) else None
+        if not isinstance(value, str):
+            bad.add(path, number, f"no text field {column!r}")
+            continue
+        yield value
+
+
+def read_localized_narratives(path: Path, options: ReadOptions, bad: BadRows) -> Iterator[str]:
+    column = options.column or DEFAULT_COLUMN["localized_narratives"]
+    yield from read_jsonl(path, ReadOptions(column=column), bad)
+
+
+def _parquet_reader(default_column: str) -> Reader:
+    def read(path: Path, options: ReadOptions, bad: BadRows) -> Iterator[str]:
+        column = options.column or default_column
+        try:
+            parquet = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise fail(path, f"not a readable Parquet file ({exc})") from None
+        if column not in parquet.schema_arrow.names:
+            raise fail(path, f"no column {column!r} (has {', '.join(parquet.schema_arrow.names)[:200]})")
+        row = 0
+        try:
+            for batch in parquet.iter_batches(batch_size=65536, columns=[column]):
+                for value in batch.column(0).to_pylist():
+                    row += 1
+                    if isinstance(value, str):
+                        yield value
+                    else:
+                        bad.add(path, row, f"{column} is {type(value).__name__}, not text")
+        except (pa.ArrowInvalid, OSError) as exc:
+            bad.add(path, row, f"unreadable row group ({exc}); the rest of the file is skipped")
+
+    return read
+
+
+def _json_items(path: Path, prefix: str, bad: BadRows) -> Iterator[tuple[int, dict]]:
+    """(index, object) of each item of the array at ``prefix``, parsed incrementally."""
+    index = 0
+    with open(path, "rb") as handle:
+        try:
+            for index, item in enumerate(ijson.items(handle, prefix), start=1):
+                if isinstance(item, dict):
+                    yield index, item
+                else:
+                    bad.add(path, index, f"{prefix} #{index} is not an object")
+        except ijson.JSONError as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if index == 0:
+                raise fail(path, f"not a JSON file ({first_line})") from None
+            why = f"JSON broken after item {index} ({first_line}); the rest of the file is skipped"
+            bad.add(path, index + 1, why)
+            return
+    if index == 0:
+        raise fail(path, f"no items under {prefix.removesuffix('.item')!r}: not the expected JSON layout")
+
+
+def _caption_json_reader(
+    prefix: str, field_name: str, skip: Callable[[dict], bool] = lambda _: False
+) -> Reader:
+    def read(path: Path, options: ReadOptions, bad: BadRows) -> Iterator[str]:
+        for index, item in _json_items(path, prefix, bad):
+            caption = item.get(field_name)
+            if not isinstance(caption, str):
+                bad.add(path, index, f"item has no text field {field_name!r}")
+            elif not skip(item):
+                yield caption
+
+    return read
+
+
+def _vizwiz_unusable(annotation: dict) -> bool:
+    """VizWiz marks canned answers ("Quality issues are too severe ...") and rejected captions."""
+    return bool(annotation.get("is_precanned") or annotation.get("is_rejected"))
+
+
+_FLICKR_LINE = re.compile(r"\S+#\d+\s+(\S.*)")  # a few lines of the published Flickr8k file use a space
+
+
+def read_flickr(path: Path, options: ReadOptions, bad: BadRows) -> Iterator[str]:
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        match = _FLICKR_LINE.match(line)
+        if match is None:
+            bad.add(path, number, "expected 'image.jpg#n<TAB>caption'")
+            continue
+        yield match.group(1)
+
+
+def scene_prompts(count: int, seed: int) -> Iterator[str]:
+    """Prompts of the project's scenes grammar (what the offline renderer can draw)."""
+    from img2prompt.scene_grammar import random_prompts
+
+    yield from random_prompts(count, seed)
+
+
+READERS: dict[str, Reader] = {
+    "text": read_text,
+    "csv": read_csv,
+    "jsonl": read_jsonl,
+    "parquet": _parquet_reader(DEFAULT_COLUMN["parquet"]),
+    "diffusiondb": _parquet_reader(DEFAULT_COLUMN["diffusiondb"]),
+    "coyo": _parquet_reader(DEFAULT_COLUMN["coyo"]),
+    "coco": _caption_json_reader("annotations.item", "caption"),
+    "vizwiz": _caption_json_reader("annotations.item", "caption", _vizwiz_unusable),
+    "textcaps": _caption_json_reader("data.item", "caption_str"),
+    "flickr": read_flickr,
+    "localized_narratives": read_localized_narratives,
+}
+
+
+def read_source(kind: str, pattern: str | None, options: ReadOptions, bad: BadRows) -> Iterator[str]:
+    """All prompts of one configured source, file after file, in a stable order."""
+    if kind == "scenes":
+        yield from scene_prompts(options.count, options.seed)
+        return
+    if pattern is None:
+        raise fail(kind, "this source type needs a path")
+    reader = READERS[kind]
+    for path in expand_paths(pattern):
+        yield from reader(path, options, bad)
+
