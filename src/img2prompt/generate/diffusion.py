@@ -13,16 +13,24 @@ depend on its batch neighbours' seeds nor on the GPU model that drew its initial
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from PIL import Image
 from pydantic import Field
 
 from img2prompt.config import StrictModel
 from img2prompt.errors import fail
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+if TYPE_CHECKING:  # torch is imported when a pipeline is built, so configs load without it
+    import torch
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    return getattr(torch, DTYPES[name])
 
 
 class DiffusionConfig(StrictModel):
@@ -48,6 +56,8 @@ class DiffusionConfig(StrictModel):
 
 def pick_device(requested: str) -> torch.device:
     """``auto`` is this rank's GPU (``LOCAL_RANK`` under torchrun/accelerate) when there is one, else CPU."""
+    import torch
+
     if requested != "auto":
         return torch.device(requested)
     if torch.cuda.is_available():
@@ -66,10 +76,11 @@ def _scheduler(name: str, config: Any) -> Any:
 
 def configure_pipeline(pipe: Any, cfg: DiffusionConfig, device: torch.device) -> Any:
     """Apply the speed switches of ``cfg`` to a loaded pipeline and move it to ``device``."""
+    import torch
     from diffusers import AutoencoderTiny
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-    dtype = DTYPES[cfg.dtype]
+    dtype = torch_dtype(cfg.dtype)
     if dtype == torch.float16 and device.type == "cpu":
         raise fail(cfg.model, "dtype fp16 needs a GPU; use fp32 or bf16 on the CPU")
     pipe.scheduler = _scheduler(cfg.scheduler, pipe.scheduler.config)
@@ -104,7 +115,7 @@ def load_pipeline(cfg: DiffusionConfig, device: torch.device) -> Any:
 
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            cfg.model, revision=cfg.revision, dtype=DTYPES[cfg.dtype], safety_checker=None,
+            cfg.model, revision=cfg.revision, dtype=torch_dtype(cfg.dtype), safety_checker=None,
             requires_safety_checker=False,
         )
     except (OSError, ValueError) as exc:
@@ -125,19 +136,21 @@ class DiffusionGenerator:
         self.pipe = pipe if pipe is not None else load_pipeline(cfg, self.device)
         self.settings = {"backend": self.name, "size": size, **cfg.model_dump(exclude={"device", "batch_size"})}
 
-    @torch.inference_mode()
     def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        import torch
+
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        images = self.pipe(
-            prompt=prompts,
-            negative_prompt=[self.cfg.negative_prompt] * len(prompts) if self.cfg.negative_prompt else None,
-            height=self.size,
-            width=self.size,
-            num_inference_steps=self.cfg.steps,
-            guidance_scale=self.cfg.guidance_scale,
-            generator=generators,
-            output_type="pil",
-        ).images
+        with torch.inference_mode():
+            images = self.pipe(
+                prompt=prompts,
+                negative_prompt=[self.cfg.negative_prompt] * len(prompts) if self.cfg.negative_prompt else None,
+                height=self.size,
+                width=self.size,
+                num_inference_steps=self.cfg.steps,
+                guidance_scale=self.cfg.guidance_scale,
+                generator=generators,
+                output_type="pil",
+            ).images
         if self.cfg.save_size and self.cfg.save_size != self.size:
             side = self.cfg.save_size
             images = [image.resize((side, side), Image.Resampling.LANCZOS) for image in images]

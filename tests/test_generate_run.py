@@ -1,0 +1,158 @@
+"""The generation stage: k images per prompt into shards, reproducible bytes, resume after SIGKILL under torchrun."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+from img2prompt.errors import Img2PromptError
+from img2prompt.generate.run import GenerateConfig, generate
+from img2prompt.generate.seeds import sample_seed
+from img2prompt.prompt_table import prompt_id, write_table
+from img2prompt.scene_grammar import random_prompts
+from img2prompt.shards import Manifest, find_shards, iter_samples
+
+CLI = Path(sys.executable).with_name("img2prompt")
+
+
+def make_table(path: Path, n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    prompts = random_prompts(n, seed)
+    frame = pd.DataFrame({
+        "prompt_id": [prompt_id(p) for p in prompts],
+        "prompt": prompts,
+        "source": "scenes",
+        "tier": ["lq" if i % 3 == 0 else "hq" for i in range(n)],
+        "cluster": list(range(n)),
+        "split": [("train", "train", "val", "test")[i % 4] for i in range(n)],
+    })
+    vectors = np.random.default_rng(seed).normal(size=(n, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    write_table(frame, vectors, path)
+    return frame, vectors
+
+
+def config(tmp_path: Path, out: str = "out", **changes) -> GenerateConfig:
+    base = {"prompts": tmp_path / "prompts.parquet", "out": tmp_path / out, "backend": "scenes", "size": 32,
+            "samples_per_shard": 4}
+    return GenerateConfig(**{**base, **changes})
+
+
+def test_k_images_per_prompt_with_derived_seeds_and_the_table_targets(tmp_path):
+    frame, vectors = make_table(tmp_path / "prompts.parquet", 12)
+    out = generate(config(tmp_path, splits=["train", "val"]))
+    samples = list(iter_samples(find_shards(out)))
+    chosen = frame[frame.split.isin(["train", "val"])]
+    assert len(samples) == sum(2 if t == "hq" else 1 for t in chosen.tier) == Manifest(out).total()
+    per_prompt = Counter(s.meta["prompt_id"] for s in samples)
+    for _, row in chosen.iterrows():
+        assert per_prompt[row.prompt_id] == (2 if row.tier == "hq" else 1)
+    row_of = {pid: i for i, pid in enumerate(frame.prompt_id)}
+    for sample in samples:
+        meta, i = sample.meta, row_of[sample.meta["prompt_id"]]
+        assert sample.key == f"{meta['prompt_id']}-{meta['k']}"
+        assert meta["seed"] == sample_seed(meta["prompt_id"], meta["k"])
+        assert (meta["prompt"], meta["split"], meta["source"]) == (frame.prompt[i], frame.split[i], "scenes")
+        assert meta["generator"]["backend"] == "scenes"
+        np.testing.assert_array_equal(sample.embedding, vectors[i])
+        assert sample.image.size == (32, 32)
+    assert len({s.meta["seed"] for s in samples}) == len(samples)
+    assert (out / "config.yaml").exists() and (out / "plan.json").exists()
+
+
+def test_runs_are_reproducible_to_the_byte_and_a_finished_run_is_a_no_op(tmp_path):
+    make_table(tmp_path / "prompts.parquet", 10)
+    one, two = generate(config(tmp_path, "a")), generate(config(tmp_path, "b"))
+    hashes = {e["shard"]: e["sha256"] for e in Manifest(one).entries()}
+    assert hashes == {e["shard"]: e["sha256"] for e in Manifest(two).entries()}
+    for name in hashes:
+        assert (one / name).read_bytes() == (two / name).read_bytes()
+    before = (one / "manifest.jsonl").read_text()
+    generate(config(tmp_path, "a"))
+    assert (one / "manifest.jsonl").read_text() == before
+
+
+def test_resume_refuses_other_settings_or_another_table(tmp_path):
+    make_table(tmp_path / "prompts.parquet", 6)
+    generate(config(tmp_path))
+    with pytest.raises(Img2PromptError, match=r"plan\.json: this folder was generated with other size"):
+        generate(config(tmp_path, size=48))
+    make_table(tmp_path / "prompts.parquet", 6, seed=1)
+    with pytest.raises(Img2PromptError, match="another prompt table"):
+        generate(config(tmp_path))
+
+
+def test_bad_tables_fail_with_one_line_naming_the_file(tmp_path):
+    with pytest.raises(Img2PromptError, match=r"prompts\.parquet: prompt table not found"):
+        generate(config(tmp_path))
+    make_table(tmp_path / "prompts.parquet", 6)
+    with pytest.raises(Img2PromptError, match=r"tier\(s\) hq have no generate\.images_per_prompt entry"):
+        generate(config(tmp_path, images_per_prompt={"lq": 1}))
+    with pytest.raises(Img2PromptError, match="no prompts in splits"):
+        generate(config(tmp_path, splits=["holdout"]))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generate:\n  sise: 64\n")
+    result = subprocess.run([str(CLI), "generate", str(bad)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: {bad}: generate.sise: Extra inputs are not permitted"]
+
+
+def _kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL torchrun and its workers (it starts them in their own sessions, so kill each one)."""
+    parent = psutil.Process(process.pid)
+    for proc in [parent, *parent.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def test_two_torchrun_ranks_killed_mid_shard_resume_with_nothing_lost_or_duplicated(tmp_path):
+    make_table(tmp_path / "prompts.parquet", 90)
+    settings = {"prompts": str(tmp_path / "prompts.parquet"), "out": str(tmp_path / "run"), "backend": "scenes",
+                "size": 96, "samples_per_shard": 8}
+    cfg_path = tmp_path / "generate.yaml"
+    cfg_path.write_text(yaml.safe_dump({"generate": settings}))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "--no-python", str(CLI), "generate", str(cfg_path)]
+    out = tmp_path / "run"
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:  # kill once a shard is finished and another is half written
+            if len(Manifest(out).entries()) >= 2 and list(out.glob("*.tar.tmp")):
+                break
+            assert first.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.01)
+    finally:
+        _kill_tree(first)
+    killed_manifest = Manifest(out).entries()
+    assert list(out.glob("*.tar.tmp")), "the kill did not land in the middle of a shard"
+    planned = json.loads((out / "plan.json").read_text())["samples"]
+    total_shards = -(-planned // 8)
+    assert len(killed_manifest) < total_shards
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    entries = Manifest(out).entries()
+    names = [e["shard"] for e in entries]
+    assert len(names) == len(set(names)) == total_shards  # every shard once
+    assert entries[: len(killed_manifest)] == killed_manifest  # finished shards were not redone
+    assert not list(out.glob("*.tmp"))
+    reference = generate(GenerateConfig(**{**settings, "out": str(tmp_path / "reference")}))
+    assert {e["shard"]: e["sha256"] for e in entries} == {
+        e["shard"]: e["sha256"] for e in Manifest(reference).entries()
+    }
+    keys = [s.key for s in iter_samples(find_shards(out))]
+    assert len(keys) == len(set(keys)) == planned
