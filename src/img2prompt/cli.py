@@ -64,6 +64,23 @@ def validate_submission(
         typer.echo(f"mean cosine to the true prompts: {mean_cosine(predicted, truth):.4f}")
 
 
+@app.command()
+def generate(
+    config: Annotated[Path, typer.Argument(help="YAML with a generate: section, e.g. configs/generate/scenes.yaml.")],
+    overrides: SetOpt = None,
+) -> None:
+    """Draw training images for a prompt table into WebDataset shards (resumable; torchrun for many GPUs)."""
+    from img2prompt.config import load_section
+    from img2prompt.generate.run import GenerateConfig, rank_and_world
+    from img2prompt.generate.run import generate as run_generate
+    from img2prompt.shards import Manifest
+
+    out = run_generate(load_section(GenerateConfig, "generate", config, overrides))
+    rank, world = rank_and_world()
+    manifest = Manifest(out)
+    typer.echo(f"rank {rank}/{world}: {out} holds {manifest.total()} samples in {len(manifest.finished())} shards")
+
+
 def main() -> None:
     """Console entry point: user errors print one line and exit 1, never a traceback."""
     try:
