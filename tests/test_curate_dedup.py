@@ -1,0 +1,99 @@
+"""Near-duplicate removal and clustering: exact semantics on hand-made vectors, IVF against brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from img2prompt.prompts.dedup import DedupConfig, Edges, clusters, greedy_removal, near_duplicates
+
+
+def unit(rows: list[list[float]]) -> np.ndarray:
+    v = np.asarray(rows, np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def at_angle(cosine: float) -> list[float]:
+    """A 3-d unit vector with the given cosine to (1, 0, 0)."""
+    return [cosine, float(np.sqrt(1 - cosine**2)), 0.0]
+
+
+def test_earlier_rows_win_and_removed_rows_do_not_remove():
+    # 0 and 1 are duplicates (0.95): 1 goes. 2 is 0.85 to 1 (removed) but only 0.65 to 0: it stays.
+    a, b = np.array([1.0, 0, 0]), np.array(at_angle(0.95))
+    rot = np.arctan2(b[1], b[0]) + np.arccos(0.85)
+    c = [np.cos(rot), np.sin(rot), 0.0]
+    vectors = unit([a.tolist(), b.tolist(), c, [0, 0, 1]])
+    result = near_duplicates(vectors, DedupConfig(threshold=0.8, cluster_threshold=0.6))
+    assert result.keep.tolist() == [True, False, True, True]
+    assert result.duplicate_of.tolist() == [-1, 0, -1, -1]
+    assert result.cosine[1] == pytest.approx(0.95, abs=1e-5)
+    # 0 and 2 are 0.65 apart, above the cluster threshold: one cluster; 3 is alone
+    assert result.cluster.tolist() == [0, -1, 0, 3]
+
+
+def test_a_removed_row_points_at_its_most_similar_kept_row():
+    vectors = unit([[1, 0, 0], at_angle(0.85), at_angle(0.99)])
+    result = near_duplicates(vectors, DedupConfig(threshold=0.8, cluster_threshold=0.7))
+    assert result.keep.tolist() == [True, False, False]
+    assert result.duplicate_of.tolist() == [-1, 0, 0]
+
+
+def test_clusters_are_connected_components_of_kept_rows():
+    edges = Edges(np.array([0, 1, 3, 0]), np.array([1, 2, 4, 4]), np.array([0.75, 0.72, 0.9, 0.5], np.float32))
+    keep = np.array([True, True, True, True, True, True])
+    assert clusters(keep, edges, 0.7).tolist() == [0, 0, 0, 3, 3, 5]
+    keep[1] = False  # a removed row no longer links its neighbours
+    assert clusters(keep, edges, 0.7).tolist() == [0, -1, 2, 3, 3, 5]
+
+
+def test_greedy_removal_is_order_dependent_as_documented():
+    edges = Edges(np.array([0]), np.array([1]), np.array([0.9], np.float32))
+    keep, dup, _ = greedy_removal(2, edges, 0.8)
+    assert keep.tolist() == [True, False] and dup.tolist() == [-1, 0]
+
+
+def planted_duplicates(n: int, seed: int) -> np.ndarray:
+    """Unit vectors in groups around random centres, at noise levels spanning cosine 0.5-0.97 to the centre."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n // 3, 384)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    noise = rng.uniform(0.2, 1.2, (n, 1)).astype(np.float32)
+    vectors = centres[rng.integers(0, len(centres), n)] + noise * rng.standard_normal((n, 384)).astype(
+        np.float32
+    ) / np.sqrt(384)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_ivf_removes_the_same_prompts_as_brute_force_on_10k():
+    vectors = planted_duplicates(10_000, seed=0)
+    exact = near_duplicates(vectors, DedupConfig(index="flat"))
+    approx = near_duplicates(vectors, DedupConfig(index="ivf"))
+    assert (exact.index_kind, approx.index_kind) == ("flat", "ivf")
+    removed_exact, removed_approx = ~exact.keep, ~approx.keep
+    assert 1000 < removed_exact.sum() < 5000  # the planted duplicates are really there
+    recall = (removed_exact & removed_approx).sum() / removed_exact.sum()
+    precision = (removed_exact & removed_approx).sum() / removed_approx.sum()
+    assert recall >= 0.99 and precision >= 0.99
+
+
+def test_same_input_same_result():
+    vectors = planted_duplicates(3000, seed=1)
+    config = DedupConfig(index="ivf", nlist=32)
+    first, second = near_duplicates(vectors, config, sample=100), near_duplicates(vectors, config, sample=100)
+    for name in ("keep", "duplicate_of", "cosine", "cluster", "nearest"):
+        assert np.array_equal(getattr(first, name), getattr(second, name)), name
+
+
+def test_nearest_neighbour_sample_is_exact_for_the_flat_index():
+    vectors = planted_duplicates(500, seed=2)
+    result = near_duplicates(vectors, DedupConfig(), sample=50)
+    rows = np.unique(np.linspace(0, 499, 50).astype(np.int64))
+    sims = vectors[rows] @ vectors.T
+    sims[np.arange(len(rows)), rows] = -1
+    assert np.allclose(result.nearest, sims.max(axis=1), atol=1e-5)
+
+
+def test_empty_input():
+    result = near_duplicates(np.zeros((0, 384), np.float32), DedupConfig())
+    assert len(result.keep) == 0 and len(result.cluster) == 0
