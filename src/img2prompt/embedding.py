@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -51,13 +52,17 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> Iterator[np
 
 
 class EmbeddingCache:
-    """An SQLite map from sha256(model tag, prompt) to a float32[384] vector; safe to share between runs."""
+    """An SQLite map from sha256(model tag, prompt) to a float32[384] vector; safe to share between runs and threads.
+
+    One connection serves every thread (a server decodes in a worker thread), so each access holds a lock.
+    """
 
     def __init__(self, path: str | Path, model_tag: str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tag = model_tag
-        self._db = sqlite3.connect(self.path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
         self._db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
 
     def key(self, prompt: str) -> str:
@@ -67,20 +72,22 @@ class EmbeddingCache:
         found: dict[str, np.ndarray] = {}
         keys = {self.key(p): p for p in prompts}
         items = list(keys)
-        for start in range(0, len(items), 900):  # SQLite's bound-parameter limit
-            chunk = items[start : start + 900]
-            marks = ",".join("?" * len(chunk))
-            for key, blob in self._db.execute(f"SELECT key, vec FROM emb WHERE key IN ({marks})", chunk):
-                found[keys[key]] = np.frombuffer(blob, dtype=np.float32)
+        with self._lock:
+            for start in range(0, len(items), 900):  # SQLite's bound-parameter limit
+                chunk = items[start : start + 900]
+                marks = ",".join("?" * len(chunk))
+                for key, blob in self._db.execute(f"SELECT key, vec FROM emb WHERE key IN ({marks})", chunk):
+                    found[keys[key]] = np.frombuffer(blob, dtype=np.float32)
         return found
 
     def put_many(self, prompts: Sequence[str], vectors: np.ndarray) -> None:
         rows = [(self.key(p), np.asarray(v, np.float32).tobytes()) for p, v in zip(prompts, vectors, strict=True)]
-        with self._db:
+        with self._lock, self._db:
             self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)", rows)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 class TextEmbedder:
