@@ -17,6 +17,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from img2prompt.errors import Img2PromptError
 from img2prompt.images import load_image
@@ -59,14 +60,17 @@ def sniff_format(data: bytes) -> str | None:
 async def read_uploads(request: Request, *, field: str, batch: bool, max_images: int) -> list[Upload]:
     """The uploads of a request: multipart ``field`` (repeated for a batch) or JSON ``{"image": ...}``."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind == "multipart/form-data":
-        uploads = await _read_multipart(request, field, max_images)
-    elif kind == "application/json":
-        uploads = await _read_json(request, batch)
-    else:
+    if kind not in ("multipart/form-data", "application/json"):
         shape = '{"images": [{"image": "<base64>"}]}' if batch else '{"image": "<base64>"}'
         raise HTTPException(415, f"unsupported content type {kind or 'none'!r}: send multipart/form-data with "
                                  f"a {field!r} file field, or application/json {shape}")
+    try:
+        if kind == "multipart/form-data":
+            uploads = await _read_multipart(request, field, max_images)
+        else:
+            uploads = await _read_json(request, batch)
+    except ClientDisconnect:  # nobody is left to answer: end quietly instead of logging a traceback
+        raise HTTPException(400, "client disconnected during upload") from None
     if not uploads:
         raise HTTPException(422, f"no image: send at least one {field!r} file")
     if not batch and len(uploads) > 1:
