@@ -119,3 +119,11 @@ def test_batch_names_the_bad_file_and_the_server_keeps_serving(client):
     assert error_of(client.get("/v1/predict")) == (405, "Method Not Allowed")
     assert client.post("/v1/predict", files={"file": ("ok.png", RED, "image/png")}).status_code == 200
     assert client.get("/healthz").json()["in_flight"] == 0
+
+
+def test_app_starts_again_after_shutdown():
+    basis = np.random.default_rng(1).standard_normal((3, 384)).astype(np.float32)
+    app = create_app(ColourModel(basis))
+    for _ in range(2):  # the batcher and the decode thread are created per lifespan, not per app
+        with TestClient(app) as client:
+            assert client.post("/v1/predict", files={"file": ("a.png", RED, "image/png")}).status_code == 200

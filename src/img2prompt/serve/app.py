@@ -125,22 +125,22 @@ def create_app(model: Embedder, decoder: Decoder | None = None, settings: ServeC
     """Build the app around an already loaded model; start it with uvicorn or ``TestClient(app)``."""
     settings = settings or ServeConfig()
     batcher = MicroBatcher(model.embed, max_batch=settings.batch_size, wait_s=settings.batch_wait_ms / 1000)
-    decode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="img2prompt-decode")
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await batcher.start()
+        app.state.decode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="img2prompt-decode")
         try:
             yield
         finally:
             await batcher.stop()
-            decode_pool.shutdown(wait=True)
+            app.state.decode_pool.shutdown(wait=True)
 
     # Swagger UI and ReDoc load their scripts from a CDN, so only the schema itself is served.
     app = FastAPI(title="img2prompt", summary="Recover the prompt behind a Stable Diffusion image.",
                   lifespan=lifespan, docs_url=None, redoc_url=None)
     gate = Gate(max_body_bytes=settings.max_upload_bytes, max_in_flight=settings.max_in_flight)
-    app.add_middleware(RequestLimits, gate=gate)  # type: ignore[arg-type]
+    app.add_middleware(RequestLimits, gate=gate)
     app.state.settings = settings
     app.state.gate = gate
     app.state.batcher = batcher
@@ -157,7 +157,8 @@ def create_app(model: Embedder, decoder: Decoder | None = None, settings: ServeC
         loop = asyncio.get_running_loop()
         results = []
         for upload, vector in zip(uploads, vectors, strict=True):
-            decoded, nearest, decode_ms = await loop.run_in_executor(decode_pool, _describe, vector, top_k, decode)
+            decoded, nearest, decode_ms = await loop.run_in_executor(
+                app.state.decode_pool, _describe, vector, top_k, decode)
             results.append(Prediction(
                 name=upload.name, model=model.name, embedding=[float(x) for x in vector], prompt=decoded,
                 nearest=nearest, timings=_timings(read_ms, image_ms, info, decode_ms, started)))
