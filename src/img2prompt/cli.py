@@ -81,6 +81,19 @@ def generate(
     typer.echo(f"rank {rank}/{world}: {out} holds {manifest.total()} samples in {len(manifest.finished())} shards")
 
 
+@app.command()
+def curate(
+    config: Annotated[Path, typer.Argument(help="YAML with a curate: section, e.g. configs/curate/shared_data.yaml.")],
+    set_: SetOpt = None,
+) -> None:
+    """Curate prompts: read sources, clean, deduplicate, tier and split; write prompts.parquet + report."""
+    from img2prompt.prompts.curate import curate as run_curate
+    from img2prompt.prompts.curate import load_config
+
+    table = run_curate(load_config(config, set_ or []))
+    typer.echo(f"wrote {table} and {table.parent / 'report.html'}")
+
+
 def main() -> None:
     """Console entry point: user errors print one line and exit 1, never a traceback."""
     try:

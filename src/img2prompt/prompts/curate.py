@@ -1,0 +1,279 @@
+"""The curation stage: sources -> rules -> exact dedup -> target embeddings -> near dedup -> tiers, splits.
+
+``curate(config)`` writes into ``config.out``: ``prompts.parquet`` (the prompt table of DESIGN.md),
+``report.html`` with its PNGs, ``stats.json`` (every count and timing) and ``config.yaml`` (resolved).
+Sources are read hq first, then lq, each in config order: when two prompts are (near) duplicates, the
+earlier one stays, so an hq prompt is never dropped in favour of a caption crawled from the web.
+
+Embeddings are computed in chunks through the embedder's on-disk cache (``<out>/cache`` by default), so a
+rerun after a kill reuses every chunk already done. The same input and config give the same table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+from tqdm.auto import tqdm
+
+from img2prompt.config import StrictModel, load_section, write_resolved
+from img2prompt.prompt_table import prompt_id, write_table
+from img2prompt.prompts.dedup import DedupConfig, DedupResult, near_duplicates
+from img2prompt.prompts.report import DuplicateExample, ReportData, write_report
+from img2prompt.prompts.rules import FILTERS, PromptRules, RulesConfig, words
+from img2prompt.prompts.sources import BadRows, ReadOptions, SourceType, expand_paths, read_source
+
+TABLE_NAME = "prompts.parquet"
+Tier = Literal["hq", "lq"]
+
+
+class SourceConfig(StrictModel):
+    """One corpus: its reader (``type``), its file or glob, its tier and reader options."""
+
+    name: str
+    type: SourceType
+    path: str | None = None
+    tier: Tier = "hq"
+    column: str | None = None
+    delimiter: str = ","
+    header: bool = True
+    count: int = 0  # scenes only: how many grammar prompts
+    seed: int = 0  # scenes only
+    limit: int | None = None  # read at most this many prompts (quick runs)
+
+    @model_validator(mode="after")
+    def _needs_input(self) -> SourceConfig:
+        if self.type == "scenes" and self.count <= 0:
+            raise ValueError(f"source {self.name!r}: a scenes source needs count > 0")
+        if self.type != "scenes" and not self.path:
+            raise ValueError(f"source {self.name!r}: a {self.type} source needs a path")
+        return self
+
+    def options(self) -> ReadOptions:
+        return ReadOptions(self.column, self.delimiter, self.header, self.count, self.seed)
+
+
+class EmbeddingConfig(StrictModel):
+    backend: Literal["exact", "int8"] = "exact"  # targets must be exact; int8 is for quick looks only
+    max_tokens: int = 1024
+    device: str = "cpu"
+    cache_dir: Path | None = None  # default <out>/cache
+    chunk: int = 4096  # prompts per cached chunk: the unit of resume
+
+
+class SplitConfig(StrictModel):
+    """Fractions of clusters (not prompts) sent to validation and test."""
+
+    val: float = Field(0.05, ge=0, le=1)
+    test: float = Field(0.05, ge=0, le=1)
+
+
+class CurateConfig(StrictModel):
+    out: Path = Path("runs/curate")
+    sources: list[SourceConfig] = Field(min_length=1)
+    rules: RulesConfig = RulesConfig()
+    dedup: DedupConfig = DedupConfig()
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    splits: SplitConfig = SplitConfig()
+    report_examples: int = 40
+    histogram_sample: int = 10_000
+    progress: bool = True
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> CurateConfig:
+    return load_section(CurateConfig, "curate", path, overrides)
+
+
+class Candidates:
+    """Prompts that passed the rules and are not exact duplicates, in priority order."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.ids: list[str] = []
+        self.source: list[int] = []
+        self.tier: list[str] = []
+        self._seen: set[str] = set()
+
+    def add(self, text: str, pid: str, source: int, tier: str) -> bool:
+        if pid in self._seen:
+            return False
+        self._seen.add(pid)
+        self.texts.append(text)
+        self.ids.append(pid)
+        self.source.append(source)
+        self.tier.append(tier)
+        return True
+
+
+def curate(config: CurateConfig) -> Path:
+    """Run the whole stage; returns the path of the prompt table."""
+    for source in config.sources:  # a missing file fails the run before anything is read or written
+        if source.path is not None:
+            expand_paths(source.path)
+    out = Path(config.out)
+    write_resolved(config, "curate", out)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    rules = PromptRules(config.rules)
+    bad = BadRows()
+    order = sorted(range(len(config.sources)), key=lambda i: (config.sources[i].tier != "hq", i))
+    stats = [Counter() for _ in config.sources]
+    candidates = Candidates()
+    for i in order:
+        _read_one(config.sources[i], i, rules, bad, candidates, stats[i], config.progress)
+    timings["read_and_rules"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    vectors = embed(candidates.texts, config.embedding, out, config.progress)
+    timings["embed"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    result = near_duplicates(vectors, config.dedup, sample=config.histogram_sample, progress=config.progress)
+    timings["dedup"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    frame = build_table(candidates, result, config)
+    table = write_table(frame, vectors[result.keep], out / TABLE_NAME)
+    timings["write"] = time.perf_counter() - start
+
+    for i, row in enumerate(candidates.source):
+        if not result.keep[i]:
+            stats[row]["near_duplicates"] += 1
+    names = [s.name for s in config.sources]
+    for name, group in frame.groupby("source", sort=False):
+        counts = stats[names.index(name)]
+        counts["kept"] = len(group)
+        counts.update(group["tier"].value_counts().to_dict())
+        counts.update(group["split"].value_counts().to_dict())
+    _write_outputs(config, candidates, result, frame, stats, rules, bad, timings)
+    return table
+
+
+def _read_one(
+    source: SourceConfig, index: int, rules: PromptRules, bad: BadRows, candidates: Candidates,
+    counts: Counter, progress: bool,
+) -> None:
+    """Stream one source through the rules and exact dedup, counting what each step removed."""
+    rules_before = rules.counts.copy()
+    bad_before = bad.total
+    stream = read_source(source.type, source.path, source.options(), bad)
+    for n, raw in enumerate(tqdm(stream, desc=f"read {source.name}", unit="prompt", disable=not progress)):
+        if source.limit is not None and n >= source.limit:
+            break
+        counts["read"] += 1
+        text = rules.apply(raw)
+        if text is None:
+            continue
+        if not candidates.add(text, prompt_id(text), index, rules.tier(text, source.tier)):
+            counts["exact_duplicates"] += 1
+    counts["bad_rows"] = bad.total - bad_before
+    counts.update({k: rules.counts[k] - rules_before[k] for k in rules.counts})
+
+
+def embed(texts: list[str], config: EmbeddingConfig, out: Path, progress: bool) -> np.ndarray:
+    """Target embeddings of ``texts``, chunk by chunk through the on-disk cache (the unit of resume)."""
+    from img2prompt.embedding import TextEmbedder
+
+    vectors = np.zeros((len(texts), 384), np.float32)
+    if not texts:
+        return vectors
+    embedder = TextEmbedder(backend=config.backend, max_tokens=config.max_tokens, device=config.device,
+                            cache_dir=config.cache_dir or out / "cache")
+    with tqdm(total=len(texts), desc="embed", unit="prompt", disable=not progress) as bar:
+        for start in range(0, len(texts), config.chunk):
+            chunk = texts[start : start + config.chunk]
+            vectors[start : start + len(chunk)] = embedder.encode(chunk)
+            bar.update(len(chunk))
+    if embedder.cache is not None:
+        embedder.cache.close()
+    return vectors
+
+
+def split_of(cluster_key: str, splits: SplitConfig) -> str:
+    """A cluster's split from a hash of its first prompt's id: stable when other prompts come and go."""
+    u = int(cluster_key[:8], 16) / 16**8
+    if u < splits.val:
+        return "val"
+    return "test" if u < splits.val + splits.test else "train"
+
+
+def build_table(candidates: Candidates, result: DedupResult, config: CurateConfig) -> pd.DataFrame:
+    """The scalar columns of the prompt table: kept candidates in priority order."""
+    kept = np.flatnonzero(result.keep)
+    table_row = np.cumsum(result.keep) - 1  # candidate row -> table row
+    names = [s.name for s in config.sources]
+    first = result.cluster[kept]
+    return pd.DataFrame(
+        {
+            "prompt_id": [candidates.ids[i] for i in kept],
+            "prompt": [candidates.texts[i] for i in kept],
+            "source": [names[candidates.source[i]] for i in kept],
+            "tier": [candidates.tier[i] for i in kept],
+            "cluster": table_row[first].astype(np.int64),
+            "split": [split_of(candidates.ids[f], config.splits) for f in first],
+        }
+    )
+
+
+def _write_outputs(
+    config: CurateConfig, candidates: Candidates, result: DedupResult, frame: pd.DataFrame,
+    stats: list[Counter], rules: PromptRules, bad: BadRows, timings: dict[str, float],
+) -> None:
+    out = Path(config.out)
+    sources = [
+        {"name": s.name, "type": s.type, "tier": s.tier, **stats[i]} for i, s in enumerate(config.sources)
+    ]
+    cluster_sizes = frame["cluster"].value_counts()
+    totals = {
+        "read": sum(s["read"] for s in stats),
+        "bad_rows": bad.total,
+        "after_rules_and_exact_dedup": len(candidates.texts),
+        "kept": len(frame),
+        "clusters": len(cluster_sizes),
+        "largest_cluster": int(cluster_sizes.max()) if len(frame) else 0,
+        "index": result.index_kind,
+    }
+    seconds = sum(timings.values())
+    totals["prompts_per_s"] = round(totals["read"] / seconds, 1) if seconds else 0.0
+    stats_path = out / "stats.json"
+    tmp = stats_path.with_name(stats_path.name + ".tmp")
+    payload = {"totals": totals, "timings_s": timings, "sources": sources, "rules": dict(rules.counts)}
+    tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    tmp.replace(stats_path)
+    write_report(
+        ReportData(
+            sources=sources, rule_columns=list(FILTERS), rule_examples=rules.examples, totals=totals,
+            timings=timings, word_counts=np.array([len(words(t)) for t in frame["prompt"]]),
+            nearest=result.nearest, threshold=config.dedup.threshold,
+            cluster_threshold=config.dedup.cluster_threshold,
+            duplicates=duplicate_examples(candidates, result, config), bad_rows=bad.examples,
+        ),
+        out,
+    )
+
+
+def duplicate_examples(
+    candidates: Candidates, result: DedupResult, config: CurateConfig
+) -> list[DuplicateExample]:
+    """Removed near duplicates spread evenly over their cosine range, from the threshold up to 1."""
+    removed = np.flatnonzero(~result.keep)
+    if not len(removed) or config.report_examples <= 0:
+        return []
+    removed = removed[np.argsort(result.cosine[removed], kind="stable")]
+    picks = removed[np.unique(np.linspace(0, len(removed) - 1, config.report_examples).astype(int))]
+    names = [s.name for s in config.sources]
+    examples = []
+    for i in picks:
+        j = result.duplicate_of[i]
+        examples.append(DuplicateExample(
+            removed=candidates.texts[i], removed_source=names[candidates.source[i]],
+            kept=candidates.texts[j], kept_source=names[candidates.source[j]], cosine=float(result.cosine[i]),
+        ))
+    return examples
