@@ -12,35 +12,17 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import psutil
 import pytest
 import yaml
 
+from generate_tables import write_scenes_table
 from img2prompt.errors import Img2PromptError
 from img2prompt.generate.run import GenerateConfig, generate
 from img2prompt.generate.seeds import sample_seed
-from img2prompt.prompt_table import prompt_id, write_table
-from img2prompt.scene_grammar import random_prompts
 from img2prompt.shards import Manifest, find_shards, iter_samples
 
 CLI = Path(sys.executable).with_name("img2prompt")
-
-
-def make_table(path: Path, n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
-    prompts = random_prompts(n, seed)
-    frame = pd.DataFrame({
-        "prompt_id": [prompt_id(p) for p in prompts],
-        "prompt": prompts,
-        "source": "scenes",
-        "tier": ["lq" if i % 3 == 0 else "hq" for i in range(n)],
-        "cluster": list(range(n)),
-        "split": [("train", "train", "val", "test")[i % 4] for i in range(n)],
-    })
-    vectors = np.random.default_rng(seed).normal(size=(n, 384)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    write_table(frame, vectors, path)
-    return frame, vectors
 
 
 def config(tmp_path: Path, out: str = "out", **changes) -> GenerateConfig:
@@ -50,7 +32,7 @@ def config(tmp_path: Path, out: str = "out", **changes) -> GenerateConfig:
 
 
 def test_k_images_per_prompt_with_derived_seeds_and_the_table_targets(tmp_path):
-    frame, vectors = make_table(tmp_path / "prompts.parquet", 12)
+    frame, vectors = write_scenes_table(tmp_path / "prompts.parquet", 12)
     out = generate(config(tmp_path, splits=["train", "val"]))
     samples = list(iter_samples(find_shards(out)))
     chosen = frame[frame.split.isin(["train", "val"])]
@@ -72,7 +54,7 @@ def test_k_images_per_prompt_with_derived_seeds_and_the_table_targets(tmp_path):
 
 
 def test_runs_are_reproducible_to_the_byte_and_a_finished_run_is_a_no_op(tmp_path):
-    make_table(tmp_path / "prompts.parquet", 10)
+    write_scenes_table(tmp_path / "prompts.parquet", 10)
     one, two = generate(config(tmp_path, "a")), generate(config(tmp_path, "b"))
     hashes = {e["shard"]: e["sha256"] for e in Manifest(one).entries()}
     assert hashes == {e["shard"]: e["sha256"] for e in Manifest(two).entries()}
@@ -84,11 +66,11 @@ def test_runs_are_reproducible_to_the_byte_and_a_finished_run_is_a_no_op(tmp_pat
 
 
 def test_resume_refuses_other_settings_or_another_table(tmp_path):
-    make_table(tmp_path / "prompts.parquet", 6)
+    write_scenes_table(tmp_path / "prompts.parquet", 6)
     generate(config(tmp_path))
     with pytest.raises(Img2PromptError, match=r"plan\.json: this folder was generated with other size"):
         generate(config(tmp_path, size=48))
-    make_table(tmp_path / "prompts.parquet", 6, seed=1)
+    write_scenes_table(tmp_path / "prompts.parquet", 6, seed=1)
     with pytest.raises(Img2PromptError, match="another prompt table"):
         generate(config(tmp_path))
 
@@ -96,7 +78,7 @@ def test_resume_refuses_other_settings_or_another_table(tmp_path):
 def test_bad_tables_fail_with_one_line_naming_the_file(tmp_path):
     with pytest.raises(Img2PromptError, match=r"prompts\.parquet: prompt table not found"):
         generate(config(tmp_path))
-    make_table(tmp_path / "prompts.parquet", 6)
+    write_scenes_table(tmp_path / "prompts.parquet", 6)
     with pytest.raises(Img2PromptError, match=r"tier\(s\) hq have no generate\.images_per_prompt entry"):
         generate(config(tmp_path, images_per_prompt={"lq": 1}))
     with pytest.raises(Img2PromptError, match="no prompts in splits"):
@@ -118,7 +100,7 @@ def _kill_tree(process: subprocess.Popen) -> None:
 
 
 def test_two_torchrun_ranks_killed_mid_shard_resume_with_nothing_lost_or_duplicated(tmp_path):
-    make_table(tmp_path / "prompts.parquet", 90)
+    write_scenes_table(tmp_path / "prompts.parquet", 90)
     settings = {"prompts": str(tmp_path / "prompts.parquet"), "out": str(tmp_path / "run"), "backend": "scenes",
                 "size": 96, "samples_per_shard": 8}
     cfg_path = tmp_path / "generate.yaml"

@@ -40,7 +40,7 @@ class DiffusionConfig(StrictModel):
     revision: str | None = None
     dtype: Literal["fp32", "fp16", "bf16"] = "fp16"
     attention: Literal["sdpa", "eager"] = "sdpa"
-    scheduler: Literal["dpmsolver++", "ddim", "euler", "pndm"] = "dpmsolver++"
+    scheduler: Literal["dpmsolver++", "ddim", "euler"] = "dpmsolver++"
     steps: int = Field(20, ge=1, le=1000)
     guidance_scale: float = Field(8.0, ge=1.0, le=30.0)
     negative_prompt: str = ""
@@ -66,11 +66,11 @@ def pick_device(requested: str) -> torch.device:
 
 
 def _scheduler(name: str, config: Any) -> Any:
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, PNDMScheduler
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
     if name == "dpmsolver++":
         return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
-    kinds = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "pndm": PNDMScheduler}
+    kinds = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}
     return kinds[name].from_config(config)
 
 

@@ -45,8 +45,9 @@ TINY_TEXT = {
 }
 # SD2's noise schedule (v-prediction, as the 768 px model that made the competition's images).
 SD2_SCHEDULER = {
-    "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "clip_sample": False,
-    "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "v_prediction",
+    "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+    "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "v_prediction",
+    "timestep_spacing": "leading",
 }
 ARCHITECTURES = {"sd2": (SD2_UNET, SD2_VAE, SD2_TEXT), "tiny": (TINY_UNET, TINY_VAE, TINY_TEXT)}
 
@@ -84,12 +85,15 @@ def build_random_pipeline(arch: Literal["sd2", "tiny"], tokenizer_dir: str | Pat
     from transformers import CLIPTextConfig, CLIPTextModel
 
     unet_cfg, vae_cfg, text_cfg = ARCHITECTURES[arch]
+    tokenizer = write_clip_tokenizer(tokenizer_dir)
+    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "pad_token_id": tokenizer.pad_token_id}
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**unet_cfg)
     vae = AutoencoderKL(**vae_cfg)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg, **special))
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=write_clip_tokenizer(tokenizer_dir), unet=unet,
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
         scheduler=DDIMScheduler(**SD2_SCHEDULER), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
