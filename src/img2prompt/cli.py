@@ -94,6 +94,19 @@ def curate(
     typer.echo(f"wrote {table} and {table.parent / 'report.html'}")
 
 
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML with a train: section (see configs/train/).")],
+    set_: SetOpt = None,
+) -> None:
+    """Train an image-to-embedding regressor on shards; multi-GPU: accelerate launch / torchrun this verb."""
+    from img2prompt.train.loop import load_train_config
+    from img2prompt.train.loop import train as run_train
+
+    out = run_train(load_train_config(config, set_ or []))
+    typer.echo(f"checkpoint: {out}")
+
+
 def main() -> None:
     """Console entry point: user errors print one line and exit 1, never a traceback."""
     try:

@@ -111,11 +111,13 @@ def _efficientnet_lite(variant: int) -> BackboneFactory:
         from efficientnet_lite_pytorch import EfficientNet
 
         name = f"efficientnet-lite{variant}"
-        overrides: dict = {}
+        # TF's BN momentum 0.99 (PyTorch 0.01) leaves running stats stale over a short fine-tune, so eval
+        # mode disagrees with training; PyTorch's usual 0.1 changes no weight and tracks the new data.
+        overrides: dict = {"batch_norm_momentum": 0.9}
         if tiny:
-            overrides = {"width_coefficient": 0.25, "depth_coefficient": 0.25, "image_size": image_size or 64}
+            overrides |= {"width_coefficient": 0.25, "depth_coefficient": 0.25, "image_size": image_size or 64}
         elif image_size:
-            overrides = {"image_size": image_size}
+            overrides["image_size"] = image_size
         net = EfficientNet.from_name(name, **overrides)
         if pretrained:
             path = _lite_weights(variant)

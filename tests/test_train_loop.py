@@ -1,0 +1,117 @@
+"""The training loop: it learns, checkpoints load, a killed run resumes onto the same curve, stage 2 starts
+from stage 1, gradient accumulation matches a bigger batch, and bf16 + gradient checkpointing run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from img2prompt.errors import Img2PromptError
+from img2prompt.models.regressor import Regressor
+from img2prompt.train.loop import TrainConfig, load_train_config, train
+from test_train_data import make_color_shards
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_color_shards(tmp_path_factory.mktemp("shards"), n_prompts=240, size=32)
+
+
+def config(shards: Path, out: Path, **sections) -> TrainConfig:
+    base = {
+        "out_dir": str(out), "seed": 0, "tensorboard": False, "plots": False,
+        "model": {"backbone": "efficientnet_lite0", "pretrained": False, "tiny": True, "image_size": 32},
+        "data": {"shards": [str(shards)], "batch_size": 16, "shuffle_buffer": 64},
+        "optim": {"lr": 1e-2, "epochs": 3, "warmup_steps": 3, "weight_decay": 0.0},
+    }
+    for key, value in sections.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and key in base else value
+    return TrainConfig.model_validate(base)
+
+
+def losses(run: Path) -> list[float]:
+    return [loss for _, loss in json.loads((run / "metrics.json").read_text())["train_loss"]]
+
+
+def test_training_beats_the_constant_baseline_and_stage_2_continues(shards: Path, tmp_path: Path) -> None:
+    run = train(config(shards, tmp_path / "stage1", tensorboard=True, plots=True))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["step"] == 36 and len(metrics["train_loss"]) == 36 and len(metrics["val_curve"]) == 3
+    assert metrics["val_mean_cosine"] >= metrics["baseline_mean_cosine"] + 0.08
+    assert set(metrics["val_per_source"]) == {"small", "large"} and metrics["val_count"] == 48
+    assert (run / "curves.png").stat().st_size > 0 and list((run / "tb").iterdir())
+    model = Regressor.from_pretrained(run)
+    assert model.embed([]).shape == (0, 384)
+    resolved = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    assert resolved["optim"]["lr"] == 1e-2 and resolved["model"]["backbone"] == "efficientnet_lite0"
+
+    stage2 = train(config(shards, tmp_path / "stage2", init_from=str(run),
+                          optim={"lr": 1e-3, "epochs": 1, "warmup_steps": 0}, finetune={"ema_decay": 0.9}))
+    # Stage 2 starts where stage 1 ended, far below the ~1.0 loss of a fresh model.
+    assert losses(stage2)[0] < losses(run)[0] - 0.3
+    assert json.loads((stage2 / "metrics.json").read_text())["val_mean_cosine"] > metrics["baseline_mean_cosine"]
+
+
+def test_a_killed_run_resumes_onto_the_same_loss_curve(shards: Path, tmp_path: Path) -> None:
+    reference = train(config(shards, tmp_path / "reference", save_every=2, optim={"epochs": 1}))
+    cfg = config(shards, tmp_path / "killed", save_every=2, optim={"epochs": 1})
+    cfg_path = tmp_path / "train.yaml"
+    cfg_path.write_text(yaml.safe_dump({"train": cfg.model_dump(mode="json")}))
+    command = [sys.executable, "-c", "from img2prompt.cli import main; main()", "train", str(cfg_path)]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = tmp_path / "killed" / "state.pt"
+    deadline = time.monotonic() + 240
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert losses(tmp_path / "killed") == losses(reference)
+
+
+def test_gradient_accumulation_matches_the_bigger_batch(shards: Path, tmp_path: Path) -> None:
+    vit = {"backbone": "vit_l_14_336", "pretrained": False, "tiny": True, "image_size": 28}
+    optim = {"lr": 1e-3, "max_steps": 4, "epochs": 1, "warmup_steps": 0}
+    big = train(config(shards, tmp_path / "big", model=vit, optim=optim))
+    small = train(config(shards, tmp_path / "accum", model=vit, data={"batch_size": 8},
+                         optim={**optim, "grad_accum": 2}))
+    np.testing.assert_allclose(losses(small), losses(big), atol=2e-5)
+
+
+def test_bf16_lora_and_gradient_checkpointing_train(shards: Path, tmp_path: Path) -> None:
+    run = train(config(shards, tmp_path / "lora", precision="bf16", grad_checkpointing=True,
+                       model={"backbone": "vit_l_14_336", "pretrained": False, "tiny": True, "image_size": 28},
+                       finetune={"method": "lora", "lora_rank": 4}, optim={"max_steps": 3, "epochs": 1}))
+    assert np.isfinite(losses(run)).all() and len(losses(run)) == 3
+    assert (run / "adapter" / "adapter_config.json").exists()
+    assert Regressor.from_pretrained(run).embed([]).shape == (0, 384)
+
+
+def test_config_errors_name_the_file(tmp_path: Path, shards: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  optim:\n    lr_typo: 1\n")
+    with pytest.raises(Img2PromptError, match=r"bad\.yaml: train\.optim\.lr_typo"):
+        load_train_config(bad)
+    cfg = config(shards, tmp_path / "run", optim={"max_steps": 1})
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "state.pt").write_bytes(b"torn")
+    with pytest.raises(Img2PromptError, match=r"state\.pt: unreadable training state"):
+        train(cfg)
+    result = subprocess.run([sys.executable, "-c", "from img2prompt.cli import main; main()", "train",
+                             str(tmp_path / "missing.yaml")], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {tmp_path / 'missing.yaml'}: config file not found"
