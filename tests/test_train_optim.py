@@ -1,0 +1,106 @@
+"""Fine-tuning tools: every LoRA adapter learns, LP-FT holds the backbone, LLRD and freezing do what they say."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from img2prompt.models.backbones import REGISTRY
+from img2prompt.models.heads import cosine_loss
+from img2prompt.models.regressor import ModelConfig, Regressor
+from img2prompt.train.optim import FinetuneConfig, OptimConfig, apply_lora, build_optimizer, freeze_blocks
+
+
+def tiny(name: str) -> Regressor:
+    torch.manual_seed(0)
+    return Regressor(ModelConfig(backbone=name, pretrained=False, tiny=True))
+
+
+def step(model: Regressor, optimizer: torch.optim.Optimizer, scheduler=None, n: int = 2) -> None:
+    torch.manual_seed(1)
+    pixels, targets = torch.randn(n, 3, model.image_size, model.image_size), torch.randn(n, 384)
+    cosine_loss(model(pixels), targets).backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_lora_adapter_gets_a_gradient(name: str) -> None:
+    model = tiny(name)
+    apply_lora(model, FinetuneConfig(method="lora", lora_rank=4))
+    adapters = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert adapters and all(p.requires_grad for p in adapters.values())
+    frozen = [n for n, p in model.backbone.named_parameters() if "lora_" not in n and p.requires_grad]
+    assert frozen == []
+    # lora_B starts at zero, so lora_A's gradient is zero until one step has moved B.
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    step(model, optimizer)
+    optimizer.zero_grad()
+    pixels = torch.randn(2, 3, model.image_size, model.image_size)
+    cosine_loss(model(pixels), torch.randn(2, 384)).backward()
+    dead = [n for n, p in adapters.items() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead == []
+    assert all(p.grad is not None for p in model.head.parameters())
+
+
+def test_lora_checkpoint_merges_into_plain_weights(tmp_path) -> None:
+    model = tiny("vit_l_14_336")
+    apply_lora(model, FinetuneConfig(method="lora", lora_rank=4))
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):
+        step(model, optimizer)
+    model.eval()
+    pixels = torch.randn(2, 3, 56, 56)
+    expected = model(pixels)
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = Regressor.from_pretrained(tmp_path / "ckpt")
+    torch.testing.assert_close(loaded(pixels), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_lp_ft_trains_the_head_first_then_the_backbone() -> None:
+    model = tiny("efficientnet_lite0")
+    optim = OptimConfig(lr=1e-2, warmup_steps=0, weight_decay=0.0)
+    optimizer, scheduler = build_optimizer(model, optim, FinetuneConfig(method="lp_ft", lp_steps=2), 10)
+    backbone0 = [p.detach().clone() for p in model.backbone.parameters()]
+    head0 = [p.detach().clone() for p in model.head.parameters()]
+    for _ in range(2):
+        optimizer.zero_grad()
+        step(model, optimizer, scheduler)
+    assert all(torch.equal(a, b) for a, b in zip(backbone0, model.backbone.parameters(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(head0, model.head.parameters(), strict=True))
+    optimizer.zero_grad()
+    step(model, optimizer, scheduler)
+    assert not all(torch.equal(a, b) for a, b in zip(backbone0, model.backbone.parameters(), strict=True))
+
+
+def test_layerwise_lr_decay_and_warmup_cosine_schedule() -> None:
+    model = tiny("vit_l_14_336")  # stem, 2 blocks, ln_post
+    optim = OptimConfig(lr=1.0, head_lr=5.0, warmup_steps=2)
+    optimizer, scheduler = build_optimizer(model, optim, FinetuneConfig(llrd=0.5), 10)
+    base = sorted({(g["role"], g["initial_lr"]) for g in optimizer.param_groups})
+    assert base == [("backbone", 0.125), ("backbone", 0.25), ("backbone", 0.5), ("backbone", 1.0), ("head", 5.0)]
+    head = next(g for g in optimizer.param_groups if g["role"] == "head")
+    seen = []
+    for _ in range(10):
+        seen.append(head["lr"])
+        optimizer.step()  # no gradients: a no-op that keeps the step order torch expects
+        scheduler.step()
+    assert seen[:3] == pytest.approx([2.5, 5.0, 5.0]) and seen[-1] < 0.3
+    assert all(a >= b for a, b in itertools.pairwise(seen[1:]))
+    no_decay = [g for g in optimizer.param_groups if g["weight_decay"] == 0.0]
+    assert no_decay and all(p.ndim == 1 for g in no_decay for p in g["params"])
+
+
+def test_freezing_early_blocks_keeps_them_fixed() -> None:
+    model = tiny("efficientnet_lite0")
+    freeze_blocks(model, 3)
+    frozen = [p for block in model.spec.blocks[:3] for p in block.parameters()]
+    before = [p.detach().clone() for p in frozen]
+    optimizer, _ = build_optimizer(model, OptimConfig(lr=0.1), FinetuneConfig(), 5)
+    step(model, optimizer)
+    assert all(torch.equal(a, b) for a, b in zip(before, frozen, strict=True))
+    assert all(p.grad is None for p in frozen)
+    assert model.spec.blocks[3].parameters().__next__().grad is not None
