@@ -100,11 +100,21 @@ def train(
     set_: SetOpt = None,
 ) -> None:
     """Train an image-to-embedding regressor on shards; multi-GPU: accelerate launch / torchrun this verb."""
+    import os
+
+    import torch
+
     from img2prompt.train.loop import load_train_config
     from img2prompt.train.loop import train as run_train
 
     out = run_train(load_train_config(config, set_ or []))
     typer.echo(f"checkpoint: {out}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # gloo may abort in interpreter teardown after a finished, saved run (docs/STACK.md pitfall 5):
+        # leave without teardown so the exit status reports the training itself.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def main() -> None:
