@@ -171,7 +171,7 @@ def create_app(model: Embedder, decoder: Decoder | None = None, settings: ServeC
         nearest = [Neighbour(prompt=p, score=s) for p, s in decoder.nearest(vector, top_k)] if top_k else []
         decoded = None
         if decode:
-            result = decoder.decode(vector, budget_s=settings.decode_budget_s)
+            result = decoder.decode(vector)
             decoded = DecodedPrompt(text=result.text, cosine=result.cosine)
         return decoded, nearest, (time.perf_counter() - started) * 1000
 

@@ -1,4 +1,7 @@
-"""The ``serve:`` config section: where to listen and the limits that keep one bad client from hurting others."""
+"""The ``serve:`` config section: where to listen and the limits that keep one bad client from hurting others.
+
+How long a prompt is composed per image is the ``decode:`` section's ``budget_s`` (0: the nearest bank prompt).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ class ServeConfig(StrictModel):
     """Defaults suit one CPU box; every limit answers a 4xx (or 503 when busy) instead of running out of memory."""
 
     host: str = "127.0.0.1"
+    device: str = "cpu"  # where the image model runs: cpu, cuda, cuda:1 ...
     port: int = Field(8000, ge=0, le=65535)
     max_upload_bytes: int = Field(10 * 2**20, gt=0)  # whole request body, single or batch
     max_pixels: int = Field(16_000_000, gt=0)  # per image, checked before decoding (decompression bombs)
@@ -25,4 +29,3 @@ class ServeConfig(StrictModel):
     batch_wait_ms: float = Field(5.0, ge=0)  # how long the first request of a batch waits for company
     top_k: int = Field(5, ge=0)  # nearest bank prompts returned by default
     max_top_k: int = Field(50, ge=0)
-    decode_budget_s: float = Field(0.5, ge=0)  # time for composing a prompt; 0 returns the nearest bank prompt

@@ -1,0 +1,36 @@
+"""``img2prompt serve``: load the model and the prompt bank once, then run the app under uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from img2prompt.config import load_section
+from img2prompt.serve.app import create_app
+from img2prompt.serve.settings import ServeConfig
+
+
+def build_app(model: str, bank: Path | None = None, config: Path | None = None,
+              overrides: list[str] | None = None) -> tuple[FastAPI, ServeConfig]:
+    """The app for a checkpoint, ensemble YAML or baseline spec, with the ``serve:``/``decode:`` config sections."""
+    from img2prompt.predict import load_model
+
+    settings = load_section(ServeConfig, "serve", config, overrides)
+    embedder = load_model(model, device=settings.device)
+    decoder = None
+    if bank is not None:
+        from img2prompt.decode import DecodeConfig, PromptDecoder
+
+        decoder = PromptDecoder.from_table(bank, config=load_section(DecodeConfig, "decode", config, overrides))
+    return create_app(embedder, decoder, settings), settings
+
+
+def run_server(model: str, bank: Path | None = None, config: Path | None = None, overrides: list[str] | None = None,
+               host: str | None = None, port: int | None = None) -> None:
+    """Serve until interrupted; ``port=0`` picks a free port (uvicorn logs the one it bound)."""
+    import uvicorn
+
+    app, settings = build_app(model, bank, config, overrides)
+    uvicorn.run(app, host=host or settings.host, port=settings.port if port is None else port, log_level="info",
+                timeout_graceful_shutdown=5)
