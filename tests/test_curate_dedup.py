@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from img2prompt.prompts.dedup import DedupConfig, Edges, clusters, greedy_removal, near_duplicates
+from img2prompt.prompts.dedup import (
+    DedupConfig,
+    Edges,
+    assign_cells,
+    clusters,
+    greedy_removal,
+    near_duplicates,
+    scan_cells,
+)
 
 
 def unit(rows: list[list[float]]) -> np.ndarray:
@@ -80,18 +88,34 @@ def test_ivf_removes_the_same_prompts_as_brute_force_on_10k():
 def test_same_input_same_result():
     vectors = planted_duplicates(3000, seed=1)
     config = DedupConfig(index="ivf", nlist=32)
-    first, second = near_duplicates(vectors, config, sample=100), near_duplicates(vectors, config, sample=100)
+    first, second = near_duplicates(vectors, config), near_duplicates(vectors, config)
     for name in ("keep", "duplicate_of", "cosine", "cluster", "nearest"):
         assert np.array_equal(getattr(first, name), getattr(second, name)), name
 
 
-def test_nearest_neighbour_sample_is_exact_for_the_flat_index():
+def test_nearest_neighbour_cosine_is_exact_for_the_flat_index():
     vectors = planted_duplicates(500, seed=2)
-    result = near_duplicates(vectors, DedupConfig(), sample=50)
-    rows = np.unique(np.linspace(0, 499, 50).astype(np.int64))
-    sims = vectors[rows] @ vectors.T
-    sims[np.arange(len(rows)), rows] = -1
+    result = near_duplicates(vectors, DedupConfig())
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -1)
+    assert result.index_kind == "flat"
     assert np.allclose(result.nearest, sims.max(axis=1), atol=1e-5)
+
+
+def test_ivf_scan_finds_exactly_the_close_pairs_in_probed_cells():
+    """The IVF contract (as faiss IndexIVFFlat): j sees i iff i's cell is among j's nprobe nearest cells."""
+    vectors = planted_duplicates(2000, seed=3)
+    cells = assign_cells(vectors, DedupConfig(index="ivf", nlist=20, nprobe=3))
+    edges, nearest = scan_cells(vectors, cells, 0.7)
+    sims = vectors @ vectors.T
+    i, j = np.nonzero(np.triu(sims > 0.7, k=1))
+    probed = (cells.probes[j] == cells.probes[i, :1]).any(axis=1)
+    expected = set(zip(i[probed].tolist(), j[probed].tolist(), strict=True))
+    found = set(zip(edges.earlier.tolist(), edges.later.tolist(), strict=True))
+    assert found == expected and len(expected) == len(edges.later)
+    assert np.allclose(edges.cosine, sims[edges.earlier, edges.later], atol=1e-5)
+    np.fill_diagonal(sims, -1)
+    assert (nearest <= sims.max(axis=1) + 1e-5).all()  # the nearest row found, possibly not the true one
 
 
 def test_empty_input():

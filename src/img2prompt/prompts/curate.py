@@ -82,7 +82,6 @@ class CurateConfig(StrictModel):
     embedding: EmbeddingConfig = EmbeddingConfig()
     splits: SplitConfig = SplitConfig()
     report_examples: int = 40
-    histogram_sample: int = 10_000
     progress: bool = True
 
 
@@ -123,11 +122,7 @@ def curate(config: CurateConfig) -> Path:
 
     rules = PromptRules(config.rules)
     bad = BadRows()
-    order = sorted(range(len(config.sources)), key=lambda i: (config.sources[i].tier != "hq", i))
-    stats = [Counter() for _ in config.sources]
-    candidates = Candidates()
-    for i in order:
-        _read_one(config.sources[i], i, rules, bad, candidates, stats[i], config.progress)
+    candidates, stats = read_candidates(config, rules, bad)
     timings["read_and_rules"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -135,7 +130,7 @@ def curate(config: CurateConfig) -> Path:
     timings["embed"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    result = near_duplicates(vectors, config.dedup, sample=config.histogram_sample, progress=config.progress)
+    result = near_duplicates(vectors, config.dedup, progress=config.progress)
     timings["dedup"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -154,6 +149,16 @@ def curate(config: CurateConfig) -> Path:
         counts.update(group["split"].value_counts().to_dict())
     _write_outputs(config, candidates, result, frame, stats, rules, bad, timings)
     return table
+
+
+def read_candidates(config: CurateConfig, rules: PromptRules, bad: BadRows) -> tuple[Candidates, list[Counter]]:
+    """Read every source (hq first) through the rules and exact dedup; counts per source, in config order."""
+    order = sorted(range(len(config.sources)), key=lambda i: (config.sources[i].tier != "hq", i))
+    stats = [Counter() for _ in config.sources]
+    candidates = Candidates()
+    for i in order:
+        _read_one(config.sources[i], i, rules, bad, candidates, stats[i], config.progress)
+    return candidates, stats
 
 
 def _read_one(
@@ -251,7 +256,7 @@ def _write_outputs(
         ReportData(
             sources=sources, rule_columns=list(FILTERS), rule_examples=rules.examples, totals=totals,
             timings=timings, word_counts=np.array([len(words(t)) for t in frame["prompt"]]),
-            nearest=result.nearest, threshold=config.dedup.threshold,
+            nearest=result.nearest[result.nearest > -1], threshold=config.dedup.threshold,
             cluster_threshold=config.dedup.cluster_threshold,
             duplicates=duplicate_examples(candidates, result, config), bad_rows=bad.examples,
         ),

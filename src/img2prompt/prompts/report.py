@@ -38,7 +38,7 @@ class ReportData:
     totals: dict[str, int | float | str]
     timings: dict[str, float]
     word_counts: np.ndarray  # words per kept prompt
-    nearest: np.ndarray  # nearest-neighbour cosine of a sample of embedded prompts
+    nearest: np.ndarray  # nearest-neighbour cosine of each prompt after rules and exact dedup
     threshold: float
     cluster_threshold: float
     duplicates: list[DuplicateExample]
@@ -85,7 +85,7 @@ td.t,th.t{text-align:left}img{max-width:560px;margin-right:1em}code{font-size:90
 def write_report(data: ReportData, out_dir: Path) -> Path:
     """Write ``report.html`` and its two PNG histograms into ``out_dir``; returns the page's path."""
     _histogram(data.word_counts, out_dir / LENGTH_PNG, "words per kept prompt", "prompts", bins=40)
-    _histogram(data.nearest, out_dir / NEAREST_PNG, "cosine to the nearest other prompt (sample)", "prompts",
+    _histogram(data.nearest, out_dir / NEAREST_PNG, "cosine to the nearest other prompt", "prompts",
                bins=50, lines={f"dedup {data.threshold}": data.threshold,
                                f"cluster {data.cluster_threshold}": data.cluster_threshold})
     columns = ["read", "bad_rows", *data.rule_columns, "exact_duplicates", "near_duplicates", "kept",

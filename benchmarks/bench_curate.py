@@ -1,0 +1,110 @@
+"""Benchmark: end-to-end curation of every prompt and caption in ../shared/data, and a projection to 8.6M.
+
+Runs the real stage (``curate``) from an empty cache, then reports prompts/s for reading + rules, embedding
+(exact target embedder) and near-duplicate removal; the recall of the IVF index against brute force on a
+sample of the real embeddings; the int8 embedder's rate on a sample; and the projected time for 8.6M prompts
+(the winners' PROMPTS_HQ + a COYO share) from those rates. Dedup is projected from the 1M-vector run of
+bench_dedup.py (IVF cost grows as n^1.5 with nlist = 2 sqrt(n)) when its seconds are given.
+
+    .venv/bin/python benchmarks/bench_curate.py --dedup-1m-s 123.4             # CPU, as in RESULTS.md
+    .venv/bin/python benchmarks/bench_curate.py --device cuda --dedup-1m-s ...  # also measures the GPU rate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from img2prompt.embedding import TextEmbedder
+from img2prompt.prompts.curate import curate, embed, load_config, read_candidates
+from img2prompt.prompts.dedup import DedupConfig, near_duplicates
+from img2prompt.prompts.rules import PromptRules
+from img2prompt.prompts.sources import BadRows
+
+TARGET = 8_600_000
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/curate/shared_data.yaml")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/bench_curate"))
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda to measure the GPU embedding rate too")
+    parser.add_argument("--recall-sample", type=int, default=50_000)
+    parser.add_argument("--rate-sample", type=int, default=5_000, help="prompts for the int8 / GPU rates")
+    parser.add_argument("--dedup-1m-s", type=float, default=None, help="seconds of bench_dedup.py at 1M")
+    args = parser.parse_args()
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    config = load_config(args.config, [f"curate.out={args.out}", "curate.progress=false"])
+    started = time.perf_counter()
+    curate(config)
+    wall = time.perf_counter() - started
+    stats = json.loads((args.out / "stats.json").read_text())
+    t, totals = stats["timings_s"], stats["totals"]
+    read, candidates = totals["read"], totals["after_rules_and_exact_dedup"]
+    rates = {
+        "read_and_rules": read / t["read_and_rules"],
+        "embed": candidates / t["embed"],
+        "dedup": candidates / t["dedup"],
+        "end_to_end": read / wall,
+    }
+    print(f"read {read} prompts, {candidates} after rules + exact dedup, {totals['kept']} kept "
+          f"({totals['clusters']} clusters, largest {totals['largest_cluster']}, index {totals['index']})")
+    print(f"wall {wall:.1f} s: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
+    print("rates (prompts/s): " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
+
+    # IVF vs brute force on real embeddings (candidates before near dedup, so real near duplicates exist)
+    bad = BadRows()
+    cands, _ = read_candidates(config, PromptRules(config.rules), bad)
+    vectors = embed(cands.texts, config.embedding, args.out, progress=False)  # all cached now
+    rows = np.unique(np.linspace(0, len(vectors) - 1, min(args.recall_sample, len(vectors))).astype(np.int64))
+    sample = vectors[rows]
+    exact = near_duplicates(sample, DedupConfig(index="flat"))
+    approx = near_duplicates(sample, config.dedup.model_copy(update={"index": "ivf"}))
+    both = int((~exact.keep & ~approx.keep).sum())
+    recall = both / max(1, int((~exact.keep).sum()))
+    precision = both / max(1, int((~approx.keep).sum()))
+    print(f"IVF vs flat on {len(rows)} real embeddings: flat removes {(~exact.keep).sum()}, IVF "
+          f"{(~approx.keep).sum()}, recall {recall:.4f}, precision {precision:.4f}")
+
+    texts = cands.texts[: args.rate_sample]
+    int8 = TextEmbedder(backend="int8")
+    start = time.perf_counter()
+    int8.encode(texts)
+    int8_rate = len(texts) / (time.perf_counter() - start)
+    print(f"int8 embedding rate on {len(texts)} prompts: {int8_rate:.0f} prompts/s")
+    gpu_rate = None
+    if args.device != "cpu":
+        gpu = TextEmbedder(device=args.device, max_tokens=16384)
+        gpu.encode(texts[:256])  # warm-up (CUDA context, kernels)
+        start = time.perf_counter()
+        gpu.encode(texts)
+        gpu_rate = len(texts) / (time.perf_counter() - start)
+        print(f"exact embedding rate on {args.device}: {gpu_rate:.0f} prompts/s")
+
+    kept_share = candidates / read
+    dedup_s = (args.dedup_1m_s * (TARGET * kept_share / 1e6) ** 1.5 if args.dedup_1m_s
+               else t["dedup"] * (TARGET * kept_share / candidates) ** 1.5)
+    read_s = TARGET / rates["read_and_rules"]
+    embed_s = TARGET * kept_share / rates["embed"]
+    print(f"projection for {TARGET:,} prompts on this machine (2 cores): read+rules {hours(read_s)}, "
+          f"embed {hours(embed_s)}, dedup {hours(dedup_s)}, total {hours(read_s + embed_s + dedup_s)}")
+    if gpu_rate:
+        gpu_embed = TARGET * kept_share / gpu_rate
+        print(f"projection with {args.device} embedding: embed {hours(gpu_embed)}, "
+              f"total {hours(read_s + gpu_embed + dedup_s)} (read and dedup on CPU)")
+    else:
+        print("GPU embedding rate: not measured (no GPU here); rerun with --device cuda on a GPU machine")
+
+
+if __name__ == "__main__":
+    main()
