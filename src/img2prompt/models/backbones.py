@@ -276,7 +276,7 @@ class QFormerFeatures(nn.Module):
         self.qformer = blip.qformer
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        image = self.vision_model(pixel_values=pixels).last_hidden_state
+        image = self.vision_model(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state
         mask = torch.ones(image.shape[:-1], dtype=torch.long, device=image.device)
         queries = self.query_tokens.expand(image.shape[0], -1, -1)
         return self.qformer(query_embeds=queries, encoder_hidden_states=image,
@@ -329,7 +329,7 @@ def blip2_qformer(pretrained: bool, tiny: bool, image_size: int | None) -> Backb
     return Backbone(
         module=module,
         feature_dim=blip.config.qformer_config.hidden_size,
-        image_size=int(blip.config.vision_config.image_size),
+        image_size=image_size or int(blip.config.vision_config.image_size),  # other sizes: interpolated
         mean=OPENAI_MEAN,
         std=OPENAI_STD,
         blocks=[nn.ModuleList([vision.embeddings]), *vision.encoder.layers,

@@ -132,7 +132,8 @@ def train(config: TrainConfig) -> Path:
     accelerator = Accelerator(mixed_precision=config.precision, cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
     set_seed(config.seed)
-    model = Regressor(config.model)
+    # Stage 2 overwrites every weight with stage 1's, so the pretrained weights are not even read.
+    model = Regressor(config.model, pretrained=False if config.init_from else None)
     if config.init_from:
         init_from_checkpoint(model, config.init_from)
     ft = config.finetune

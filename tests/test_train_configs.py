@@ -1,0 +1,35 @@
+"""Every shipped train config validates, names a registered backbone, and stage 2 starts from stage 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from img2prompt.models.backbones import REGISTRY
+from img2prompt.train.loop import load_train_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
+REAL = ["vit_l_14_336", "convnext_xxlarge", "eva02_large_336", "blip2_qformer", "efficientnet_lite2"]
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_config_is_valid(path: Path) -> None:
+    config = load_train_config(path)
+    assert config.model.backbone in REGISTRY and config.data.shards
+
+
+@pytest.mark.parametrize("backbone", REAL)
+def test_two_stages_per_real_backbone_at_336_px_and_up(backbone: str) -> None:
+    stage1 = load_train_config(CONFIGS / f"{backbone}_stage1.yaml")
+    stage2 = load_train_config(CONFIGS / f"{backbone}_stage2.yaml")
+    assert stage1.model == stage2.model and stage1.model.pretrained and not stage1.model.tiny
+    assert stage1.model.image_size >= 336 and stage1.precision == "bf16"
+    assert stage2.init_from == stage1.out_dir and stage1.init_from is None
+    assert not stage1.data.augment.hflip
+
+
+def test_cpu_quickstart_uses_efficientnet_lite0_with_real_weights() -> None:
+    config = load_train_config(CONFIGS / "cpu_quickstart.yaml")
+    assert config.model.backbone == "efficientnet_lite0" and config.model.pretrained
+    assert config.precision == "no" and config.data.num_workers <= 1
