@@ -51,7 +51,7 @@ def random_request(rng: random.Random, seeds: list[bytes], batch: bool) -> dict:
             {"image": base64.b64encode(data).decode()},
             {"image": base64.b64encode(data).decode()[: rng.randint(0, 40)]},
             {"images": [{"image": base64.b64encode(data).decode()}]},
-            {"image": None}, {"image": [1, 2]}, [], "image",
+            {"image": None}, {"image": [1, 2]}, [], "image", {"image": "", "name": "a\nb\u2028c"},
             {"image": "data:;base64," + base64.b64encode(data).decode()},
         ])}
     if kind == 4:

@@ -103,7 +103,7 @@ async def _read_multipart(request: Request, field: str, max_images: int) -> list
             for index, item in enumerate(form.getlist(field)):
                 if not isinstance(item, UploadFile):
                     raise HTTPException(422, f"form field {field!r} must be a file upload, not text")
-                uploads.append(Upload(item.filename or f"{field}[{index}]", await item.read()))
+                uploads.append(Upload(_label(item.filename, f"{field}[{index}]"), await item.read()))
             return uploads
     except StarletteHTTPException as exc:
         if exc.status_code == 400:  # starlette's multipart parser: say what was malformed
@@ -118,6 +118,8 @@ async def _read_json(request: Request, batch: bool) -> list[Upload]:
         items = BatchJSON.model_validate(payload).images if batch else [ImageJSON.model_validate(payload)]
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HTTPException(400, f"request body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise HTTPException(400, "request body is not valid JSON (nested too deeply)") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
@@ -125,14 +127,21 @@ async def _read_json(request: Request, batch: bool) -> list[Upload]:
     return [_from_base64(item, f"image[{i}]" if batch else "image") for i, item in enumerate(items)]
 
 
-def _from_base64(item: ImageJSON, label: str) -> Upload:
+def _from_base64(item: ImageJSON, fallback: str) -> Upload:
+    label = _label(item.name, fallback)
     text = item.image
     if text.startswith("data:"):
         header, _, text = text.partition(",")
         if not header.endswith(";base64"):
-            raise HTTPException(400, f"{item.name or label}: a data URL must be base64-encoded")
+            raise HTTPException(400, f"{label}: a data URL must be base64-encoded")
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise HTTPException(400, f"{item.name or label}: invalid base64 ({exc})") from None
-    return Upload(item.name or label, data)
+        raise HTTPException(400, f"{label}: invalid base64 ({exc})") from None
+    return Upload(label, data)
+
+
+def _label(name: str | None, fallback: str) -> str:
+    """An upload's name goes into answers and error messages: printable, one line, at most 200 characters."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in name or "")[:200]
+    return text or fallback
