@@ -228,3 +228,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Img2PromptError)
     async def user_error(_: Request, exc: Img2PromptError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def server_error(_: Request, exc: Exception) -> JSONResponse:  # uvicorn still logs the traceback
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
