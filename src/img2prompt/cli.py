@@ -65,6 +65,87 @@ def validate_submission(
 
 
 @app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="Checkpoint dir, ensemble YAML, or mean:TABLE / nearest:SHARDS.")],
+    images: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
+    kaggle: Annotated[Path | None, typer.Option(help="Write the Kaggle imgId_eId,val CSV here.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the predictions Parquet here.")] = None,
+    tta: Annotated[bool, typer.Option(help="Average with the mirrored image.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
+) -> None:
+    """Predict prompt embeddings for images (run under `accelerate launch` for several GPUs)."""
+    from img2prompt.predict import run_predict
+
+    if kaggle is None and out is None:
+        raise Img2PromptError("predict: give --kaggle OUT.csv and/or --out OUT.parquet")
+    ids, _, skipped = run_predict(model, images, out=out, kaggle=kaggle, tta=tta, batch_size=batch_size)
+    for reason in skipped:
+        typer.echo(f"skipped {reason}", err=True)
+    typer.echo(f"predicted {len(ids)} images, skipped {len(skipped)}")
+
+
+@app.command()
+def evaluate(
+    predictions: Annotated[list[Path], typer.Argument(help="Predictions Parquet or Kaggle CSV files.")],
+    truth: Annotated[Path, typer.Option(help="True prompts: imgId,prompt CSV or a prompt table.")],
+    out: Annotated[Path, typer.Option(help="Report folder (metrics.json, scores.csv, report.html).")],
+    images: Annotated[list[Path] | None, typer.Option(help="Image folder(s) for the report grid.")] = None,
+    bank: Annotated[Path | None, typer.Option(help="Prompt table to decode predictions with.")] = None,
+    grid: Annotated[int, typer.Option(help="Worst images shown per model.")] = 24,
+) -> None:
+    """Score predictions: mean cosine overall, per source and per prompt length, plus an HTML report."""
+    from img2prompt.evaluate import run_evaluate
+    from img2prompt.images import list_images
+
+    paths = list_images(list(images)) if images else []
+    summary = run_evaluate(predictions, truth, out, images=paths, bank=bank, grid=grid)
+    for model, stats in summary.items():
+        typer.echo(f"{model}: mean cosine {stats['mean_cosine']:.4f} over {stats['images']} images")
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+@app.command()
+def ensemble(
+    predictions: Annotated[list[Path], typer.Argument(help="Validation predictions, one model per file.")],
+    truth: Annotated[Path, typer.Option(help="True prompts: imgId,prompt CSV or a prompt table.")],
+    out: Annotated[Path, typer.Option(help="Ensemble YAML to write.")],
+    per_dim: Annotated[bool, typer.Option(help="One weight per member and dimension.")] = False,
+    tta: Annotated[bool, typer.Option(help="The members' predictions were made with --tta.")] = False,
+) -> None:
+    """Fit non-negative member weights (summing to 1) on validation predictions; write the ensemble YAML."""
+    from img2prompt.ensemble import run_ensemble
+
+    spec = run_ensemble(predictions, truth, out, per_dim=per_dim, tta=tta)
+    for member in spec.members:
+        weight = member.weight if isinstance(member.weight, float) else sum(member.weight) / len(member.weight)
+        typer.echo(f"{member.model}: weight {weight:.3f}")
+    for name, score in spec.member_scores.items():
+        typer.echo(f"{name}: {score:.4f}")
+    typer.echo(f"blend: {spec.score:.4f} over {spec.images} images -> {out}")
+
+
+@app.command()
+def decode(
+    bank: Annotated[Path, typer.Argument(help="Prompt table to draw prompts and phrases from.")],
+    predictions: Annotated[Path | None, typer.Option(help="Predictions Parquet or Kaggle CSV to decode.")] = None,
+    text: Annotated[list[str] | None, typer.Option(help="Decode the embedding of this prompt (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write image_id,text,cosine CSV here.")] = None,
+    budget: Annotated[float | None, typer.Option(help="Seconds per embedding (default: config).")] = None,
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+) -> None:
+    """Turn predicted embeddings into readable prompts (bank prompt + phrases + modifiers)."""
+    from img2prompt.config import load_section
+    from img2prompt.decode import DecodeConfig, run_decode
+
+    settings = load_section(DecodeConfig, "decode", config, set_)
+    if budget is not None:
+        settings.budget_s = budget
+    for row in run_decode(bank, settings, predictions=predictions, texts=text or [], out=out):
+        typer.echo(f"{row['image_id']}\t{row['cosine']:.4f}\t{row['text']}")
+
+
+@app.command()
 def generate(
     config: Annotated[Path, typer.Argument(help="YAML with a generate: section, e.g. configs/generate/scenes.yaml.")],
     overrides: SetOpt = None,
@@ -95,6 +176,23 @@ def curate(
 
 
 @app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="Checkpoint directory, ensemble YAML or baseline spec.")],
+    bank: Annotated[
+        Path | None, typer.Option(help="Prompt table (Parquet) for decoded and nearest prompts.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (default: serve.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serve.port; 0 picks a free one).")] = None,
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+) -> None:
+    """Serve the HTTP API (POST /v1/predict) and the web page at / for a trained model."""
+    from img2prompt.serve.server import run_server
+
+    run_server(model, bank, config, set_, host=host, port=port)
+
+
+@app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="YAML with a train: section (see configs/train/).")],
     set_: SetOpt = None,
@@ -115,6 +213,17 @@ def train(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+@app.command()
+def quickstart(config: ConfigArg = None, overrides: SetOpt = None) -> None:
+    """Run every stage offline at laptop scale: curate, generate, train two models, ensemble, evaluate, decode."""
+    import json
+
+    from img2prompt.quickstart import quickstart as run_quickstart
+
+    summary = run_quickstart(config, overrides or [])
+    typer.echo(json.dumps(summary, indent=2))
 
 
 def main() -> None:

@@ -1,0 +1,121 @@
+"""Reference models behind the ``ImageEmbedder`` protocol, so they sit in the same tables as trained ones.
+
+- ``MeanEmbedding``: one constant vector, the normalised mean of a prompt table's embeddings. It is the
+  score any model must beat (0.49 on held-out real prompts against a real-prompt bank).
+- ``NearestNeighbour``: image features from a pretrained backbone, the nearest image of a shard bank, and
+  the prompt embedding of that image (or the normalised mean over the ``k`` nearest).
+
+``load_baseline("mean:PROMPTS.parquet")`` and ``load_baseline("nearest:SHARDS")`` build them from the
+same strings that ``img2prompt predict`` and ensemble YAMLs accept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from img2prompt.errors import Img2PromptError, fail
+from img2prompt.kaggle import EMBEDDING_DIM
+from img2prompt.prompt_table import read_table
+
+BASELINE_KINDS = ("mean", "nearest")
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class MeanEmbedding:
+    """Predicts the same unit vector, the mean prompt embedding, for every image."""
+
+    def __init__(self, vector: np.ndarray, name: str = "mean"):
+        self.name = name
+        self.vector = _normalise(np.asarray(vector, dtype=np.float32).reshape(EMBEDDING_DIM))
+
+    @classmethod
+    def from_table(cls, path: str | Path) -> MeanEmbedding:
+        """Mean over the table's ``train`` split (all rows when it has none)."""
+        frame, embeddings = read_table(path, columns=["split", "embedding"])
+        if not len(frame):
+            raise fail(path, "the prompt table is empty")
+        train = (frame.split == "train").to_numpy()
+        return cls(embeddings[train].mean(axis=0) if train.any() else embeddings.mean(axis=0))
+
+    def embed(self, images: list[Image.Image]) -> np.ndarray:
+        return np.repeat(self.vector[None], len(images), axis=0)
+
+
+class NearestNeighbour:
+    """Copies the prompt embedding of the most similar bank image (cosine of pooled backbone features)."""
+
+    def __init__(self, images: list[Image.Image], embeddings: np.ndarray, *, backbone: str = "efficientnet_lite0",
+                 tiny: bool = False, k: int = 1, batch_size: int = 32, name: str = "nearest"):
+        import faiss
+
+        from img2prompt.models.backbones import build_backbone
+        from img2prompt.models.regressor import build_transform
+
+        if not images:
+            raise Img2PromptError("nearest-neighbour baseline: the image bank is empty")
+        self.name = name
+        self.k = min(k, len(images))
+        self.batch_size = batch_size
+        spec = build_backbone(backbone, pretrained=not tiny, tiny=tiny)
+        self._network = spec.module.eval()
+        self._transform = build_transform(spec.image_size, spec.mean, spec.std)
+        self._embeddings = _normalise(embeddings)
+        self._index = faiss.IndexFlatIP(spec.feature_dim)
+        self._index.add(self._features(images))
+
+    @classmethod
+    def from_shards(cls, source: str | Path, **options) -> NearestNeighbour:
+        """Index every sample of a shard folder (or one .tar) with its prompt embedding."""
+        from img2prompt.shards import find_shards, iter_samples
+
+        images, embeddings = [], []
+        for sample in iter_samples(find_shards(source)):
+            images.append(sample.image)
+            embeddings.append(sample.embedding)
+        if not images:
+            raise fail(source, "no samples in the shards")
+        return cls(images, np.stack(embeddings), **options)
+
+    def _features(self, images: list[Image.Image]) -> np.ndarray:
+        import torch
+
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                batch = torch.stack([self._transform(im) for im in images[start:start + self.batch_size]])
+                features = self._network(batch)
+                if features.ndim == 3:  # token outputs: mean over tokens
+                    features = features.mean(dim=1)
+                chunks.append(features.float().numpy())
+        return np.ascontiguousarray(_normalise(np.concatenate(chunks)))
+
+    def embed(self, images: list[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, EMBEDDING_DIM), np.float32)
+        _, ids = self._index.search(self._features(images), self.k)
+        return _normalise(self._embeddings[ids].mean(axis=1))
+
+
+def load_baseline(spec: str, **options) -> MeanEmbedding | NearestNeighbour:
+    """Build a baseline from ``mean:PROMPTS.parquet`` or ``nearest:SHARDS`` (a shard folder or .tar).
+
+    The model is named by ``spec``, so predictions and ensemble YAMLs can point back at it.
+    """
+    kind, _, source = spec.partition(":")
+    model: MeanEmbedding | NearestNeighbour
+    if kind == "mean" and source:
+        model = MeanEmbedding.from_table(source)
+    elif kind == "nearest" and source:
+        model = NearestNeighbour.from_shards(source, **options)
+    else:
+        raise Img2PromptError(f"{spec}: a baseline is mean:PROMPTS.parquet or nearest:SHARDS")
+    model.name = spec
+    return model

@@ -1,0 +1,269 @@
+"""Embedding -> readable prompt: compose bank phrases and modifiers until the text's embedding hits the target.
+
+all-MiniLM-L6-v2 mean-pools its token states, so the pooled (unnormalised) vector of ``"a, b, c"`` is close
+to the sum of the pooled vectors of ``a``, ``b`` and ``c`` embedded alone, each about its token count times
+its unit embedding. That makes a cheap surrogate: the cosine to the target of any set of phrases can be
+scored for thousands of candidates at once with a few matrix-vector products, without running the model.
+
+``decode`` runs a beam search on that surrogate, starting from the nearest bank prompts (the subject) and
+adding phrases from a dictionary: comma-separated segments and words of the bank prompts, and the
+clip-interrogator term lists (artists, mediums, movements, flavors). The best few texts are then embedded
+exactly; the exact vector of the winner replaces its surrogate and the search goes on from there (which
+corrects the surrogate's error) until the time budget runs out. The answer is always the best *exactly*
+scored text, so the reported cosine is the true one.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from img2prompt.config import StrictModel
+from img2prompt.embedding import TextEmbedder
+from img2prompt.errors import Img2PromptError, fail
+from img2prompt.kaggle import EMBEDDING_DIM
+from img2prompt.prompt_table import read_table
+
+MODIFIER_LISTS = ("artists", "mediums", "movements", "flavors")
+_SEGMENT_SPLIT = re.compile(r"[,;|\n]+")
+_WEIGHT_SYNTAX = re.compile(r"[()\[\]{}]|:\d+(\.\d+)?")
+_WORD = re.compile(r"[a-z][a-z'-]+")
+
+
+class DecodeConfig(StrictModel):
+    """The ``decode:`` section: dictionary sources and search effort."""
+
+    budget_s: float = 1.0
+    neighbours: int = 8  # bank prompts used as starting points
+    pool: int = 4096  # dictionary phrases kept per query (most similar to the target)
+    beam: int = 4
+    max_phrases: int = 16  # phrases added to a starting prompt
+    verify: int = 8  # texts embedded exactly per round
+    min_segment_count: int = 2  # a bank segment/word joins the dictionary if it occurs this often
+    modifiers: list[str] = Field(default_factory=lambda: list(MODIFIER_LISTS))
+    cache_dir: str | None = None  # embedding cache for the dictionary (it is embedded once)
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    text: str
+    cosine: float
+
+
+def modifier_terms(name: str) -> list[str]:
+    """One clip-interrogator term list (MIT), read from the installed wheel without importing its code.
+
+    Artists are phrased ``by <name>``, as clip-interrogator and Stable Diffusion prompts write them.
+    """
+    if name not in MODIFIER_LISTS:
+        raise Img2PromptError(f"unknown modifier list {name!r} (choose from {', '.join(MODIFIER_LISTS)})")
+    try:
+        path = Path(str(metadata.distribution("clip-interrogator").locate_file(f"clip_interrogator/data/{name}.txt")))
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (metadata.PackageNotFoundError, OSError):
+        raise Img2PromptError("clip-interrogator==0.6.0 is not installed (pip install --no-deps)") from None
+    terms = [line.strip() for line in lines if line.strip()]
+    return [f"by {t}" for t in terms] if name == "artists" else terms
+
+
+def prompt_segments(prompt: str) -> list[str]:
+    """Comma-separated pieces of a prompt, lower case, without SD weighting syntax like ``(word:1.2)``."""
+    pieces = []
+    for piece in _SEGMENT_SPLIT.split(prompt.lower()):
+        piece = " ".join(_WEIGHT_SYNTAX.sub(" ", piece).split()).strip(" .!-_\"'")
+        if piece and len(piece) <= 80:
+            pieces.append(piece)
+    return pieces
+
+
+def bank_phrases(prompts: Iterable[str], min_count: int) -> list[str]:
+    """Segments and words that occur in at least ``min_count`` bank prompts, most frequent first."""
+    counts: Counter[str] = Counter()
+    for prompt in prompts:
+        segments = set(prompt_segments(prompt))
+        counts.update(segments | {w for s in segments for w in _WORD.findall(s)})
+    return [text for text, n in counts.most_common() if n >= min_count]
+
+
+class PromptDecoder:
+    """Nearest prompts and composed prompts for a target embedding, from a prompt bank and term lists."""
+
+    def __init__(
+        self,
+        prompts: Sequence[str],
+        embeddings: np.ndarray,
+        phrases: Sequence[str],
+        phrase_embeddings: np.ndarray,
+        embedder: TextEmbedder,
+        config: DecodeConfig | None = None,
+    ):
+        import faiss
+
+        self.config = config or DecodeConfig()
+        self.embedder = embedder
+        self.prompts = list(prompts)
+        self.phrases = list(phrases)
+        self._bank = faiss.IndexFlatIP(EMBEDDING_DIM)
+        self._bank.add(np.ascontiguousarray(embeddings, dtype=np.float32))
+        self._phrase_index = faiss.IndexFlatIP(EMBEDDING_DIM)
+        self._phrase_index.add(np.ascontiguousarray(phrase_embeddings, dtype=np.float32))
+        self._phrase_vectors = np.ascontiguousarray(phrase_embeddings, dtype=np.float32)
+        self._bank_vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
+        self._bank_weights = _token_weights(embedder, self.prompts)
+        self._phrase_weights = _token_weights(embedder, self.phrases)
+
+    @classmethod
+    def from_table(
+        cls, path: str | Path, embedder: TextEmbedder | None = None, config: DecodeConfig | None = None
+    ) -> PromptDecoder:
+        """Index every prompt of a prompt table and build the phrase dictionary (embedded once, cached)."""
+        config = config or DecodeConfig()
+        frame, embeddings = read_table(path, columns=["prompt", "embedding"])
+        if not len(frame):
+            raise fail(path, "the prompt table is empty")
+        embedder = embedder or TextEmbedder(cache_dir=config.cache_dir)
+        phrases = bank_phrases(frame.prompt, config.min_segment_count)
+        for name in config.modifiers:
+            phrases.extend(modifier_terms(name))
+        phrases = list(dict.fromkeys(phrases))
+        vectors = embedder.encode(phrases, progress=len(phrases) > 5000)
+        return cls(list(frame.prompt), embeddings, phrases, vectors, embedder, config)
+
+    def nearest(self, vec: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
+        """The ``k`` bank prompts closest to ``vec`` with their cosines, best first."""
+        scores, ids = self._bank.search(_unit(vec)[None], min(k, len(self.prompts)))
+        return [(self.prompts[i], float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def decode(self, vec: np.ndarray, budget_s: float | None = None) -> DecodeResult:
+        """The best text found within ``budget_s`` seconds and its exact cosine to ``vec``."""
+        budget = self.config.budget_s if budget_s is None else budget_s
+        deadline = time.perf_counter() + budget
+        target = _unit(vec)
+        cfg = self.config
+        _, bank_ids = self._bank.search(target[None], min(cfg.neighbours, len(self.prompts)))
+        _, pool_ids = self._phrase_index.search(target[None], min(cfg.pool, len(self.phrases)))
+        pool = pool_ids[0][pool_ids[0] >= 0]
+        pool_vectors = self._phrase_vectors[pool] * self._phrase_weights[pool, None]
+        starts = [
+            _State(text=self.prompts[i], used=frozenset(), vector=self._bank_vectors[i] * self._bank_weights[i])
+            for i in bank_ids[0] if i >= 0
+        ]
+        best = DecodeResult(self.prompts[bank_ids[0][0]], float(self._bank_vectors[bank_ids[0][0]] @ target))
+        while starts and time.perf_counter() < deadline:
+            candidates = self._beam_search(starts, target, pool, pool_vectors)
+            texts = list(dict.fromkeys(s.text for s in candidates))[: cfg.verify]
+            exact = self.embedder.encode(texts)
+            cosines = exact @ target
+            order = np.argsort(-cosines)
+            if cosines[order[0]] <= best.cosine:
+                break
+            best = DecodeResult(texts[order[0]], float(cosines[order[0]]))
+            winner = next(s for s in candidates if s.text == best.text)
+            # The winner's exact vector replaces its surrogate: the next round starts from the truth.
+            weight = float(np.linalg.norm(winner.vector))
+            starts = [_State(winner.text, winner.used, exact[order[0]] * weight)]
+        return best
+
+    def _beam_search(
+        self, starts: list[_State], target: np.ndarray, pool: np.ndarray, pool_vectors: np.ndarray
+    ) -> list[_State]:
+        """Grow each start by one phrase at a time, keeping the ``beam`` best by surrogate cosine."""
+        cfg = self.config
+        pool_dot_target = pool_vectors @ target
+        pool_norm2 = np.einsum("ij,ij->i", pool_vectors, pool_vectors)
+        beam = starts
+        seen = {s.text: s for s in starts}
+        for _ in range(cfg.max_phrases):
+            grown: list[tuple[float, _State, int]] = []
+            for state in beam:
+                dot = float(state.vector @ target)
+                norm2 = float(state.vector @ state.vector)
+                cross = pool_vectors @ state.vector
+                scores = (dot + pool_dot_target) / np.sqrt(norm2 + 2 * cross + pool_norm2)
+                current = dot / np.sqrt(norm2)
+                top = np.argpartition(-scores, min(cfg.beam, len(scores) - 1))[: cfg.beam + len(state.used)]
+                for j in top:
+                    if pool[j] in state.used or scores[j] <= current:
+                        continue
+                    grown.append((float(scores[j]), state, int(j)))
+            if not grown:
+                break
+            grown.sort(key=lambda item: -item[0])
+            beam = []
+            for _, state, j in grown:
+                text = f"{state.text}, {self.phrases[pool[j]]}"
+                if text in seen:
+                    continue
+                child = _State(text, state.used | {pool[j]}, state.vector + pool_vectors[j])
+                seen[text] = child
+                beam.append(child)
+                if len(beam) == cfg.beam:
+                    break
+        ranked = sorted(seen.values(), key=lambda s: -float(s.vector @ target) / float(np.linalg.norm(s.vector)))
+        return ranked
+
+
+@dataclass(frozen=True)
+class _State:
+    text: str
+    used: frozenset[int]
+    vector: np.ndarray  # surrogate pooled vector: sum of token-weighted unit embeddings
+
+
+def _token_weights(embedder: TextEmbedder, texts: Sequence[str]) -> np.ndarray:
+    """Tokens each text adds to a comma-joined prompt (its own tokens plus one comma, no [CLS]/[SEP])."""
+    ids = embedder.tokenizer(list(texts), truncation=True, max_length=embedder.max_seq_length)["input_ids"]
+    return np.asarray([len(x) - 1 for x in ids], dtype=np.float32)
+
+
+def _unit(vec: np.ndarray) -> np.ndarray:
+    vec = np.asarray(vec, dtype=np.float32).reshape(-1)
+    if vec.shape != (EMBEDDING_DIM,):
+        raise Img2PromptError(f"expected a {EMBEDDING_DIM}-d embedding, got shape {vec.shape}")
+    norm = float(np.linalg.norm(vec))
+    if not np.isfinite(norm) or norm == 0:
+        raise Img2PromptError("cannot decode a zero or non-finite embedding")
+    return vec / norm
+
+
+def run_decode(
+    bank: str | Path,
+    config: DecodeConfig,
+    *,
+    predictions: str | Path | None = None,
+    texts: Sequence[str] = (),
+    out: str | Path | None = None,
+) -> list[dict[str, object]]:
+    """Decode every row of a predictions file and/or the embeddings of ``texts``; optionally write a CSV."""
+    import pandas as pd
+
+    from img2prompt.predict import read_predictions
+
+    if predictions is None and not texts:
+        raise Img2PromptError("decode: give --predictions FILE and/or --text PROMPT")
+    decoder = PromptDecoder.from_table(bank, config=config)
+    jobs: list[tuple[str, np.ndarray]] = []
+    if predictions is not None:
+        frame, vectors = read_predictions(predictions)
+        jobs.extend(zip(frame.image_id, vectors, strict=True))
+    if texts:
+        jobs.extend(zip(texts, decoder.embedder.encode(list(texts)), strict=True))
+    rows: list[dict[str, object]] = []
+    for name, vector in jobs:
+        result = decoder.decode(vector)
+        rows.append({"image_id": name, "text": result.text, "cosine": result.cosine})
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        pd.DataFrame(rows, columns=["image_id", "text", "cosine"]).to_csv(tmp, index=False)
+        tmp.replace(out)
+    return rows

@@ -1,0 +1,105 @@
+"""Ensemble weights: simplex constraints, recovery of the right blend, the YAML round trip through predict."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from img2prompt.ensemble import blend, fit_weights, read_spec, run_ensemble
+from img2prompt.errors import Img2PromptError
+from img2prompt.kaggle import mean_cosine
+from img2prompt.predict import load_model, normalise, write_predictions
+from img2prompt.prompt_table import write_table
+
+
+def unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    return normalise(rng.standard_normal((n, 384)))
+
+
+def test_equal_noise_members_get_equal_weights_and_the_blend_beats_both() -> None:
+    rng = np.random.default_rng(0)
+    truth = unit(rng, 400)
+    members = np.stack([normalise(truth + 0.08 * rng.standard_normal(truth.shape)) for _ in range(2)])
+    weights = fit_weights(members, truth)
+    assert weights.shape == (2,) and (weights >= 0).all() and weights.sum() == pytest.approx(1.0, abs=1e-6)
+    assert weights == pytest.approx([0.5, 0.5], abs=0.05)
+    best_member = max(mean_cosine(m, truth) for m in members)
+    assert mean_cosine(blend(members, weights), truth) > best_member + 0.03
+
+
+def test_a_useless_member_gets_almost_no_weight() -> None:
+    rng = np.random.default_rng(1)
+    truth = unit(rng, 400)
+    good = normalise(truth + 0.05 * rng.standard_normal(truth.shape))
+    weights = fit_weights(np.stack([good, unit(rng, 400)]), truth)
+    assert weights[0] > 0.85
+
+
+def test_per_dimension_weights_pick_the_member_that_is_right_on_each_half() -> None:
+    rng = np.random.default_rng(2)
+    truth = unit(rng, 300)
+    noise = rng.standard_normal((2, *truth.shape)) * 0.1
+    noise[0, :, :192] *= 0.05  # member 0 is nearly exact on the first half of the dimensions
+    noise[1, :, 192:] *= 0.05
+    members = normalise(truth[None] + noise)
+    weights = fit_weights(members, truth, per_dim=True)
+    assert weights.shape == (2, 384)
+    assert np.allclose(weights.sum(axis=0), 1.0, atol=1e-5) and (weights >= 0).all()
+    assert weights[0, :192].mean() > 0.7 and weights[1, 192:].mean() > 0.7
+    scalar = blend(members, fit_weights(members, truth))
+    assert mean_cosine(blend(members, weights), truth) > mean_cosine(scalar, truth) + 0.002
+
+
+def _table(path: Path, vectors: np.ndarray, split: str = "train") -> Path:
+    n = len(vectors)
+    frame = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(n)], "prompt": [f"prompt {i}" for i in range(n)],
+                          "source": "test", "tier": "hq", "cluster": range(n), "split": split})
+    return write_table(frame, normalise(vectors), path)
+
+
+def test_ensemble_yaml_of_baselines_loads_as_one_model_and_survives_a_move(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    truth = unit(rng, 40)
+    work = tmp_path / "work"
+    truth_path = _table(work / "truth.parquet", truth, split="val")
+    # Two "mean" baselines whose constant vectors differ; the truth lies near the second one.
+    mean_a = _table(work / "a.parquet", unit(rng, 5))
+    centre = normalise(truth.mean(axis=0, keepdims=True))
+    mean_b = _table(work / "b.parquet", np.repeat(centre, 5, axis=0))
+    files = []
+    for name, source in (("a", mean_a), ("b", mean_b)):
+        model = load_model(f"mean:{source}")
+        files.append(write_predictions([f"p{i}" for i in range(40)], model.name,
+                                       model.embed([Image.new("RGB", (4, 4))] * 40), work / f"{name}.preds.parquet"))
+    out = work / "models" / "ensemble.yaml"
+    spec = run_ensemble(files, truth_path, out)
+    assert spec.images == 40 and spec.members[1].weight > 0.9
+    assert spec.score == pytest.approx(max(spec.member_scores.values()), abs=0.01)
+    assert read_spec(out).members[0].model == "mean:../a.parquet"  # portable: relative to the YAML
+    moved = tmp_path / "moved"
+    shutil.copytree(work, moved)
+    shutil.rmtree(work)
+    ensemble = load_model(moved / "models" / "ensemble.yaml")
+    expected = normalise(spec.members[0].weight * load_model(f"mean:{moved / 'a.parquet'}").vector
+                         + spec.members[1].weight * centre[0])
+    assert np.allclose(ensemble.embed([Image.new("RGB", (4, 4))])[0], expected, atol=1e-6)
+
+
+def test_one_model_is_not_an_ensemble(tmp_path: Path) -> None:
+    truth = _table(tmp_path / "t.parquet", unit(np.random.default_rng(4), 3))
+    preds = write_predictions(["p0", "p1", "p2"], "m", unit(np.random.default_rng(5), 3), tmp_path / "p.parquet")
+    with pytest.raises(Img2PromptError, match="at least 2 models"):
+        run_ensemble([preds], truth, tmp_path / "e.yaml")
+
+
+def test_a_broken_ensemble_yaml_is_a_one_line_error_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "e.yaml"
+    bad.write_text(yaml.safe_dump({"ensemble": {"members": [{"model": "x", "weight": "heavy"}]}}))
+    with pytest.raises(Img2PromptError, match=r"e\.yaml: ensemble\.members\.0\.weight"):
+        load_model(bad)

@@ -1,0 +1,151 @@
+"""Batch prediction: every model kind behind one interface, bad images skipped, valid Kaggle output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image, ImageOps
+from typer.testing import CliRunner
+
+from img2prompt.baselines import NearestNeighbour
+from img2prompt.cli import app
+from img2prompt.errors import Img2PromptError
+from img2prompt.kaggle import validate_submission
+from img2prompt.models.regressor import ModelConfig, Regressor
+from img2prompt.predict import (
+    FlipTTA,
+    ImageEmbedder,
+    load_model,
+    normalise,
+    read_predictions,
+    run_predict,
+    write_predictions,
+)
+from img2prompt.prompt_table import write_table
+
+
+def noise_image(seed: int, size: int = 40) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    vectors = normalise(rng.standard_normal((6, 384)))
+    frame = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(6)], "prompt": [f"prompt {i}" for i in range(6)],
+                          "source": "test", "tier": "hq", "cluster": range(6),
+                          "split": ["train"] * 4 + ["val"] * 2})
+    return write_table(frame, vectors, tmp_path_factory.mktemp("table") / "prompts.parquet")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = Regressor(ModelConfig(backbone="efficientnet_lite0", pretrained=False, tiny=True))
+    return model.save_pretrained(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+def image_folder(root: Path) -> Path:
+    folder = root / "images"
+    (folder / "sub").mkdir(parents=True)
+    noise_image(1).save(folder / "a1.png")
+    noise_image(2).save(folder / "sub" / "b2.jpg")
+    noise_image(3).save(folder / "c3.webp")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return folder
+
+
+def test_mean_baseline_is_the_normalised_train_mean(table: Path) -> None:
+    from img2prompt.prompt_table import read_table
+
+    _, vectors = read_table(table)
+    model = load_model(f"mean:{table}")
+    assert isinstance(model, ImageEmbedder) and model.name == f"mean:{table}"
+    out = model.embed([noise_image(0), noise_image(1)])
+    assert np.allclose(out, normalise(vectors[:4].mean(axis=0))[None], atol=1e-6)
+
+
+def test_predict_skips_unreadable_images_and_writes_a_valid_submission(tmp_path: Path, table: Path) -> None:
+    folder = image_folder(tmp_path)
+    ids, vectors, skipped = run_predict(f"mean:{table}", [folder], out=tmp_path / "p.parquet",
+                                        kaggle=tmp_path / "sub.csv")
+    assert ids == ["a1", "c3", "b2"]  # sorted paths: a1.png, c3.webp, sub/b2.jpg
+    assert len(skipped) == 1 and skipped[0].startswith(str(folder / "broken.png"))
+    submitted_ids, submitted = validate_submission(tmp_path / "sub.csv", expected_ids=ids)
+    assert submitted_ids == ids and np.allclose(submitted, vectors, atol=1e-7)
+    frame, stored = read_predictions(tmp_path / "p.parquet")
+    assert list(frame.image_id) == ids and set(frame.model) == {f"mean:{table}"}
+    assert np.array_equal(stored, vectors)
+
+
+def test_checkpoint_predictions_match_the_regressor(checkpoint: Path) -> None:
+    images = [noise_image(5), noise_image(6)]
+    reference = Regressor.from_pretrained(checkpoint).embed(images)
+    assert np.array_equal(load_model(checkpoint).embed(images), reference)
+    assert isinstance(load_model(checkpoint, tta=True), FlipTTA)
+
+
+class LeftColumn:
+    """A toy embedder that sees only the left pixel column, so mirroring changes its output."""
+
+    name = "left"
+
+    def embed(self, images: list[Image.Image]) -> np.ndarray:
+        columns = [np.asarray(im, np.float32)[:, 0].ravel() for im in images]
+        return normalise(np.stack([np.resize(c, 384) for c in columns]))
+
+
+def test_tta_is_the_normalised_sum_of_the_image_and_its_mirror() -> None:
+    images = [noise_image(5), noise_image(6)]
+    inner = LeftColumn()
+    expected = normalise(inner.embed(images) + inner.embed([ImageOps.mirror(im) for im in images]))
+    assert np.allclose(FlipTTA(inner).embed(images), expected, atol=1e-6)
+    assert not np.allclose(expected, inner.embed(images), atol=1e-2)
+
+
+def test_nearest_neighbour_returns_the_prompt_of_the_most_similar_bank_image() -> None:
+    torch.manual_seed(0)
+    bank = [noise_image(s, size=64) for s in range(5)]
+    targets = normalise(np.random.default_rng(9).standard_normal((5, 384)))
+    model = NearestNeighbour(bank, targets, tiny=True)
+    assert np.allclose(model.embed([bank[3], bank[1]]), targets[[3, 1]], atol=1e-6)
+    averaged = NearestNeighbour(bank, targets, tiny=True, k=5).embed([bank[0]])
+    assert np.allclose(averaged[0], normalise(targets.mean(axis=0)), atol=1e-5)
+
+
+def test_unknown_models_and_colliding_ids_are_one_line_errors(tmp_path: Path, table: Path) -> None:
+    with pytest.raises(Img2PromptError, match="not a checkpoint directory, ensemble YAML"):
+        load_model(tmp_path / "nope")
+    with pytest.raises(Img2PromptError, match="a baseline is"):
+        load_model("mean:")
+    (tmp_path / "x").mkdir()
+    noise_image(1).save(tmp_path / "x" / "same.png")
+    noise_image(2).save(tmp_path / "same.jpg")
+    with pytest.raises(Img2PromptError, match="image id 'same' also used"):
+        run_predict(f"mean:{table}", [tmp_path / "x", tmp_path / "same.jpg"], out=tmp_path / "p.parquet")
+
+
+def test_a_corrupt_predictions_table_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "p.parquet"
+    bad.write_bytes(b"PAR1 nonsense")
+    with pytest.raises(Img2PromptError, match=r"p\.parquet: not a readable Parquet"):
+        read_predictions(bad)
+    vectors = np.full((1, 384), np.nan, np.float32)
+    write_predictions(["a"], "m", vectors, bad)
+    with pytest.raises(Img2PromptError, match="row 0: non-finite"):
+        read_predictions(bad)
+
+
+def test_cli_predict_with_a_checkpoint_writes_a_submission_that_validates(tmp_path: Path, checkpoint: Path) -> None:
+    folder = image_folder(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", str(checkpoint), str(folder), "--kaggle", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0, result.output
+    assert "predicted 3 images, skipped 1" in result.output
+    assert "broken.png" in result.output
+    check = runner.invoke(app, ["validate-submission", str(tmp_path / "s.csv")])
+    assert check.exit_code == 0 and "ok, 3 images x 384 dims" in check.output
