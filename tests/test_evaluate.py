@@ -1,0 +1,80 @@
+"""Evaluation: exact scores per source and prompt length, id matching, the report files, real Kaggle data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from img2prompt.cli import app
+from img2prompt.errors import Img2PromptError
+from img2prompt.evaluate import length_bucket, load_truth, run_evaluate
+from img2prompt.predict import normalise, write_predictions
+from img2prompt.prompt_table import write_table
+
+PROMPTS = ["a cat", "a <b>bold</b> dog on a red sofa at night", "the moon"]
+SOURCES = ["coco", "diffusiondb", "coco"]
+
+
+@pytest.fixture
+def truth(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    vectors = np.eye(384, dtype=np.float32)[:3]
+    frame = pd.DataFrame({"prompt_id": ["p0", "p1", "p2"], "prompt": PROMPTS, "source": SOURCES, "tier": "hq",
+                          "cluster": range(3), "split": "val"})
+    return write_table(frame, vectors, tmp_path / "truth.parquet"), vectors
+
+
+def test_length_buckets() -> None:
+    assert [length_bucket(p) for p in ("cat", "a b c d e f", "w " * 20, "w " * 41)] == ["1-5", "6-10", "11-20",
+                                                                                      "41+"]
+
+
+def test_scores_are_exact_per_source_and_length_and_sample_keys_match(tmp_path: Path, truth) -> None:
+    path, vectors = truth
+    predicted = vectors.copy()
+    predicted[2] = normalise(vectors[2] + vectors[0])  # cosine 1/sqrt(2) to its truth
+    # Generated images are named <prompt_id>-<k>: they score against the prompt_id's row.
+    preds = write_predictions(["p0", "p1-0", "p2-3"], "m", predicted, tmp_path / "m.parquet")
+    other = write_predictions(["p0"], "zero", normalise(vectors[[1]]), tmp_path / "z.parquet")
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (300, 200), "red").save(tmp_path / "imgs" / "p1-0.png")
+    summary = run_evaluate([preds, other], path, tmp_path / "report", images=[tmp_path / "imgs" / "p1-0.png"])
+    m = summary["m"]
+    assert m["images"] == 3
+    assert m["mean_cosine"] == pytest.approx((2 + 2 ** -0.5) / 3, abs=1e-6)
+    assert m["by_source"] == pytest.approx({"coco": (1 + 2 ** -0.5) / 2, "diffusiondb": 1.0}, abs=1e-6)
+    assert m["by_length"] == pytest.approx({"1-5": (1 + 2 ** -0.5) / 2, "6-10": 1.0}, abs=1e-6)
+    assert summary["zero"]["mean_cosine"] == pytest.approx(0.0, abs=1e-7)
+    out = tmp_path / "report"
+    assert json.loads((out / "metrics.json").read_text()) == summary
+    scores = pd.read_csv(out / "scores.csv")
+    assert list(scores.columns) == ["image_id", "model", "cosine", "prompt", "source", "length"] and len(scores) == 4
+    assert (out / "histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()
+    assert "a &lt;b&gt;bold&lt;/b&gt; dog" in page and "<b>bold</b>" not in page  # prompts are escaped
+    assert page.count("data:image/jpeg;base64,") == 1  # the one image given is inlined
+
+
+def test_a_prediction_without_truth_names_the_truth_file(tmp_path: Path, truth) -> None:
+    path, vectors = truth
+    preds = write_predictions(["p9"], "m", vectors[:1], tmp_path / "m.parquet")
+    with pytest.raises(Img2PromptError, match=r"truth\.parquet: no true prompt for image 'p9'"):
+        run_evaluate([preds], path, tmp_path / "out")
+
+
+def test_the_host_sample_submission_scores_one_against_its_own_prompts(tmp_path: Path, shared_data: Path) -> None:
+    sample = shared_data / "kaggle_sample"
+    truth = load_truth(sample / "prompts.csv")
+    assert len(truth.keys) == 7
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate", str(sample / "sample_submission.csv"), "--truth",
+                                 str(sample / "prompts.csv"), "--out", str(tmp_path / "r"),
+                                 "--images", str(sample / "images")])
+    assert result.exit_code == 0, result.output
+    assert "sample_submission.csv: mean cosine 1.0000 over 7 images" in result.output
+    assert (tmp_path / "r" / "report.html").read_text().count("data:image/jpeg;base64,") == 7
