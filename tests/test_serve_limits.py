@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,6 +100,9 @@ def test_size_limits(client):
     ({"json": {"image": "data:image/png,abc"}}, 400, "image: a data URL must be base64-encoded"),
     ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400,
      "request body is not valid JSON"),
+    ({"content": b"[" * 100_000, "headers": {"content-type": "application/json"}}, 400,
+     "request body is not valid JSON (nested too deeply)"),
+    ({"json": {"image": "", "name": "two\nlines\x00.png"}}, 400, "two?lines?.png: empty file (0 bytes)"),
     ({"content": RED, "headers": {"content-type": "image/png"}}, 415, "unsupported content type 'image/png'"),
     ({"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data"}}, 400,
      "malformed multipart body"),
@@ -127,3 +131,34 @@ def test_app_starts_again_after_shutdown():
     for _ in range(2):  # the batcher and the decode thread are created per lifespan, not per app
         with TestClient(app) as client:
             assert client.post("/v1/predict", files={"file": ("a.png", RED, "image/png")}).status_code == 200
+
+
+def test_shipped_serve_configs_load():
+    from img2prompt.config import load_section
+    from img2prompt.decode import DecodeConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "serve"
+    assert load_section(ServeConfig, "serve", root / "cpu.yaml") == ServeConfig()
+    gpu = load_section(ServeConfig, "serve", root / "gpu.yaml")
+    assert (gpu.device, gpu.batch_size, gpu.max_in_flight) == ("cuda", 64, 64)
+    for name in ("cpu.yaml", "gpu.yaml"):
+        assert load_section(DecodeConfig, "decode", root / name).budget_s == 0.3
+
+
+class FailingOnce(ColourModel):
+    """A model whose first forward pass fails, as a GPU out-of-memory would."""
+
+    def embed(self, images):
+        if not self.batch_sizes:
+            self.batch_sizes.append(0)
+            raise RuntimeError("CUDA out of memory")
+        return super().embed(images)
+
+
+def test_a_model_failure_is_a_json_500_and_the_next_request_is_served():
+    basis = np.random.default_rng(2).standard_normal((3, 384)).astype(np.float32)
+    with TestClient(create_app(FailingOnce(basis)), raise_server_exceptions=False) as client:
+        failed = client.post("/v1/predict", files={"file": ("a.png", RED, "image/png")})
+        assert error_of(failed) == (500, "internal error (RuntimeError); see the server log")
+        assert client.post("/v1/predict", files={"file": ("a.png", RED, "image/png")}).status_code == 200
+        assert client.get("/healthz").json()["in_flight"] == 0

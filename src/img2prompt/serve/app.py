@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,25 +31,11 @@ from img2prompt.serve.limits import Gate, RequestLimits
 from img2prompt.serve.settings import ServeConfig
 from img2prompt.serve.uploads import Upload, decode_upload, read_uploads
 
+if TYPE_CHECKING:
+    from img2prompt.decode import PromptDecoder
+    from img2prompt.predict import ImageEmbedder
+
 STATIC_DIR = Path(__file__).parent / "static"
-
-
-class Embedder(Protocol):
-    """What the server needs of a model (``img2prompt.predict.ImageEmbedder`` satisfies it)."""
-
-    name: str
-
-    def embed(self, images: list[Image.Image]) -> np.ndarray: ...
-
-
-class Decoder(Protocol):
-    """What the server needs of a prompt bank (``img2prompt.decode.PromptDecoder`` satisfies it)."""
-
-    prompts: Sequence[str]
-
-    def nearest(self, vec: np.ndarray, k: int = 5) -> list[tuple[str, float]]: ...
-
-    def decode(self, vec: np.ndarray, budget_s: float | None = None) -> Any: ...
 
 
 class DecodedPrompt(BaseModel):
@@ -121,7 +106,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(model: Embedder, decoder: Decoder | None = None, settings: ServeConfig | None = None) -> FastAPI:
+def create_app(model: ImageEmbedder, decoder: PromptDecoder | None = None, settings: ServeConfig | None = None
+               ) -> FastAPI:
     """Build the app around an already loaded model; start it with uvicorn or ``TestClient(app)``."""
     settings = settings or ServeConfig()
     batcher = MicroBatcher(model.embed, max_batch=settings.batch_size, wait_s=settings.batch_wait_ms / 1000)

@@ -1,0 +1,190 @@
+"""The HTTP API with a deterministic colour model and a real prompt decoder over a three-prompt bank."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from img2prompt.decode import DecodeConfig, PromptDecoder, bank_phrases
+from img2prompt.images import load_image
+from img2prompt.serve import ServeConfig, create_app
+from serve_fakes import COLOUR_PROMPTS, PRIMARIES, ColourModel, image_bytes
+
+
+@pytest.fixture(scope="module")
+def basis(text_embedder) -> np.ndarray:
+    return text_embedder.encode(list(COLOUR_PROMPTS.values()))
+
+
+def build_decoder(embedder, basis: np.ndarray, budget_s: float) -> PromptDecoder:
+    prompts = list(COLOUR_PROMPTS.values())
+    phrases = bank_phrases(prompts, min_count=1)
+    return PromptDecoder(prompts, basis, phrases, embedder.encode(phrases), embedder,
+                         DecodeConfig(modifiers=[], budget_s=budget_s))
+
+
+@pytest.fixture(scope="module")
+def decoder(text_embedder, basis) -> PromptDecoder:
+    return build_decoder(text_embedder, basis, budget_s=0.2)
+
+
+@pytest.fixture(scope="module")
+def nearest_only(text_embedder, basis) -> PromptDecoder:
+    """No time to compose: the decoded prompt is the nearest bank prompt."""
+    return build_decoder(text_embedder, basis, budget_s=0.0)
+
+
+@pytest.fixture()
+def client(basis, decoder):
+    with TestClient(create_app(ColourModel(basis), decoder)) as test_client:
+        yield test_client
+
+
+def upload(colour: str, name: str | None = None) -> dict:
+    return {"file": (name or f"{colour}.png", image_bytes(PRIMARIES[colour]), "image/png")}
+
+
+def test_predict_multipart_returns_embedding_prompt_neighbours_and_timings(client, basis):
+    response = client.post("/v1/predict", files=upload("red"))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["name"] == "red.png" and body["model"] == "colour-mix"
+    np.testing.assert_allclose(body["embedding"], basis[0], atol=1e-6)
+    assert body["nearest"][0] == {"prompt": COLOUR_PROMPTS["red"], "score": pytest.approx(1.0, abs=1e-5)}
+    assert len(body["nearest"]) == 3  # top_k=5 capped by the bank size
+    scores = [n["score"] for n in body["nearest"]]
+    assert scores == sorted(scores, reverse=True)
+    # The decoder starts from the best bank prompt, so it can only match or beat it; the cosine is exact.
+    assert body["prompt"]["cosine"] >= body["nearest"][0]["score"] - 1e-5
+    timings = body["timings"]
+    assert timings["batch_size"] == 1
+    assert timings["total_ms"] >= timings["embed_ms"] >= 0 and timings["decode_ms"] > 0
+
+
+def test_each_primary_colour_finds_its_own_prompt(client):
+    for colour, prompt in COLOUR_PROMPTS.items():
+        body = client.post("/v1/predict?decode=false", files=upload(colour)).json()
+        assert body["nearest"][0]["prompt"] == prompt
+        assert body["prompt"] is None
+
+
+def test_json_base64_and_data_url_match_multipart(client):
+    raw = image_bytes((200, 120, 40))
+    via_form = client.post("/v1/predict?decode=false", files={"file": ("x.png", raw, "image/png")}).json()
+    encoded = base64.b64encode(raw).decode()
+    via_json = client.post("/v1/predict?decode=false", json={"image": encoded, "name": "x.png"}).json()
+    via_url = client.post("/v1/predict?decode=false", json={"image": f"data:image/png;base64,{encoded}"}).json()
+    assert via_json["embedding"] == via_form["embedding"] == via_url["embedding"]
+    assert via_json["nearest"] == via_form["nearest"]
+    assert via_url["name"] == "image"
+
+
+def test_batch_endpoint_answers_in_order_in_one_forward_pass(basis, nearest_only):
+    model = ColourModel(basis)
+    with TestClient(create_app(model, nearest_only)) as client:
+        files = [("files", (f"{c}.png", image_bytes(rgb), "image/png")) for c, rgb in PRIMARIES.items()]
+        body = client.post("/v1/predict/batch?top_k=1", files=files).json()
+        assert [r["name"] for r in body["results"]] == ["red.png", "green.png", "blue.png"]
+        assert [r["nearest"][0]["prompt"] for r in body["results"]] == list(COLOUR_PROMPTS.values())
+        assert model.batch_sizes == [3]
+        assert {r["timings"]["batch_size"] for r in body["results"]} == {3}
+        images = [{"image": base64.b64encode(image_bytes(rgb)).decode()} for rgb in PRIMARIES.values()]
+        as_json = client.post("/v1/predict/batch?top_k=1", json={"images": images}).json()
+        assert [r["embedding"] for r in as_json["results"]] == [r["embedding"] for r in body["results"]]
+        assert [r["name"] for r in as_json["results"]] == ["image[0]", "image[1]", "image[2]"]
+
+
+def test_top_k_and_decode_switches(client):
+    assert client.post("/v1/predict?top_k=0&decode=false", files=upload("blue")).json()["nearest"] == []
+    assert len(client.post("/v1/predict?top_k=2&decode=false", files=upload("blue")).json()["nearest"]) == 2
+    too_many = client.post("/v1/predict?top_k=51", files=upload("blue"))
+    assert too_many.status_code == 422
+    assert too_many.json() == {"error": "top_k: Input should be less than or equal to 50"}
+
+
+def test_server_without_bank_returns_embedding_only(basis):
+    with TestClient(create_app(ColourModel(basis))) as client:
+        body = client.post("/v1/predict", files=upload("green")).json()
+        np.testing.assert_allclose(body["embedding"], basis[1], atol=1e-6)
+        assert body["prompt"] is None and body["nearest"] == []
+        assert client.get("/healthz").json()["bank_size"] == 0
+
+
+def test_healthz_and_openapi_schema(client):
+    health = client.get("/healthz").json()
+    assert health == {"status": "ok", "model": "colour-mix", "bank_size": 3, "in_flight": 0, "batches_run": 0}
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/predict", "/v1/predict/batch", "/healthz"} <= set(schema["paths"])
+    body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert set(body) == {"multipart/form-data", "application/json"}
+    assert "Prediction" in schema["components"]["schemas"]
+    assert client.get("/docs").status_code == 404  # Swagger UI would pull its scripts from a CDN
+
+
+def test_web_page_and_assets_are_served_locally(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<script src="/static/app.js"' in page.text and 'href="/static/app.css"' in page.text
+    for asset in ("/static/app.js", "/static/app.css"):
+        text = client.get(asset).text
+        assert len(text) > 500
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text
+    assert "http://" not in page.text and "https://" not in page.text
+
+
+def test_concurrent_requests_are_micro_batched_and_not_mixed_up(basis, nearest_only):
+    model = ColourModel(basis, delay_s=0.05)  # a slow forward pass lets the queue fill up behind it
+    app = create_app(model, nearest_only, ServeConfig(batch_wait_ms=20, top_k=1))
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255),
+               (128, 128, 128), (250, 250, 250)]
+
+    async def run() -> list[httpx.Response]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as http:
+                return await asyncio.gather(*[
+                    http.post("/v1/predict", files={"file": (f"{i}.png", image_bytes(c), "image/png")})
+                    for i, c in enumerate(colours)])
+
+    responses = asyncio.run(run())
+    assert [r.status_code for r in responses] == [200] * len(colours)
+    expected = model.embed([load_image(image_bytes(c)) for c in colours])
+    for i, response in enumerate(responses):
+        assert response.json()["name"] == f"{i}.png"
+        np.testing.assert_allclose(response.json()["embedding"], expected[i], atol=1e-6)
+    served = model.batch_sizes[:-1]  # the last entry is the reference pass above
+    assert sum(served) == len(colours)
+    assert len(served) < len(colours) and max(served) > 1
+
+
+def test_concurrency_limit_answers_503_and_recovers(basis):
+    hold = threading.Event()
+    app = create_app(ColourModel(basis, hold=hold), None, ServeConfig(max_in_flight=2))
+
+    async def run() -> tuple[list[httpx.Response], httpx.Response, dict, dict]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as http:
+                def post() -> asyncio.Task:
+                    return asyncio.ensure_future(http.post("/v1/predict", files=upload("red")))
+
+                held = [post(), post()]
+                while app.state.gate.in_flight < 2:
+                    await asyncio.sleep(0.005)
+                busy_health = (await http.get("/healthz")).json()
+                refused = await http.post("/v1/predict", files=upload("blue"))
+                hold.set()
+                done = await asyncio.gather(*held)
+                return done, refused, busy_health, (await http.get("/healthz")).json()
+
+    done, refused, busy_health, health = asyncio.run(run())
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json() == {"error": "server busy: 2 requests in flight, retry shortly"}
+    assert [r.status_code for r in done] == [200, 200]
+    assert busy_health["in_flight"] == 2 and health["in_flight"] == 0

@@ -1,0 +1,168 @@
+"""``img2prompt serve`` end to end: a tiny random-init checkpoint and a prompt bank behind a real uvicorn server,
+driven over HTTP and from headless Chromium (the web page: upload, see the prompt, screenshot)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from img2prompt.images import load_image
+from img2prompt.models.regressor import ModelConfig, Regressor
+from img2prompt.prompt_table import prompt_id, write_table
+from serve_fakes import COLOUR_PROMPTS, image_bytes
+
+BANK = [*COLOUR_PROMPTS.values(), "portrait of an old sailor, oil painting, dramatic light",
+        "a cyberpunk city street at night, neon signs, rain", "a cute corgi puppy in a field of flowers"]
+IMG2PROMPT = str(Path(sys.executable).with_name("img2prompt"))  # the console script installed beside python
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1200,900"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = Regressor(ModelConfig(backbone="efficientnet_lite0", pretrained=False, tiny=True))
+    return model.save_pretrained(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory, text_embedder) -> Path:
+    frame = pd.DataFrame({"prompt_id": [prompt_id(p) for p in BANK], "prompt": BANK, "source": "test",
+                          "tier": "hq", "cluster": list(range(len(BANK))), "split": "train"})
+    return write_table(frame, text_embedder.encode(BANK), tmp_path_factory.mktemp("bank") / "prompts.parquet")
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, bank, tmp_path_factory) -> Iterator[str]:
+    """``img2prompt serve`` in a subprocess on a free port; yields its base URL."""
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    command = [IMG2PROMPT, "serve", str(checkpoint), "--bank", str(bank), "--port", "0",
+               "--set", "decode.modifiers=[]", "--set", "decode.budget_s=0.2",
+               # the embedding cache is opened at start-up and used from the decode thread
+               "--set", f"decode.cache_dir={log.parent / 'cache'}"]
+    with log.open("w") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"})
+    try:
+        url = _wait_for_url(process, log, timeout_s=120)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _wait_for_url(process: subprocess.Popen, log: Path, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = re.search(r"Uvicorn running on (http://\S+)", log.read_text())
+        if found:
+            return found.group(1)
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()}")
+        time.sleep(0.2)
+    raise AssertionError(f"server did not start in {timeout_s}s:\n{log.read_text()}")
+
+
+def test_cli_server_answers_with_the_checkpoint_embedding(server, checkpoint):
+    raw = image_bytes((30, 140, 220), size=(300, 200))
+    response = httpx.post(f"{server}/v1/predict", files={"file": ("sky.png", raw, "image/png")}, timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = Regressor.from_pretrained(checkpoint).embed([load_image(raw)])[0]
+    np.testing.assert_allclose(body["embedding"], expected, atol=1e-5)
+    assert body["model"] == str(checkpoint)
+    assert len(body["nearest"]) == 5 and {n["prompt"] for n in body["nearest"]} <= set(BANK)
+    assert body["prompt"]["cosine"] >= body["nearest"][0]["score"] - 1e-5
+    health = httpx.get(f"{server}/healthz").json()
+    assert health["bank_size"] == len(BANK) and health["batches_run"] >= 1
+
+
+def test_cli_rejects_a_missing_model_in_one_line(tmp_path):
+    result = subprocess.run([IMG2PROMPT, "serve", str(tmp_path / "nope")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: not a checkpoint directory, "
+                                                  "ensemble YAML, or baseline (mean:TABLE, nearest:SHARDS)"]
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("chromium or chromedriver not found: run `make browser` (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_web_page_upload_shows_the_prompt(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    picture = tmp_path / "sunset.png"
+    Image.new("RGB", (320, 240), (240, 120, 40)).save(picture)
+    browser.get(server + "/")
+    assert browser.title == "img2prompt"
+    browser.find_element(By.ID, "file").send_keys(str(picture))
+    WebDriverWait(browser, 60).until(ec.visibility_of_element_located((By.ID, "prompt")))
+    prompt = browser.find_element(By.ID, "prompt").text
+    neighbours = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#nearest li")]
+    assert prompt and any(prompt.startswith(p) for p in BANK)  # the decoder builds on a bank prompt
+    assert len(neighbours) == 5 and all(re.search(r"\d\.\d{4}$", n) for n in neighbours)
+    assert float(browser.find_element(By.ID, "cosine").text) > -1
+    assert browser.find_element(By.ID, "status").text == "sunset.png"
+    assert browser.find_element(By.ID, "preview").get_attribute("src").startswith("blob:")
+    browser.find_element(By.ID, "copy").click()
+    WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element((By.ID, "copy"), "Copied"))
+    shot = tmp_path / "serve_screenshot.png"
+    assert browser.save_screenshot(str(shot))
+    assert Image.open(shot).size[0] >= 800
+
+    browser.find_element(By.ID, "file").send_keys(str(Path(__file__)))  # not an image: the page shows the error
+    WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "error")))
+    assert "not an image type this server accepts" in browser.find_element(By.ID, "error").text
+
+    browser.execute_async_script(DROP_IMAGE)  # drag and drop: a drop event carrying a PNG file
+    WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text == "dropped.png")
+    assert not browser.find_element(By.ID, "error").is_displayed()
+    assert browser.find_element(By.ID, "prompt").text
+
+
+DROP_IMAGE = """
+const done = arguments[arguments.length - 1];
+const canvas = document.createElement("canvas");
+canvas.width = 64; canvas.height = 48;
+const context = canvas.getContext("2d");
+context.fillStyle = "#3060c0"; context.fillRect(0, 0, 64, 48);
+canvas.toBlob((blob) => {
+  const data = new DataTransfer();
+  data.items.add(new File([blob], "dropped.png", { type: "image/png" }));
+  const event = new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true });
+  document.getElementById("drop").dispatchEvent(event);
+  done(true);
+}, "image/png");
+"""
