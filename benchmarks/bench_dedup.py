@@ -13,6 +13,7 @@ same pairs (the reason the stage scans cells itself).
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 
@@ -27,7 +28,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--nprobe", type=int, default=DedupConfig().nprobe)
     parser.add_argument("--index", default="auto", choices=["auto", "flat", "ivf"])
-    parser.add_argument("--faiss", action="store_true", help="also time faiss IndexIVFFlat.range_search")
+    parser.add_argument("--cell-dims", type=int, default=DedupConfig().cell_dims)
+    parser.add_argument("--faiss", action="store_true",
+                        help="also time faiss IndexIVFFlat.range_search (needs --cell-dims 384)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -38,23 +41,32 @@ def main() -> None:
     source, copy = rng.choice(args.n, (2, args.n // 200), replace=False)
     vectors[copy] = vectors[source] + 0.02 * rng.standard_normal((len(copy), 384), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    config = DedupConfig(nprobe=args.nprobe, index=args.index)
+    config = DedupConfig(nprobe=args.nprobe, index=args.index, cell_dims=args.cell_dims)
     radius = min(config.threshold, config.cluster_threshold)
     print(f"{args.n:,} vectors, faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
 
+    cpu = [time.process_time()]
     start = time.perf_counter()
     cells = assign_cells(vectors, config)
     assigned = time.perf_counter()
+    cpu.append(time.process_time())
     edges, _ = scan_cells(vectors, cells, radius)
     scanned = time.perf_counter()
+    cpu.append(time.process_time())
     keep, _, _ = greedy_removal(args.n, edges, config.threshold)
     clusters(keep, edges, config.cluster_threshold)
     done = time.perf_counter()
+    cpu.append(time.process_time())
+    print(f"CPU seconds (all threads): cells {cpu[1] - cpu[0]:.1f}, scan {cpu[2] - cpu[1]:.1f}, "
+          f"greedy + clusters {cpu[3] - cpu[2]:.1f}, total {cpu[3] - cpu[0]:.1f} "
+          f"(= {(cpu[3] - cpu[0]) / 2:.1f} s on 2 dedicated cores)")
     print(f"index {cells.kind} (nlist {cells.nlist}, nprobe {cells.probes.shape[1]}): k-means + assign "
           f"{assigned - start:.1f} s, scan {scanned - assigned:.1f} s, greedy + clusters {done - scanned:.1f} s, "
           f"total {done - start:.1f} s = {args.n / (done - start):.0f} vectors/s")
-    print(f"pairs above {radius}: {len(edges.cosine)}, removed {(~keep).sum()}, "
-          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"pairs above {radius}: {len(edges.cosine)} (planted {len(copy)}), removed {(~keep).sum()}, "
+          f"CPU time {usage.ru_utime + usage.ru_stime:.0f} s, peak RSS {usage.ru_maxrss / 1e6:.2f} GB, "
+          f"load average {os.getloadavg()[0]:.1f}")
 
     if args.faiss and cells.centroids is not None:
         quantizer = faiss.IndexFlatIP(384)

@@ -39,6 +39,7 @@ class DedupConfig(StrictModel):
     nlist: int | None = None  # IVF cells; default 2 sqrt(n)
     nprobe: int = 16
     train_per_cell: int = 40  # k-means sample size per cell (faiss wants >= 39)
+    cell_dims: int = 64  # PCA dimensions in which cells are found (384: no projection)
     seed: int = 1234
 
 
@@ -49,7 +50,7 @@ class Cells:
     probes: np.ndarray  # (n, nprobe) int64
     nlist: int
     kind: str
-    centroids: np.ndarray | None = None  # (nlist, dim) for IVF
+    centroids: np.ndarray | None = None  # (nlist, dim) for IVF without projection
 
 
 @dataclass
@@ -72,7 +73,11 @@ class DedupResult:
 
 
 def assign_cells(vectors: np.ndarray, config: DedupConfig) -> Cells:
-    """One cell (exact search) for small sets; else faiss spherical k-means cells and each row's probes."""
+    """One cell (exact search) for small sets; else faiss spherical k-means cells and each row's probes.
+
+    Cells are found in a ``cell_dims``-d PCA projection: k-means and probing cost 6x less than in 384-d,
+    and close pairs stay close (a projection only shrinks distances). Similarities are always full 384-d.
+    """
     n, dim = vectors.shape
     kind = config.index if config.index != "auto" else ("flat" if n <= config.flat_max else "ivf")
     if kind == "flat":
@@ -80,16 +85,33 @@ def assign_cells(vectors: np.ndarray, config: DedupConfig) -> Cells:
     nlist = min(n, config.nlist or max(1, int(2 * np.sqrt(n))))
     sample = min(n, nlist * config.train_per_cell)
     rows = np.sort(np.random.default_rng(config.seed).choice(n, sample, replace=False))
-    kmeans = faiss.Kmeans(dim, nlist, niter=10, seed=config.seed, spherical=True, verbose=False)
-    kmeans.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
-    quantizer = faiss.IndexFlatIP(dim)
+    train = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+    project = _projection(train, config.cell_dims)
+    kmeans = faiss.Kmeans(project(train).shape[1], nlist, niter=10, seed=config.seed, spherical=True)
+    kmeans.train(project(train))
+    quantizer = faiss.IndexFlatIP(kmeans.d)
     quantizer.add(kmeans.centroids)
     nprobe = min(config.nprobe, nlist)
     probes = np.empty((n, nprobe), np.int64)
     for start in range(0, n, 65_536):
-        chunk = np.ascontiguousarray(vectors[start : start + 65_536])
-        _, probes[start : start + 65_536] = quantizer.search(chunk, nprobe)
-    return Cells(probes, nlist, kind, kmeans.centroids)
+        _, probes[start : start + 65_536] = quantizer.search(project(vectors[start : start + 65_536]), nprobe)
+    return Cells(probes, nlist, kind, kmeans.centroids if kmeans.d == dim else None)
+
+
+def _projection(train: np.ndarray, dims: int):
+    """Rows -> unit rows in the top-``dims`` PCA space of ``train`` (identity when dims >= the input's)."""
+    pca = None
+    if dims < train.shape[1]:
+        pca = faiss.PCAMatrix(train.shape[1], dims)
+        pca.train(train)
+
+    def project(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        y = pca.apply(x) if pca is not None else x.copy()
+        faiss.normalize_L2(y)
+        return y
+
+    return project
 
 
 def scan_cells(
