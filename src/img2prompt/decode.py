@@ -85,12 +85,12 @@ def prompt_segments(prompt: str) -> list[str]:
 
 
 def bank_phrases(prompts: Iterable[str], min_count: int) -> list[str]:
-    """Segments and words that occur in at least ``min_count`` bank prompts, most frequent first."""
+    """Segments and words that occur in at least ``min_count`` bank prompts, most frequent first (then A-Z)."""
     counts: Counter[str] = Counter()
     for prompt in prompts:
         segments = set(prompt_segments(prompt))
         counts.update(segments | {w for s in segments for w in _WORD.findall(s)})
-    return [text for text, n in counts.most_common() if n >= min_count]
+    return sorted((text for text, n in counts.items() if n >= min_count), key=lambda text: (-counts[text], text))
 
 
 class PromptDecoder:
@@ -158,7 +158,7 @@ class PromptDecoder:
         ]
         best = DecodeResult(self.prompts[bank_ids[0][0]], float(self._bank_vectors[bank_ids[0][0]] @ target))
         while starts and time.perf_counter() < deadline:
-            candidates = self._beam_search(starts, target, pool, pool_vectors)
+            candidates = self._beam_search(starts, target, pool, pool_vectors, deadline)
             texts = list(dict.fromkeys(s.text for s in candidates))[: cfg.verify]
             exact = self.embedder.encode(texts)
             cosines = exact @ target
@@ -173,7 +173,7 @@ class PromptDecoder:
         return best
 
     def _beam_search(
-        self, starts: list[_State], target: np.ndarray, pool: np.ndarray, pool_vectors: np.ndarray
+        self, starts: list[_State], target: np.ndarray, pool: np.ndarray, pool_vectors: np.ndarray, deadline: float
     ) -> list[_State]:
         """Grow each start by one phrase at a time, keeping the ``beam`` best by surrogate cosine."""
         cfg = self.config
@@ -182,6 +182,8 @@ class PromptDecoder:
         beam = starts
         seen = {s.text: s for s in starts}
         for _ in range(cfg.max_phrases):
+            if time.perf_counter() > deadline:
+                break
             grown: list[tuple[float, _State, int]] = []
             for state in beam:
                 dot = float(state.vector @ target)

@@ -1,0 +1,102 @@
+"""Decoding: term lists, phrase extraction, and a search that beats the nearest bank prompt, honestly scored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from img2prompt.cli import app
+from img2prompt.decode import DecodeConfig, PromptDecoder, bank_phrases, modifier_terms, prompt_segments
+from img2prompt.errors import Img2PromptError
+from img2prompt.prompt_table import prompt_id, write_table
+
+BANK = [
+    "a photo of a cat sitting on a wooden chair, natural light",
+    "portrait of an old fisherman, oil painting, highly detailed",
+    "a castle on a hill at sunset, fantasy art, trending on artstation",
+    "a red sports car in the rain, cinematic lighting, 8k",
+    "an astronaut riding a horse on the moon, digital art, highly detailed",
+    "a bowl of fruit on a table, still life, oil painting",
+    "a futuristic city at night, neon lights, cyberpunk, concept art",
+    "a small wooden boat on a calm lake, morning fog, photography",
+    "a dragon flying over mountains, epic fantasy art, highly detailed",
+    "a bouquet of flowers in a vase, watercolor painting",
+    "a portrait of a young woman with red hair, digital painting, trending on artstation",
+    "a dog running on the beach, sunny day, photography",
+]
+HELD_OUT = [
+    "a cat sitting on a castle wall at sunset, fantasy art, highly detailed",
+    "portrait of an old woman with red hair, oil painting, cinematic lighting",
+    "a wooden boat in the rain at night, neon lights, cyberpunk",
+]
+
+
+def test_term_lists_come_from_the_clip_interrogator_wheel() -> None:
+    artists = modifier_terms("artists")
+    assert len(artists) == 5265 and all(a.startswith("by ") for a in artists)
+    assert (len(modifier_terms("mediums")), len(modifier_terms("movements"))) == (95, 200)
+    assert len(modifier_terms("flavors")) == 100969  # 100,970 lines, one blank
+    with pytest.raises(Img2PromptError, match="unknown modifier list 'negative'"):
+        modifier_terms("negative")
+
+
+def test_segments_drop_weighting_syntax_and_phrases_need_repeats() -> None:
+    assert prompt_segments("A (red:1.3) cat; [[Highly Detailed]] | 8k.") == ["a red cat", "highly detailed", "8k"]
+    phrases = bank_phrases(["a cat, highly detailed", "a dog, highly detailed", "cat"], min_count=2)
+    assert phrases == ["cat", "detailed", "highly", "highly detailed"]
+
+
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory, text_embedder) -> PromptDecoder:
+    path = tmp_path_factory.mktemp("bank") / "bank.parquet"
+    frame = pd.DataFrame({"prompt_id": [prompt_id(p) for p in BANK], "prompt": BANK, "source": "test",
+                          "tier": "hq", "cluster": range(len(BANK)), "split": "train"})
+    write_table(frame, text_embedder.encode(BANK), path)
+    config = DecodeConfig(modifiers=["mediums", "movements"], min_segment_count=2)
+    return PromptDecoder.from_table(path, embedder=text_embedder, config=config)
+
+
+def test_nearest_finds_a_bank_prompt_from_its_own_embedding(decoder: PromptDecoder, text_embedder) -> None:
+    hits = decoder.nearest(text_embedder.encode([BANK[3]])[0], k=3)
+    assert hits[0][0] == BANK[3] and hits[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert len(hits) == 3 and hits[0][1] >= hits[1][1] >= hits[2][1]
+
+
+def test_decoding_beats_the_nearest_prompt_and_reports_the_exact_cosine(decoder: PromptDecoder,
+                                                                         text_embedder) -> None:
+    targets = text_embedder.encode(HELD_OUT)
+    gains = []
+    for target in targets:
+        nearest = decoder.nearest(target, k=1)[0]
+        instant = decoder.decode(target, budget_s=0.0)  # no time to search: the nearest bank prompt
+        assert (instant.text, instant.cosine) == (nearest[0], pytest.approx(nearest[1], abs=1e-6))
+        result = decoder.decode(target, budget_s=1.0)
+        exact = float(text_embedder.encode([result.text])[0] @ target)
+        assert result.cosine == pytest.approx(exact, abs=1e-5)
+        assert result.cosine >= nearest[1] - 1e-6
+        gains.append(result.cosine - nearest[1])
+    assert np.mean(gains) > 0.05
+
+
+def test_decode_rejects_a_zero_vector(decoder: PromptDecoder) -> None:
+    with pytest.raises(Img2PromptError, match="zero or non-finite"):
+        decoder.decode(np.zeros(384, np.float32))
+
+
+def test_cli_decodes_a_text_and_writes_csv(tmp_path: Path, decoder: PromptDecoder) -> None:
+    bank = tmp_path / "bank.parquet"
+    frame = pd.DataFrame({"prompt_id": [prompt_id(p) for p in BANK], "prompt": BANK, "source": "test",
+                          "tier": "hq", "cluster": range(len(BANK)), "split": "train"})
+    write_table(frame, decoder.embedder.encode(BANK), bank)
+    config = tmp_path / "decode.yaml"
+    config.write_text("decode:\n  modifiers: [mediums]\n  budget_s: 0.3\n")
+    result = CliRunner().invoke(app, ["decode", str(bank), "--text", HELD_OUT[0], "--out", str(tmp_path / "d.csv"),
+                                      "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    decoded = pd.read_csv(tmp_path / "d.csv")
+    assert list(decoded.columns) == ["image_id", "text", "cosine"] and decoded.image_id[0] == HELD_OUT[0]
+    assert decoded.cosine[0] >= decoder.nearest(decoder.embedder.encode(HELD_OUT[:1])[0], k=1)[0][1] - 1e-6
