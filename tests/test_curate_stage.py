@@ -164,6 +164,9 @@ def test_config_errors_are_one_line_and_name_the_file(tmp_path, monkeypatch, cap
     assert err.startswith(f"error: {bad}: curate.sources.0") and "needs count > 0" in err and "\n" not in err
 
 
-def test_an_empty_source_list_is_rejected():
+def test_an_empty_or_ambiguous_source_list_is_rejected():
     with pytest.raises(ValueError):
         CurateConfig(sources=[])
+    twice = {"name": "a", "type": "text", "path": "x.txt"}
+    with pytest.raises(ValueError, match="source names must be unique"):
+        CurateConfig(sources=[twice, twice])

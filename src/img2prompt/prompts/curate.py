@@ -84,6 +84,13 @@ class CurateConfig(StrictModel):
     report_examples: int = 40
     progress: bool = True
 
+    @model_validator(mode="after")
+    def _unique_names(self) -> CurateConfig:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        return self
+
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> CurateConfig:
     return load_section(CurateConfig, "curate", path, overrides)

@@ -9,8 +9,8 @@ that close on both sides of train/validation.
 The search is IVF: faiss k-means splits the rows into ``nlist`` cells and each row looks into its
 ``nprobe`` nearest cells, exactly the candidate set of faiss ``IndexIVFFlat`` with the same centroids.
 Instead of faiss's per-query list scan (memory-bound: every query re-reads its cells), each cell is scanned
-once as a matrix product against all the rows that probe it, which BLAS runs from cache: same pairs,
-3.3x faster measured at 100k rows (benchmarks/RESULTS.md). Up to ``flat_max`` rows there is a single cell,
+once as a matrix product against all the rows that probe it, which BLAS runs from cache: the same pairs,
+several times faster at 100k rows (benchmarks/RESULTS.md). Up to ``flat_max`` rows there is a single cell,
 i.e. exact brute force. The same scan gives every row's nearest-neighbour cosine for free. Deterministic:
 the k-means sample and seed are fixed, so results depend only on the vectors and their order.
 """
