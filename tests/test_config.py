@@ -64,6 +64,14 @@ def test_write_resolved_round_trips(tmp_path):
     assert load_section(Train, "train", path) == config
 
 
+def test_overrides_index_lists():
+    data = {"curate": {"sources": [{"count": 1}, {"count": 2}]}}
+    apply_overrides(data, ["curate.sources.1.count=5"])
+    assert data["curate"]["sources"] == [{"count": 1}, {"count": 5}]
+    with pytest.raises(Img2PromptError, match="'2' is not an index of a 2-item list"):
+        apply_overrides(data, ["curate.sources.2.count=5"])
+
+
 def test_override_values_are_yaml():
     data = apply_overrides({}, ["a.b=true", "a.c=none_text", "a.d=", "e=3"])
     assert data == {"a": {"b": True, "c": "none_text", "d": ""}, "e": 3}

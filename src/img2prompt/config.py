@@ -42,20 +42,43 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides in place; values are parsed as YAML (``1e-4``, ``true``, ``[1,2]``)."""
+    """Apply ``a.b.c=value`` overrides in place; values are parsed as YAML (``1e-4``, ``true``, ``[1,2]``).
+
+    A numeric part indexes a list: ``curate.sources.0.count=100``.
+    """
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise Img2PromptError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
-        node = data
+        node: Any = data
         *parents, leaf = key.strip().split(".")
         for part in parents:
+            if isinstance(node, list):
+                node = _list_item(node, part, item)
+                continue
             child = node.setdefault(part, {})
-            if not isinstance(child, dict):
+            if not isinstance(child, dict | list):
                 raise Img2PromptError(f"--set {item!r}: {part!r} is not a section")
             node = child
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        if isinstance(node, list):
+            node[_index(node, leaf, item)] = value
+        else:
+            node[leaf] = value
     return data
+
+
+def _index(items: list[Any], part: str, item: str) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise Img2PromptError(f"--set {item!r}: {part!r} is not an index of a {len(items)}-item list")
+    return int(part)
+
+
+def _list_item(items: list[Any], part: str, item: str) -> Any:
+    child = items[_index(items, part, item)]
+    if not isinstance(child, dict | list):
+        raise Img2PromptError(f"--set {item!r}: item {part} is not a section")
+    return child
 
 
 def load_section(
