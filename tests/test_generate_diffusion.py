@@ -64,6 +64,13 @@ def test_speed_switches_keep_the_picture(tiny, baseline, switch, max_diff):
     assert np.abs(fast - baseline).mean() < 4
 
 
+def test_a_pipeline_built_in_memory_is_cast_to_the_configured_dtype(tiny):
+    import copy
+
+    pipe = configure_pipeline(copy.deepcopy(tiny[0]), settings(tiny[1], dtype="bf16"), torch.device("cpu"))
+    assert {pipe.unet.dtype, pipe.vae.dtype, pipe.text_encoder.dtype} == {torch.bfloat16}
+
+
 def test_schedulers_and_a_tiny_vae_decoder(tiny, baseline, tmp_path):
     from diffusers import AutoencoderTiny
 

@@ -89,7 +89,7 @@ def configure_pipeline(pipe: Any, cfg: DiffusionConfig, device: torch.device) ->
             pipe.vae = AutoencoderTiny.from_pretrained(cfg.tiny_vae, dtype=dtype)
         except (OSError, ValueError) as exc:
             raise fail(cfg.tiny_vae, f"cannot load the tiny VAE ({str(exc).splitlines()[0]})") from None
-    pipe.to(device)
+    pipe.to(device=device, dtype=dtype)  # a no-op cast when loaded in dtype; needed for built pipelines
     processor = AttnProcessor2_0() if cfg.attention == "sdpa" else AttnProcessor()
     pipe.unet.set_attn_processor(processor)
     if not cfg.tiny_vae:

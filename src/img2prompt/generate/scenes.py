@@ -142,16 +142,38 @@ def load_pictographs(spec: str = "openmoji") -> Pictographs:
 # ---- backgrounds -------------------------------------------------------------------------------------
 
 
-def _vertical_gradient(size: int, top: tuple[int, int, int], bottom: tuple[int, int, int]) -> np.ndarray:
-    t = np.linspace(0.0, 1.0, size, dtype=np.float32)[:, None, None]
-    column = (1 - t) * np.array(top, np.float32) + t * np.array(bottom, np.float32)
-    return np.broadcast_to(column, (size, size, 3)).copy()
+_SKY = ((100, 170, 235), (200, 230, 250))
+_GRADIENTS = {  # background -> top and bottom colours of its sky (or of the whole picture)
+    "on a beach at sunset": ((70, 40, 110), (250, 140, 60)),
+    "in a forest": ((150, 190, 150), (40, 80, 40)),
+    "in outer space": ((5, 5, 20), (20, 10, 40)),
+    "on a snowy mountain": ((120, 170, 225), (210, 225, 240)),
+    "under the sea": ((40, 140, 200), (5, 30, 80)),
+    "in a desert": ((130, 190, 240), (240, 220, 190)),
+    "in a city at night": ((10, 15, 45), (40, 40, 90)),
+    "in the sky": _SKY,
+    "on a grassy meadow": _SKY,
+    "in a field of flowers": _SKY,
+}
+_GROUNDS = {  # background -> top and bottom colours of the ground below its horizon
+    "in a forest": ((80, 60, 30), (60, 45, 25)),
+    "in a desert": ((235, 195, 120), (210, 160, 90)),
+    "on a grassy meadow": ((110, 190, 80), (60, 140, 50)),
+    "in a field of flowers": ((110, 190, 80), (60, 140, 50)),
+}
 
 
-def _band(canvas: np.ndarray, y0: float, colour_top: tuple, colour_bottom: tuple) -> None:
-    size = canvas.shape[0]
-    start = int(y0 * size)
-    canvas[start:] = _vertical_gradient(size, colour_top, colour_bottom)[: size - start]
+def _gradient(height: int, width: int, top: tuple, bottom: tuple) -> np.ndarray:
+    """A vertical two-colour gradient as uint8 pixels."""
+    t = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
+    column = ((1 - t) * np.array(top, np.float32) + t * np.array(bottom, np.float32)).astype(np.uint8)
+    return np.repeat(column[:, None, :], width, axis=1)
+
+
+@lru_cache(maxsize=8)
+def _unit_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    return y, x
 
 
 def _paint_background(name: str | None, size: int, rng: np.random.Generator) -> Image.Image:
@@ -159,40 +181,27 @@ def _paint_background(name: str | None, size: int, rng: np.random.Generator) -> 
     s = size
     if name is None:
         top, bottom = rng.integers(120, 245, size=(2, 3))
-        return Image.fromarray(_vertical_gradient(s, tuple(top), tuple(bottom)).astype(np.uint8))
+        return Image.fromarray(_gradient(s, s, tuple(top), tuple(bottom)))
     if name == "on a white background":
         return Image.new("RGB", (s, s), (248, 248, 246))
     if name == "on a black background":
         return Image.new("RGB", (s, s), (8, 8, 10))
-    canvas = _vertical_gradient(s, (100, 170, 235), (200, 230, 250))  # a plain sky, overwritten below
-    horizon = float(rng.uniform(0.55, 0.7))
-    if name == "on a beach at sunset":
-        canvas = _vertical_gradient(s, (70, 40, 110), (250, 140, 60))
-    elif name == "in a forest":
-        canvas = _vertical_gradient(s, (150, 190, 150), (40, 80, 40))
-        _band(canvas, 0.8, (80, 60, 30), (60, 45, 25))
-    elif name == "in outer space":
-        canvas = _vertical_gradient(s, (5, 5, 20), (20, 10, 40))
-    elif name == "on a snowy mountain":
-        canvas = _vertical_gradient(s, (120, 170, 225), (210, 225, 240))
-    elif name == "under the sea":
-        canvas = _vertical_gradient(s, (40, 140, 200), (5, 30, 80))
-    elif name == "in a desert":
-        canvas = _vertical_gradient(s, (130, 190, 240), (240, 220, 190))
-        _band(canvas, horizon, (235, 195, 120), (210, 160, 90))
-    elif name == "in a city at night":
-        canvas = _vertical_gradient(s, (10, 15, 45), (40, 40, 90))
-    elif name in ("on a grassy meadow", "in a field of flowers"):
-        _band(canvas, horizon, (110, 190, 80), (60, 140, 50))
-    elif name == "in a dark cave":
-        y, x = np.mgrid[0:s, 0:s].astype(np.float32) / s
+    horizon = 0.8 if name == "in a forest" else float(rng.uniform(0.55, 0.7))
+    if name == "in a dark cave":
+        y, x = _unit_grid(s)
         glow = np.clip(1.2 - 2.2 * np.hypot(x - 0.5, y - 0.55), 0, 1)[..., None]
-        canvas = glow * np.array((95, 80, 65), np.float32) + (1 - glow) * np.array((12, 10, 9), np.float32)
+        canvas = (glow * np.array((83, 70, 56), np.float32) + np.array((12, 10, 9), np.float32)).astype(np.uint8)
     elif name == "on a wooden table":
-        y, x = np.mgrid[0:s, 0:s].astype(np.float32) / s
+        y, x = _unit_grid(s)
         grain = 0.5 + 0.5 * np.sin(40 * y + 3 * np.sin(6 * x + float(rng.uniform(0, 6))))
         canvas = (grain[..., None] * np.array((60, 35, 15), np.float32) + np.array((120, 75, 40), np.float32))
-    image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+        canvas = canvas.astype(np.uint8)
+    else:
+        canvas = _gradient(s, s, *_GRADIENTS[name])
+        if name in _GROUNDS:
+            start = int(horizon * s)
+            canvas[start:] = _gradient(s - start, s, *_GROUNDS[name])
+    image = Image.fromarray(canvas)
     _decorate(image, name, horizon, rng)
     return image
 
@@ -269,6 +278,12 @@ def _tint(glyph: Image.Image, colour: str) -> Image.Image:
     return tinted
 
 
+@lru_cache(maxsize=4096)
+def _subject_glyph(pictographs: Pictographs, codepoint: int, colour: str | None) -> Image.Image:
+    glyph = pictographs.glyph(codepoint)
+    return _tint(glyph, colour) if colour else glyph
+
+
 def _place_subjects(canvas: Image.Image, scene: Scene, pictographs: Pictographs, rng: np.random.Generator) -> None:
     """Paste every copy of every subject inside the scene's region, spread out, farther ones first."""
     s = canvas.width
@@ -277,9 +292,7 @@ def _place_subjects(canvas: Image.Image, scene: Scene, pictographs: Pictographs,
     x0, y0, x1, y1 = _REGIONS[scene.position]
     items = []
     for subject in scene.subjects:
-        glyph = pictographs.glyph(subject.codepoint)
-        if subject.colour:
-            glyph = _tint(glyph, subject.colour)
+        glyph = _subject_glyph(pictographs, subject.codepoint, subject.colour)
         for _ in range(subject.count):
             px = max(4, round(s * _SIZE_SCALE[subject.size] * crowding * float(rng.uniform(0.9, 1.1))))
             items.append((glyph, px))
@@ -346,7 +359,7 @@ def _infrared(image: Image.Image) -> Image.Image:
 
 
 def _watercolour(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    soft = image.filter(ImageFilter.GaussianBlur(image.width / 90)).filter(ImageFilter.MedianFilter(3))
+    soft = image.filter(ImageFilter.GaussianBlur(image.width / 60))
     washed = ImageEnhance.Brightness(ImageEnhance.Color(soft).enhance(0.8)).enhance(1.12)
     paper = rng.normal(0.0, 6.0, size=(image.height, image.width, 1))
     return Image.fromarray(np.clip(np.asarray(washed, np.float32) + paper, 0, 255).astype(np.uint8))
@@ -371,7 +384,9 @@ def apply_style(image: Image.Image, style: str | None, rng: np.random.Generator)
     if style == "pop art":
         return ImageEnhance.Color(ImageOps.posterize(image, 2)).enhance(1.8)
     if style == "oil painting":
-        return ImageEnhance.Color(image.filter(ImageFilter.MedianFilter(5))).enhance(1.4)
+        half = image.resize((image.width // 2, image.height // 2), Image.Resampling.BOX)
+        daubs = half.filter(ImageFilter.MedianFilter(3)).resize(image.size, Image.Resampling.BICUBIC)
+        return ImageEnhance.Color(daubs).enhance(1.4)
     if style == "neon glow":
         return _neon(image)
     if style == "blurry photo":
