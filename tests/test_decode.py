@@ -56,7 +56,7 @@ def decoder(tmp_path_factory, text_embedder) -> PromptDecoder:
     frame = pd.DataFrame({"prompt_id": [prompt_id(p) for p in BANK], "prompt": BANK, "source": "test",
                           "tier": "hq", "cluster": range(len(BANK)), "split": "train"})
     write_table(frame, text_embedder.encode(BANK), path)
-    config = DecodeConfig(modifiers=["mediums", "movements"], min_segment_count=2)
+    config = DecodeConfig(modifiers=["mediums", "movements"], min_segment_count=2, cache_dir=None)
     return PromptDecoder.from_table(path, embedder=text_embedder, config=config)
 
 
@@ -93,7 +93,7 @@ def test_cli_decodes_a_text_and_writes_csv(tmp_path: Path, decoder: PromptDecode
                           "tier": "hq", "cluster": range(len(BANK)), "split": "train"})
     write_table(frame, decoder.embedder.encode(BANK), bank)
     config = tmp_path / "decode.yaml"
-    config.write_text("decode:\n  modifiers: [mediums]\n  budget_s: 0.3\n")
+    config.write_text("decode:\n  modifiers: [mediums]\n  budget_s: 0.3\n  cache_dir: null\n")
     result = CliRunner().invoke(app, ["decode", str(bank), "--text", HELD_OUT[0], "--out", str(tmp_path / "d.csv"),
                                       "-c", str(config)])
     assert result.exit_code == 0, result.output

@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from img2prompt.cli import app
+from img2prompt.decode import DecodeConfig
 from img2prompt.errors import Img2PromptError
 from img2prompt.evaluate import length_bucket, load_truth, run_evaluate
 from img2prompt.predict import normalise, write_predictions
@@ -58,6 +59,20 @@ def test_scores_are_exact_per_source_and_length_and_sample_keys_match(tmp_path: 
     page = (out / "report.html").read_text()
     assert "a &lt;b&gt;bold&lt;/b&gt; dog" in page and "<b>bold</b>" not in page  # prompts are escaped
     assert page.count("data:image/jpeg;base64,") == 1  # the one image given is inlined
+
+
+def test_the_report_shows_the_decoded_predicted_prompt(tmp_path: Path, text_embedder) -> None:
+    prompts = ["a red apple on a table", "a castle in the clouds, fantasy art", "a dog on the beach, photography"]
+    vectors = text_embedder.encode(prompts)
+    frame = pd.DataFrame({"prompt_id": ["p0", "p1", "p2"], "prompt": prompts, "source": "test", "tier": "hq",
+                          "cluster": range(3), "split": "val"})
+    truth = write_table(frame, vectors, tmp_path / "truth.parquet")
+    preds = write_predictions(["p0", "p1"], "m", vectors[[0, 2]], tmp_path / "m.parquet")
+    config = DecodeConfig(modifiers=["mediums"], cache_dir=None, budget_s=0.2)
+    run_evaluate([preds], truth, tmp_path / "r", bank=truth, decode_config=config)
+    page = (tmp_path / "r" / "report.html").read_text()
+    # p1 was predicted as the dog prompt: the report decodes that prediction, not the truth.
+    assert page.count("<b>decoded</b>") == 2 and "a dog on the beach" in page.split("castle in the clouds")[1]
 
 
 def test_a_prediction_without_truth_names_the_truth_file(tmp_path: Path, truth) -> None:

@@ -92,13 +92,18 @@ def evaluate(
     images: Annotated[list[Path] | None, typer.Option(help="Image folder(s) for the report grid.")] = None,
     bank: Annotated[Path | None, typer.Option(help="Prompt table to decode predictions with.")] = None,
     grid: Annotated[int, typer.Option(help="Worst images shown per model.")] = 24,
+    config: ConfigArg = None,
+    set_: SetOpt = None,
 ) -> None:
     """Score predictions: mean cosine overall, per source and per prompt length, plus an HTML report."""
+    from img2prompt.config import load_section
+    from img2prompt.decode import DecodeConfig
     from img2prompt.evaluate import run_evaluate
     from img2prompt.images import list_images
 
     paths = list_images(list(images)) if images else []
-    summary = run_evaluate(predictions, truth, out, images=paths, bank=bank, grid=grid)
+    decode_config = load_section(DecodeConfig, "decode", config, set_)
+    summary = run_evaluate(predictions, truth, out, images=paths, bank=bank, grid=grid, decode_config=decode_config)
     for model, stats in summary.items():
         typer.echo(f"{model}: mean cosine {stats['mean_cosine']:.4f} over {stats['images']} images")
     typer.echo(f"report: {out / 'report.html'}")

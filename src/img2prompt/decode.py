@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -49,7 +50,8 @@ class DecodeConfig(StrictModel):
     verify: int = 8  # texts embedded exactly per round
     min_segment_count: int = 2  # a bank segment/word joins the dictionary if it occurs this often
     modifiers: list[str] = Field(default_factory=lambda: list(MODIFIER_LISTS))
-    cache_dir: str | None = None  # embedding cache for the dictionary (it is embedded once)
+    dictionary_backend: Literal["exact", "int8"] = "int8"  # the dictionary only screens; answers are exact
+    cache_dir: str | None = "~/.cache/img2prompt"  # the dictionary is embedded once, then read from here
 
 
 @dataclass(frozen=True)
@@ -129,12 +131,15 @@ class PromptDecoder:
         frame, embeddings = read_table(path, columns=["prompt", "embedding"])
         if not len(frame):
             raise fail(path, "the prompt table is empty")
-        embedder = embedder or TextEmbedder(cache_dir=config.cache_dir)
+        cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else None
+        embedder = embedder or TextEmbedder(cache_dir=cache_dir)
         phrases = bank_phrases(frame.prompt, config.min_segment_count)
         for name in config.modifiers:
             phrases.extend(modifier_terms(name))
         phrases = list(dict.fromkeys(phrases))
-        vectors = embedder.encode(phrases, progress=len(phrases) > 5000)
+        screen = embedder if config.dictionary_backend == "exact" else TextEmbedder(
+            backend="int8", cache_dir=cache_dir)
+        vectors = screen.encode(phrases, progress=len(phrases) > 5000)
         return cls(list(frame.prompt), embeddings, phrases, vectors, embedder, config)
 
     def nearest(self, vec: np.ndarray, k: int = 5) -> list[tuple[str, float]]:

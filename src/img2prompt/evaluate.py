@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from img2prompt.errors import fail
 from img2prompt.kaggle import cosine_per_row
+
+if TYPE_CHECKING:
+    from img2prompt.decode import DecodeConfig
 
 LENGTH_BUCKETS = ((1, 5), (6, 10), (11, 20), (21, 40), (41, 10_000))
 
@@ -100,7 +104,7 @@ def run_evaluate(
     images: list[Path] | None = None,
     bank: Path | None = None,
     grid: int = 24,
-    decode_budget_s: float = 0.5,
+    decode_config: DecodeConfig | None = None,
 ) -> dict[str, dict]:
     """Score every predictions file; write scores.csv, metrics.json, histogram.png and report.html."""
     from img2prompt.predict import read_predictions
@@ -120,20 +124,20 @@ def run_evaluate(
     _atomic_text(out / "scores.csv", scores.to_csv(index=False))
     _atomic_text(out / "metrics.json", json.dumps(summary, indent=2))
     write_histogram(scores, out / "histogram.png")
-    decoded = _decode_predictions(scores, predicted, bank, grid, decode_budget_s) if bank else {}
+    decoded = _decode_predictions(scores, predicted, bank, grid, decode_config) if bank else {}
     write_html_report(scores, summary, out / "report.html", images=images or [], decoded=decoded, grid=grid,
                       histogram="histogram.png")
     return summary
 
 
 def _decode_predictions(scores: pd.DataFrame, predicted: np.ndarray, bank: Path, grid: int,
-                        budget_s: float) -> dict[int, tuple[str, float]]:
+                        config: DecodeConfig | None) -> dict[int, tuple[str, float]]:
     """Decoded prompt of the predictions shown in the report (the ``grid`` worst of each model)."""
     from img2prompt.decode import PromptDecoder
 
-    decoder = PromptDecoder.from_table(bank)
+    decoder = PromptDecoder.from_table(bank, config=config)
     shown = [i for _, group in scores.groupby("model", sort=False) for i in group.nsmallest(grid, "cosine").index]
-    results = {int(i): decoder.decode(predicted[i], budget_s=budget_s) for i in shown}
+    results = {int(i): decoder.decode(predicted[i]) for i in shown}
     return {i: (r.text, r.cosine) for i, r in results.items()}
 
 

@@ -1,0 +1,93 @@
+"""Decoding quality against time: how close to a held-out real prompt's embedding can decoded text get?
+
+Targets: the exact embeddings of the prompts of ``dissim_pairs_025_v7_validation.txt``. Bank: every other
+prompt file of ``../shared/data/prompts`` (targets removed). Reports, on all targets, the constant-mean
+and nearest-bank-prompt baselines, then on a fixed random sample of targets the decoder's mean cosine
+and time per query for each budget. The bank and dictionary embeddings are cached in ``--work``.
+
+    .venv/bin/python benchmarks/bench_decode.py --targets 200 --budgets 0.25 0.5 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from img2prompt.decode import DecodeConfig, PromptDecoder
+from img2prompt.embedding import TextEmbedder
+from img2prompt.prompt_table import prompt_id, write_table
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "prompts"
+TARGETS = "dissim_pairs_025_v7_validation.txt"
+PLAIN = ("900k_dedup_08_split_dedup_wt_wv.txt", "openprompts_dedup_085_075_diff_pprc_085wt_075wv.txt",
+         "prompts_filtered_4.0.txt")
+TSV = ("dissim_pairs_all_openprompts2.txt", "dissim_pairs_all_gustavosta_valid.txt")
+
+
+def read_prompts(path: Path) -> list[str]:
+    """One prompt per line, or the third column of the ``idx, score, prompt, image`` TSV files."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.name.startswith("dissim_pairs"):
+        lines = [parts[2] for parts in (line.split("\t") for line in lines) if len(parts) >= 3]
+    return list(dict.fromkeys(line.strip() for line in lines if line.strip()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--work", type=Path, default=Path("runs/bench_decode"))
+    parser.add_argument("--targets", type=int, default=200, help="targets decoded per budget")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    targets = read_prompts(args.data / TARGETS)
+    held_out = set(targets)
+    bank = list(dict.fromkeys(p for name in PLAIN + TSV for p in read_prompts(args.data / name)
+                              if p not in held_out))
+    cache = args.work / "cache"
+    embedder = TextEmbedder(cache_dir=cache)
+    target_vectors = embedder.encode(targets)
+    start = time.perf_counter()
+    bank_vectors = embedder.encode(bank, progress=True)
+    print(f"bank: {len(bank)} prompts embedded in {time.perf_counter() - start:.0f} s; targets: {len(targets)}")
+    table = args.work / "bank.parquet"
+    frame = pd.DataFrame({"prompt_id": [prompt_id(p) for p in bank], "prompt": bank, "source": "bench",
+                          "tier": "hq", "cluster": range(len(bank)), "split": "train"})
+    write_table(frame, bank_vectors, table)
+
+    mean = bank_vectors.mean(axis=0)
+    mean /= np.linalg.norm(mean)
+    print(f"constant mean vector: {float((target_vectors @ mean).mean()):.4f} mean cosine ({len(targets)} targets)")
+    start = time.perf_counter()
+    decoder = PromptDecoder.from_table(table, embedder=embedder, config=DecodeConfig(cache_dir=str(cache)))
+    print(f"decoder: {len(decoder.phrases)} dictionary phrases, built in {time.perf_counter() - start:.0f} s")
+    nearest = np.array([decoder.nearest(v, k=1)[0][1] for v in target_vectors])
+    print(f"nearest bank prompt: {nearest.mean():.4f} mean cosine ({len(targets)} targets)")
+
+    sample = np.random.default_rng(args.seed).choice(len(targets), size=min(args.targets, len(targets)),
+                                                      replace=False)
+    print(f"nearest bank prompt on the {len(sample)}-target sample: {nearest[sample].mean():.4f}")
+    print("| budget (s) | mean cosine | median s/query | p90 s/query | max s/query |")
+    print("|---|---|---|---|---|")
+    for budget in args.budgets:
+        cosines, seconds = [], []
+        for i in sample:
+            start = time.perf_counter()
+            result = decoder.decode(target_vectors[i], budget_s=budget)
+            seconds.append(time.perf_counter() - start)
+            cosines.append(result.cosine)
+        print(f"| {budget:g} | {np.mean(cosines):.4f} | {np.median(seconds):.2f} | "
+              f"{np.percentile(seconds, 90):.2f} | {np.max(seconds):.2f} |", flush=True)
+    for i in sample[:5]:
+        result = decoder.decode(target_vectors[i], budget_s=args.budgets[-1])
+        print(f"\ntarget:  {targets[i]}\nnearest: {decoder.nearest(target_vectors[i], 1)[0][0]}\n"
+              f"decoded: {result.text}  ({result.cosine:.3f})")
+
+
+if __name__ == "__main__":
+    main()
