@@ -64,8 +64,9 @@ def test_training_beats_the_constant_baseline_and_stage_2_continues(shards: Path
 
 
 def test_a_killed_run_resumes_onto_the_same_loss_curve(shards: Path, tmp_path: Path) -> None:
-    reference = train(config(shards, tmp_path / "reference", save_every=2, optim={"epochs": 1}))
-    cfg = config(shards, tmp_path / "killed", save_every=2, optim={"epochs": 1})
+    optim = {"epochs": 1, "max_steps": 6}
+    reference = train(config(shards, tmp_path / "reference", save_every=2, optim=optim))
+    cfg = config(shards, tmp_path / "killed", save_every=2, optim=optim)
     cfg_path = tmp_path / "train.yaml"
     cfg_path.write_text(yaml.safe_dump({"train": cfg.model_dump(mode="json")}))
     command = [sys.executable, "-c", "from img2prompt.cli import main; main()", "train", str(cfg_path)]

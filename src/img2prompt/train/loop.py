@@ -250,7 +250,8 @@ def train(config: TrainConfig) -> Path:
     elapsed = time.perf_counter() - started
     if run.batch > 0 or not run.vals or run.vals[-1][0] != run.step:
         validate()
-    run.metrics["samples_per_second"] = seen / elapsed if elapsed > 0 else 0.0
+    if seen:  # a finished run started again trains nothing and keeps its measured rate
+        run.metrics["samples_per_second"] = seen / elapsed
     save()
     if writer is not None:
         writer.close()
