@@ -149,3 +149,16 @@ def test_cli_predict_with_a_checkpoint_writes_a_submission_that_validates(tmp_pa
     assert "broken.png" in result.output
     check = runner.invoke(app, ["validate-submission", str(tmp_path / "s.csv")])
     assert check.exit_code == 0 and "ok, 3 images x 384 dims" in check.output
+
+
+def test_nearest_baseline_from_a_shard_folder_with_the_pretrained_backbone(tmp_path: Path) -> None:
+    from img2prompt.shards import Manifest, Sample, write_shard
+
+    images = [noise_image(s, size=64) for s in range(4)]
+    targets = normalise(np.random.default_rng(3).standard_normal((4, 384)))
+    samples = [Sample(key=f"p{i}-0", image=im, meta={"prompt_id": f"p{i}"}, embedding=t)
+               for i, (im, t) in enumerate(zip(images, targets, strict=True))]
+    Manifest(tmp_path / "shards").record(write_shard(tmp_path / "shards" / "000000.tar", samples, "png"))
+    model = load_model(f"nearest:{tmp_path / 'shards'}")
+    assert model.name == f"nearest:{tmp_path / 'shards'}"
+    assert np.allclose(model.embed([images[2], images[0]]), targets[[2, 0]], atol=1e-6)
