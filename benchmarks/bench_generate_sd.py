@@ -32,6 +32,7 @@ IMAGES_TO_MAKE = 10_600_000
 # Dense bf16 tensor-core peaks (no sparsity), from NVIDIA's data sheets.
 BF16_PEAK_TFLOPS = {"H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0,
                     "H200": 989.4, "A100": 312.0, "L40S": 362.0}
+NAIVE = "naive (fp32, eager attention, DDIM, batch 1)"
 PROMPT = "two red foxes and a bicycle on a beach at sunset, pixel art, highly detailed"
 
 
@@ -41,7 +42,7 @@ def variants(args: argparse.Namespace, half: str) -> dict[str, tuple[dict, int]]
     fast_steps = {"scheduler": "dpmsolver++", "steps": args.fast_steps}
     together = {"dtype": half, "attention": "sdpa", **fast_steps, "channels_last": True, "compile": args.compile}
     table = {
-        "naive (fp32, eager attention, DDIM 50, batch 1)": (naive, 1),
+        NAIVE: (naive, 1),
         f"{half}": ({**naive, "dtype": half}, 1),
         "SDPA attention": ({**naive, "attention": "sdpa"}, 1),
         f"DPM-Solver++ {args.fast_steps} steps": ({**naive, **fast_steps}, 1),
@@ -195,7 +196,8 @@ def main() -> None:
     half = "fp16" if device.type == "cuda" else "bf16"
     card, peak = peak_tflops(device, args.peak_tflops)
     print(f"device: {card}; torch {torch.__version__}; cached diffusion weights: {cached_weights() or 'none'}")
-    results: dict = {"device": card, "arch": args.arch, "bf16_peak_tflops": peak, "sizes": {}}
+    results: dict = {"device": card, "arch": args.arch, "bf16_peak_tflops": peak, "naive_steps": args.naive_steps,
+                     "fast_steps": args.fast_steps, "sizes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         base = build_random_pipeline(args.arch, Path(tmp) / "tokenizer")
         tiny_vae = save_tiny_vae(args.arch, Path(tmp) / "taesd")
@@ -210,7 +212,7 @@ def main() -> None:
             naive_flops = flops_per_image(args.arch, size, args.naive_steps)["image"]
             achieved = unet_tflops(base, size, args.batch, device, half, args.compile and device.type == "cuda",
                                    flops["unet_step"], args.repeats)
-            naive = rows.get("naive (fp32, eager attention, DDIM 50, batch 1)")
+            naive = rows.get(NAIVE)
             best = max(rows.values()) if rows else None
             entry = {
                 "images_per_s": rows,
@@ -230,10 +232,11 @@ def main() -> None:
 
 def print_table(results: dict) -> None:
     for size, entry in results["sizes"].items():
-        print(f"\n{results['arch']} at {size} px on {results['device']}")
+        print(f"\n{results['arch']} at {size} px on {results['device']} (DDIM {results['naive_steps']} steps, "
+              f"DPM-Solver++ {results['fast_steps']})")
         print("| variant | images/s | x naive | GPU-days for 10.6M |\n|---|---|---|---|")
         rates = entry["images_per_s"]
-        naive = rates.get("naive (fp32, eager attention, DDIM 50, batch 1)")
+        naive = rates.get(NAIVE)
         for name, rate in rates.items():
             ratio = f"{rate / naive:.2f}" if naive else "-"
             print(f"| {name} | {rate:.3f} | {ratio} | {entry['gpu_days_for_10.6M_images'][name]:.0f} |")
