@@ -46,7 +46,8 @@ class DecodeConfig(StrictModel):
     neighbours: int = 8  # bank prompts used as starting points
     pool: int = 4096  # dictionary phrases kept per query (most similar to the target)
     beam: int = 4
-    max_phrases: int = 16  # phrases added to a starting prompt
+    max_phrases: int = 16  # phrases added to a starting prompt per round
+    max_tokens: int = 77  # stop growing a text at this many tokens (SD prompts are at most 77 CLIP tokens)
     verify: int = 8  # texts embedded exactly per round
     min_segment_count: int = 2  # a bank segment/word joins the dictionary if it occurs this often
     modifiers: list[str] = Field(default_factory=lambda: list(MODIFIER_LISTS))
@@ -154,36 +155,44 @@ class PromptDecoder:
         target = _unit(vec)
         cfg = self.config
         _, bank_ids = self._bank.search(target[None], min(cfg.neighbours, len(self.prompts)))
+        bank_ids = bank_ids[0][bank_ids[0] >= 0]
+        best = DecodeResult(self.prompts[bank_ids[0]], float(self._bank_vectors[bank_ids[0]] @ target))
+        if time.perf_counter() >= deadline:
+            return best
         _, pool_ids = self._phrase_index.search(target[None], min(cfg.pool, len(self.phrases)))
         pool = pool_ids[0][pool_ids[0] >= 0]
-        pool_vectors = self._phrase_vectors[pool] * self._phrase_weights[pool, None]
-        starts = [
-            _State(text=self.prompts[i], used=frozenset(), vector=self._bank_vectors[i] * self._bank_weights[i])
-            for i in bank_ids[0] if i >= 0
-        ]
-        best = DecodeResult(self.prompts[bank_ids[0][0]], float(self._bank_vectors[bank_ids[0][0]] @ target))
-        while starts and time.perf_counter() < deadline:
-            candidates = self._beam_search(starts, target, pool, pool_vectors, deadline)
-            texts = list(dict.fromkeys(s.text for s in candidates))[: cfg.verify]
+        weights = self._phrase_weights[pool]
+        pool_vectors = self._phrase_vectors[pool] * weights[:, None]
+        # Start from the nearest bank prompts (a subject) and from the best single phrases (no subject).
+        starts = [_State(self.prompts[i], frozenset(), self._bank_vectors[i] * self._bank_weights[i],
+                         float(self._bank_weights[i])) for i in bank_ids]
+        starts += [_State(self.phrases[pool[j]], frozenset({int(pool[j])}), pool_vectors[j], float(weights[j]))
+                   for j in range(min(cfg.neighbours, len(pool)))]
+        while time.perf_counter() < deadline:
+            candidates = self._beam_search(starts, target, pool, pool_vectors, weights, deadline)
+            texts = [s.text for s in candidates[: cfg.verify]]
             exact = self.embedder.encode(texts)
             cosines = exact @ target
-            order = np.argsort(-cosines)
-            if cosines[order[0]] <= best.cosine:
+            top = int(np.argmax(cosines))
+            if cosines[top] <= best.cosine:
                 break
-            best = DecodeResult(texts[order[0]], float(cosines[order[0]]))
-            winner = next(s for s in candidates if s.text == best.text)
-            # The winner's exact vector replaces its surrogate: the next round starts from the truth.
-            weight = float(np.linalg.norm(winner.vector))
-            starts = [_State(winner.text, winner.used, exact[order[0]] * weight)]
+            best = DecodeResult(texts[top], float(cosines[top]))
+            winner = candidates[top]
+            # The winner's exact direction replaces its surrogate: the next round starts from the truth.
+            scale = float(np.linalg.norm(winner.vector))
+            starts = [_State(winner.text, winner.used, exact[top] * scale, winner.tokens)]
         return best
 
-    def _beam_search(
-        self, starts: list[_State], target: np.ndarray, pool: np.ndarray, pool_vectors: np.ndarray, deadline: float
-    ) -> list[_State]:
-        """Grow each start by one phrase at a time, keeping the ``beam`` best by surrogate cosine."""
+    def _beam_search(self, starts: list[_State], target: np.ndarray, pool: np.ndarray, pool_vectors: np.ndarray,
+                     weights: np.ndarray, deadline: float) -> list[_State]:
+        """Grow the starts one phrase at a time, keeping the ``beam`` best by surrogate cosine.
+
+        Returns every state visited, best surrogate first.
+        """
         cfg = self.config
         pool_dot_target = pool_vectors @ target
         pool_norm2 = np.einsum("ij,ij->i", pool_vectors, pool_vectors)
+        position = {int(p): j for j, p in enumerate(pool)}
         beam = starts
         seen = {s.text: s for s in starts}
         for _ in range(cfg.max_phrases):
@@ -193,36 +202,35 @@ class PromptDecoder:
             for state in beam:
                 dot = float(state.vector @ target)
                 norm2 = float(state.vector @ state.vector)
-                cross = pool_vectors @ state.vector
-                scores = (dot + pool_dot_target) / np.sqrt(norm2 + 2 * cross + pool_norm2)
-                current = dot / np.sqrt(norm2)
-                top = np.argpartition(-scores, min(cfg.beam, len(scores) - 1))[: cfg.beam + len(state.used)]
-                for j in top:
-                    if pool[j] in state.used or scores[j] <= current:
-                        continue
-                    grown.append((float(scores[j]), state, int(j)))
-            if not grown:
-                break
+                scores = (dot + pool_dot_target) / np.sqrt(norm2 + 2 * (pool_vectors @ state.vector) + pool_norm2)
+                scores[[position[u] for u in state.used if u in position]] = -np.inf
+                scores[weights > cfg.max_tokens - state.tokens] = -np.inf
+                count = min(cfg.beam, len(scores))
+                for j in np.argpartition(-scores, count - 1)[:count]:
+                    if scores[j] > dot / np.sqrt(norm2):
+                        grown.append((float(scores[j]), state, int(j)))
             grown.sort(key=lambda item: -item[0])
             beam = []
             for _, state, j in grown:
                 text = f"{state.text}, {self.phrases[pool[j]]}"
-                if text in seen:
-                    continue
-                child = _State(text, state.used | {pool[j]}, state.vector + pool_vectors[j])
-                seen[text] = child
-                beam.append(child)
+                if text not in seen:
+                    child = _State(text, state.used | {int(pool[j])}, state.vector + pool_vectors[j],
+                                   state.tokens + float(weights[j]))
+                    seen[text] = child
+                    beam.append(child)
                 if len(beam) == cfg.beam:
                     break
-        ranked = sorted(seen.values(), key=lambda s: -float(s.vector @ target) / float(np.linalg.norm(s.vector)))
-        return ranked
+            if not beam:
+                break
+        return sorted(seen.values(), key=lambda s: -float(s.vector @ target) / float(np.linalg.norm(s.vector)))
 
 
 @dataclass(frozen=True)
 class _State:
     text: str
-    used: frozenset[int]
+    used: frozenset[int]  # dictionary phrases already in the text
     vector: np.ndarray  # surrogate pooled vector: sum of token-weighted unit embeddings
+    tokens: float  # tokens in the text, roughly
 
 
 def _token_weights(embedder: TextEmbedder, texts: Sequence[str]) -> np.ndarray:
