@@ -88,7 +88,7 @@ def test_schedulers_and_a_tiny_vae_decoder(tiny, baseline, tmp_path):
 
 
 def test_the_stage_writes_diffusion_shards(tiny, tmp_path):
-    frame, _ = write_scenes_table(tmp_path / "prompts.parquet", 3)
+    frame, _ = write_scenes_table(tmp_path / "prompts.parquet", 2)
     cfg = GenerateConfig(prompts=tmp_path / "prompts.parquet", out=tmp_path / "out", backend="diffusion", size=SIZE,
                          splits=["train", "val", "test"],
                          diffusion=settings(tiny[1], save_size=16).model_dump())

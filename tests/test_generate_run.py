@@ -100,7 +100,7 @@ def _kill_tree(process: subprocess.Popen) -> None:
 
 
 def test_two_torchrun_ranks_killed_mid_shard_resume_with_nothing_lost_or_duplicated(tmp_path):
-    write_scenes_table(tmp_path / "prompts.parquet", 90)
+    write_scenes_table(tmp_path / "prompts.parquet", 120)
     settings = {"prompts": str(tmp_path / "prompts.parquet"), "out": str(tmp_path / "run"), "backend": "scenes",
                 "size": 96, "samples_per_shard": 8}
     cfg_path = tmp_path / "generate.yaml"
