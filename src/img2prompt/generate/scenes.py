@@ -44,10 +44,7 @@ class Pictographs(Protocol):
 
 def _fit_square(image: Image.Image) -> Image.Image:
     """Crop to the visible pixels and centre on a transparent ``GLYPH_PX`` square."""
-    box = image.getbbox()
-    if box is None:
-        return Image.new("RGBA", (GLYPH_PX, GLYPH_PX))
-    image = image.crop(box)
+    image = image.crop(image.getbbox())
     scale = (GLYPH_PX - 4) / max(image.size)
     image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                          Image.Resampling.LANCZOS)
