@@ -319,7 +319,11 @@ def _plot(path: Path, run: Run) -> None:
     left.set(title="train loss (1 - cosine)", xlabel="optimizer step")
     if run.vals:
         steps, scores = zip(*run.vals, strict=True)
-        right.plot(steps, scores, marker="o")
+        right.plot(steps, scores, marker="o", label="model")
+    if "baseline_mean_cosine" in run.metrics:
+        right.axhline(run.metrics["baseline_mean_cosine"], color="grey", linestyle="--",
+                      label="constant-mean baseline")
+        right.legend()
     right.set(title="validation mean cosine", xlabel="optimizer step")
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
