@@ -1,13 +1,15 @@
-"""Benchmark: end-to-end curation of every prompt and caption in ../shared/data, and a projection to 8.6M.
+"""Benchmark: curation of the prompts and captions in ../shared/data, and a projection to 8.6M prompts.
 
-Runs the real stage (``curate``) from an empty cache, then reports prompts/s for reading + rules, embedding
-(exact target embedder) and near-duplicate removal; the recall of the IVF index against brute force on a
-sample of the real embeddings; the int8 embedder's rate on a sample; and the projected time for 8.6M prompts
-(the winners' PROMPTS_HQ + a COYO share) from those rates. Dedup is projected from the 1M-vector run of
-bench_dedup.py (IVF cost grows as n^1.5 with nlist = 2 sqrt(n)) when its seconds are given.
+Reads every source through the rules and exact dedup (all of it), then runs the real stage (``curate``) from
+an empty cache, on everything or on the first ``--limit`` prompts of each source, and reports prompts/s
+for reading + rules, embedding (exact target embedder) and near-duplicate removal; the recall of the IVF
+search against brute force on (up to ``--recall-sample``) real embeddings; the int8 embedder's rate; and
+the projected time for all of ../shared/data and for 8.6M prompts (the winners' PROMPTS_HQ + a COYO share)
+from those rates. Dedup is projected from bench_dedup.py's 1M-vector seconds (the scan grows as n^1.5 with
+nlist = 2 sqrt(n)) when given.
 
-    .venv/bin/python benchmarks/bench_curate.py --dedup-1m-s 123.4             # CPU, as in RESULTS.md
-    .venv/bin/python benchmarks/bench_curate.py --device cuda --dedup-1m-s ...  # also measures the GPU rate
+    .venv/bin/python benchmarks/bench_curate.py --limit 1800 --rate-sample 2000 --dedup-1m-s 333.4
+    .venv/bin/python benchmarks/bench_curate.py --device cuda --dedup-1m-s ...  # also the GPU embedding rate
 """
 
 from __future__ import annotations
@@ -38,13 +40,26 @@ def main() -> None:
     parser.add_argument("--config", default="configs/curate/shared_data.yaml")
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_curate"))
     parser.add_argument("--device", default="cpu", help="cpu, or cuda to measure the GPU embedding rate too")
+    parser.add_argument("--limit", type=int, default=None, help="embed + dedup only the first N of each source")
     parser.add_argument("--recall-sample", type=int, default=50_000)
     parser.add_argument("--rate-sample", type=int, default=5_000, help="prompts for the int8 / GPU rates")
     parser.add_argument("--dedup-1m-s", type=float, default=None, help="seconds of bench_dedup.py at 1M")
     args = parser.parse_args()
 
+    full = load_config(args.config, [f"curate.out={args.out}", "curate.progress=false"])
+    # reading + rules + exact dedup over every source, in full (cheap next to embedding)
+    started = time.perf_counter()
+    all_candidates, per_source = read_candidates(full, PromptRules(full.rules), BadRows())
+    read_all_s = time.perf_counter() - started
+    read_all = sum(c["read"] for c in per_source)
+    print(f"all sources: read {read_all} prompts, {len(all_candidates.texts)} after rules + exact dedup, "
+          f"read + rules + exact dedup in {read_all_s:.1f} s = {read_all / read_all_s:.0f} prompts/s")
+
+    config = full
+    if args.limit:
+        limited = [source.model_copy(update={"limit": args.limit}) for source in full.sources]
+        config = full.model_copy(update={"sources": limited})
     shutil.rmtree(args.out, ignore_errors=True)
-    config = load_config(args.config, [f"curate.out={args.out}", "curate.progress=false"])
     started = time.perf_counter()
     curate(config)
     wall = time.perf_counter() - started
@@ -57,10 +72,14 @@ def main() -> None:
         "dedup": candidates / t["dedup"],
         "end_to_end": read / wall,
     }
-    print(f"read {read} prompts, {candidates} after rules + exact dedup, {totals['kept']} kept "
-          f"({totals['clusters']} clusters, largest {totals['largest_cluster']}, index {totals['index']})")
+    print(f"curate ({'all' if not args.limit else f'first {args.limit} of each source'}): read {read} prompts, "
+          f"{candidates} after rules + exact dedup, {totals['kept']} kept ({totals['clusters']} clusters, "
+          f"largest {totals['largest_cluster']}, index {totals['index']})")
     print(f"wall {wall:.1f} s: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
     print("rates (prompts/s): " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
+    all_s = read_all_s + len(all_candidates.texts) / rates["embed"] + t["dedup"] * (
+        len(all_candidates.texts) / candidates) ** 1.5
+    print(f"all of {args.config} at these rates: {hours(all_s)}")
 
     # IVF vs brute force on real embeddings (candidates before near dedup, so real near duplicates exist)
     bad = BadRows()
@@ -91,10 +110,10 @@ def main() -> None:
         gpu_rate = len(texts) / (time.perf_counter() - start)
         print(f"exact embedding rate on {args.device}: {gpu_rate:.0f} prompts/s")
 
-    kept_share = candidates / read
+    kept_share = len(all_candidates.texts) / read_all
     dedup_s = (args.dedup_1m_s * (TARGET * kept_share / 1e6) ** 1.5 if args.dedup_1m_s
                else t["dedup"] * (TARGET * kept_share / candidates) ** 1.5)
-    read_s = TARGET / rates["read_and_rules"]
+    read_s = TARGET * read_all_s / read_all
     embed_s = TARGET * kept_share / rates["embed"]
     print(f"projection for {TARGET:,} prompts on this machine (2 cores): read+rules {hours(read_s)}, "
           f"embed {hours(embed_s)}, dedup {hours(dedup_s)}, total {hours(read_s + embed_s + dedup_s)}")
