@@ -84,7 +84,10 @@ class ShardIndex:
 
     def mean_embedding(self, split: str) -> np.ndarray:
         """The constant baseline: the normalised mean target of a split."""
-        vectors = np.stack([r.embedding for r in self.split(split)]).astype(np.float64)
+        records = self.split(split)
+        if not records:
+            raise fail(self.urls[0] if self.urls else "shards", f"no samples with split {split!r}")
+        vectors = np.stack([r.embedding for r in records]).astype(np.float64)
         mean = vectors.mean(axis=0)
         return (mean / np.linalg.norm(mean)).astype(np.float32)
 

@@ -132,6 +132,9 @@ def train(config: TrainConfig) -> Path:
     accelerator = Accelerator(mixed_precision=config.precision, cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
     set_seed(config.seed)
+    index = ShardIndex.build(config.data.shards)
+    val_index = ShardIndex.build(config.data.val_shards) if config.data.val_shards else index
+    baseline = index.mean_embedding("train")
     # Stage 2 overwrites every weight with stage 1's, so the pretrained weights are not even read.
     model = Regressor(config.model, pretrained=False if config.init_from else None)
     if config.init_from:
@@ -143,9 +146,6 @@ def train(config: TrainConfig) -> Path:
     if config.grad_checkpointing:
         model.spec.set_grad_checkpointing(True)
 
-    index = ShardIndex.build(config.data.shards)
-    val_index = ShardIndex.build(config.data.val_shards) if config.data.val_shards else index
-    baseline = index.mean_embedding("train")
     transform = build_train_transform(model.image_size, model.spec.mean, model.spec.std, config.data.augment)
     stream = TrainStream(index, transform, batch_size=config.data.batch_size,
                          shuffle_buffer=config.data.shuffle_buffer, seed=config.seed,
