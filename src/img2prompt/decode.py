@@ -48,7 +48,7 @@ class DecodeConfig(StrictModel):
     beam: int = 4
     max_phrases: int = 16  # phrases added to a starting prompt per round
     max_tokens: int = 77  # stop growing a text at this many tokens (SD prompts are at most 77 CLIP tokens)
-    verify: int = 8  # texts embedded exactly per round
+    verify: int = 16  # texts embedded exactly per round (the best of each length)
     min_segment_count: int = 2  # a bank segment/word joins the dictionary if it occurs this often
     modifiers: list[str] = Field(default_factory=lambda: list(MODIFIER_LISTS))
     dictionary_backend: Literal["exact", "int8"] = "int8"  # the dictionary only screens; answers are exact
@@ -168,12 +168,15 @@ class PromptDecoder:
                          float(self._bank_weights[i])) for i in bank_ids]
         starts += [_State(self.phrases[pool[j]], frozenset({int(pool[j])}), pool_vectors[j], float(weights[j]))
                    for j in range(min(cfg.neighbours, len(pool)))]
-        while time.perf_counter() < deadline:
+        round_s = 0.0
+        while time.perf_counter() + round_s < deadline:  # start a round only if one more fits
+            round_start = time.perf_counter()
             candidates = self._beam_search(starts, target, pool, pool_vectors, weights, deadline)
             texts = [s.text for s in candidates[: cfg.verify]]
             exact = self.embedder.encode(texts)
             cosines = exact @ target
             top = int(np.argmax(cosines))
+            round_s = time.perf_counter() - round_start
             if cosines[top] <= best.cosine:
                 break
             best = DecodeResult(texts[top], float(cosines[top]))
@@ -187,7 +190,8 @@ class PromptDecoder:
                      weights: np.ndarray, deadline: float) -> list[_State]:
         """Grow the starts one phrase at a time, keeping the ``beam`` best by surrogate cosine.
 
-        Returns every state visited, best surrogate first.
+        The surrogate flatters long texts, so the candidates returned for exact scoring are the best state
+        of every length (number of phrases added), longest first.
         """
         cfg = self.config
         pool_dot_target = pool_vectors @ target
@@ -195,6 +199,7 @@ class PromptDecoder:
         position = {int(p): j for j, p in enumerate(pool)}
         beam = starts
         seen = {s.text: s for s in starts}
+        best_per_step = [max(starts, key=lambda s: float(s.vector @ target) / float(np.linalg.norm(s.vector)))]
         for _ in range(cfg.max_phrases):
             if time.perf_counter() > deadline:
                 break
@@ -222,7 +227,8 @@ class PromptDecoder:
                     break
             if not beam:
                 break
-        return sorted(seen.values(), key=lambda s: -float(s.vector @ target) / float(np.linalg.norm(s.vector)))
+            best_per_step.append(beam[0])
+        return best_per_step[::-1]
 
 
 @dataclass(frozen=True)
