@@ -5,12 +5,13 @@ to the sum of the pooled vectors of ``a``, ``b`` and ``c`` embedded alone, each 
 its unit embedding. That makes a cheap surrogate: the cosine to the target of any set of phrases can be
 scored for thousands of candidates at once with a few matrix-vector products, without running the model.
 
-``decode`` runs a beam search on that surrogate, starting from the nearest bank prompts (the subject) and
-adding phrases from a dictionary: comma-separated segments and words of the bank prompts, and the
-clip-interrogator term lists (artists, mediums, movements, flavors). The best few texts are then embedded
-exactly; the exact vector of the winner replaces its surrogate and the search goes on from there (which
-corrects the surrogate's error) until the time budget runs out. The answer is always the best *exactly*
-scored text, so the reported cosine is the true one.
+``decode`` runs a beam search on that surrogate, starting from the nearest bank prompts (a subject) and
+from the best single phrases, adding phrases from a dictionary: comma-separated segments and words of the
+bank prompts, and the clip-interrogator term lists (artists, mediums, movements, flavors). The dictionary
+only screens candidates, so it is embedded once with the fast int8 model and cached. The surrogate flatters
+long texts, so the best text of every length is embedded exactly; the exact vector of the winner replaces
+its surrogate and the search goes on from there (which corrects the surrogate's error) while another round
+fits in the time budget. The answer is always the best *exactly* scored text, so its cosine is the true one.
 """
 
 from __future__ import annotations
