@@ -129,6 +129,13 @@ def test_unknown_models_and_colliding_ids_are_one_line_errors(tmp_path: Path, ta
         run_predict(f"mean:{table}", [tmp_path / "x", tmp_path / "same.jpg"], out=tmp_path / "p.parquet")
 
 
+def test_predict_fails_when_no_image_is_readable(tmp_path: Path, table: Path) -> None:
+    (tmp_path / "bad.png").write_bytes(b"")
+    with pytest.raises(Img2PromptError, match=r"none of the 1 images could be read \(.*bad\.png: empty file"):
+        run_predict(f"mean:{table}", [tmp_path / "bad.png"], kaggle=tmp_path / "s.csv")
+    assert not (tmp_path / "s.csv").exists()
+
+
 def test_a_corrupt_predictions_table_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "p.parquet"
     bad.write_bytes(b"PAR1 nonsense")

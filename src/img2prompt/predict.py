@@ -215,6 +215,8 @@ def run_predict(
     vectors = np.concatenate([part[1] for part in parts])
     skipped = [s for part in parts for s in part[2]]
     ids = image_ids(done)
+    if not ids:
+        raise Img2PromptError(f"predict: none of the {len(paths)} images could be read ({skipped[0]})")
     if state.is_main_process:
         if out is not None:
             write_predictions(ids, model.name, vectors, out)
