@@ -99,3 +99,13 @@ def test_bad_checkpoints_fail_with_one_line_naming_the_file(tmp_path: Path, dama
 def test_tiny_and_pretrained_together_is_a_config_error() -> None:
     with pytest.raises(Img2PromptError, match="tiny twin"):
         Regressor(ModelConfig(backbone="efficientnet_lite0", pretrained=True, tiny=True))
+
+
+@pytest.mark.parametrize("fc_dim", [0, 64])
+def test_a_head_started_at_the_mean_predicts_the_mean_for_any_image(fc_dim):
+    model = tiny("efficientnet_lite0", fc_dim=fc_dim).eval()
+    mean = torch.nn.functional.normalize(torch.randn(384), dim=0)
+    model.head.start_at(mean)
+    images = [Image.new("RGB", (40, 30), colour) for colour in ("red", "navy", "white")]
+    out = model.embed(images)
+    np.testing.assert_allclose(out, np.repeat(mean.numpy()[None], 3, axis=0), atol=1e-6)

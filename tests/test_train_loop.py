@@ -58,8 +58,9 @@ def test_training_beats_the_constant_baseline_and_stage_2_continues(shards: Path
 
     stage2 = train(config(shards, tmp_path / "stage2", init_from=str(run),
                           optim={"lr": 1e-3, "epochs": 1, "warmup_steps": 0}, finetune={"ema_decay": 0.9}))
-    # Stage 2 starts where stage 1 ended, far below the ~1.0 loss of a fresh model.
-    assert losses(stage2)[0] < losses(run)[0] - 0.3
+    # Stage 2 starts where stage 1 ended (its last epoch's loss), well below where a fresh model starts.
+    assert losses(stage2)[0] < sum(losses(run)[-12:]) / 12 + 0.05
+    assert losses(stage2)[0] < losses(run)[0] - 0.2
     assert json.loads((stage2 / "metrics.json").read_text())["val_mean_cosine"] > metrics["baseline_mean_cosine"]
 
 

@@ -51,6 +51,18 @@ class EmbeddingHead(nn.Module):
             layers.append(nn.Linear(in_dim, out_dim))
         self.mlp = nn.Sequential(*layers)
 
+    @torch.no_grad()
+    def start_at(self, mean_target: torch.Tensor) -> None:
+        """Start from the constant-mean baseline: output bias = mean target, output weights = 0.
+
+        A fresh random head predicts a random direction (cosine ~0 to every target, far below the ~0.5
+        the mean embedding scores), so short runs would spend their budget just finding the mean. Like
+        setting a classifier's bias to the log class priors, this makes every step an improvement on it.
+        """
+        last = self.mlp[-1]
+        last.weight.zero_()
+        last.bias.copy_(mean_target.to(last.bias))
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.ndim == 3:
             features = self.pool(features) if self.pool is not None else features.mean(dim=1)

@@ -139,6 +139,8 @@ def train(config: TrainConfig) -> Path:
     model = Regressor(config.model, pretrained=False if config.init_from else None)
     if config.init_from:
         init_from_checkpoint(model, config.init_from)
+    else:
+        model.head.start_at(torch.from_numpy(baseline))
     ft = config.finetune
     if ft.method == "lora":
         apply_lora(model, ft)
