@@ -51,7 +51,8 @@ class Steps:
     def __call__(self, name: str, work: Callable[[], Any]) -> None:
         marker = self.markers / (name.replace(" ", "_") + ".done")
         if marker.exists():
-            print(f"[quickstart] {name}: already done", flush=True)
+            self.timings[name] = float(marker.read_text())
+            print(f"[quickstart] {name}: already done ({self.timings[name]} s)", flush=True)
             return
         print(f"[quickstart] {name} ...", flush=True)
         start = time.perf_counter()
