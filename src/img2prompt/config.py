@@ -91,14 +91,16 @@ def load_section(
     """
     data = read_yaml(path) if path is not None else {}
     apply_overrides(data, overrides or [])
-    raw = data.get(section, {}) or {}
+    return validate(model, data.get(section, {}) or {}, path if path is not None else "--set", section)
+
+
+def validate(model: type[Section], raw: Any, source: str | Path, where: str) -> Section:
+    """Validate ``raw`` as ``model``; the first problem becomes one line: ``file: where.key: message``."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in (section, *first["loc"]))
-        source = path if path is not None else "--set"
-        raise fail(source, f"{where}: {first['msg']}") from None
+        raise fail(source, f"{'.'.join(str(p) for p in (where, *first['loc']))}: {first['msg']}") from None
 
 
 def write_resolved(config: StrictModel, section: str, out_dir: str | Path) -> Path:

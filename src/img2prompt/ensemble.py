@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from img2prompt.config import StrictModel, read_yaml
+from img2prompt.config import StrictModel, read_yaml, validate
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.kaggle import EMBEDDING_DIM, mean_cosine
 from img2prompt.predict import Ensemble, ImageEmbedder, normalise
@@ -147,11 +147,7 @@ def read_spec(path: str | Path) -> EnsembleSpec:
     data = read_yaml(path)
     if "ensemble" not in data:
         raise fail(path, "no 'ensemble:' section: not an ensemble YAML")
-    try:
-        return EnsembleSpec.model_validate(data["ensemble"])
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise fail(path, f"ensemble.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return validate(EnsembleSpec, data["ensemble"], path, "ensemble")
 
 
 def load_ensemble(path: str | Path, *, device: str = "cpu") -> ImageEmbedder:

@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.kaggle import EMBEDDING_DIM
+from img2prompt.prompt_table import embedding_column, write_parquet
 
 PREDICTION_COLUMNS = ("image_id", "model", "embedding")
 
@@ -144,18 +145,12 @@ def write_predictions(ids: Sequence[str], model: str, embeddings: np.ndarray, pa
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     if embeddings.shape != (len(ids), EMBEDDING_DIM):
         raise ValueError(f"expected embeddings of shape ({len(ids)}, {EMBEDDING_DIM}), got {embeddings.shape}")
-    flat = pa.array(embeddings.reshape(-1), type=pa.float32())
     table = pa.table({
         "image_id": pa.array(list(ids), pa.string()),
         "model": pa.array([model] * len(ids), pa.string()),
-        "embedding": pa.FixedSizeListArray.from_arrays(flat, EMBEDDING_DIM),
+        "embedding": embedding_column(embeddings),
     })
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
-    return path
+    return write_parquet(table, path)
 
 
 def read_predictions(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:

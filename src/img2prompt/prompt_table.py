@@ -55,9 +55,18 @@ def write_table(frame: pd.DataFrame, embeddings: np.ndarray, path: str | Path) -
     if embeddings.shape != (len(frame), EMBEDDING_DIM):
         raise ValueError(f"embeddings shape {embeddings.shape} does not match {len(frame)} rows")
     columns = {name: pa.array(frame[name].tolist()) for name in COLUMNS[:-1]}
-    flat = pa.array(embeddings.reshape(-1), type=pa.float32())
-    columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, EMBEDDING_DIM)
-    table = pa.table(columns).cast(schema())
+    columns["embedding"] = embedding_column(embeddings)
+    return write_parquet(pa.table(columns).cast(schema()), path)
+
+
+def embedding_column(embeddings: np.ndarray) -> pa.FixedSizeListArray:
+    """An (n, 384) matrix as Arrow's fixed-size list, which readers turn back into a matrix without copies."""
+    flat = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1), type=pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, EMBEDDING_DIM)
+
+
+def write_parquet(table: pa.Table, path: str | Path) -> Path:
+    """Write ``table`` to a temporary file and rename it, so a killed run never leaves half a table."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -19,10 +19,9 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
-from pydantic import ValidationError
 from torch import nn
 
-from img2prompt.config import RESOLVED_NAME, StrictModel, read_yaml
+from img2prompt.config import RESOLVED_NAME, StrictModel, read_yaml, validate
 from img2prompt.errors import fail
 from img2prompt.models.backbones import Backbone, build_backbone
 from img2prompt.models.heads import EmbeddingHead
@@ -155,11 +154,7 @@ def _read_model_config(path: Path) -> ModelConfig:
     section = data.get("train")
     if not isinstance(section, dict) or not isinstance(section.get("model"), dict):
         raise fail(path, "no train.model section: not a regressor checkpoint config")
-    try:
-        return ModelConfig.model_validate(section["model"])
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise fail(path, f"train.model.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return validate(ModelConfig, section["model"], path, "train.model")
 
 
 def _write_text(target: Path, text: str) -> None:
