@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint browser quickstart bench clean
+.PHONY: setup test lint browser quickstart clean
 
 $(BIN)/img2prompt: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
