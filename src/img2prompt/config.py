@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from img2prompt.errors import Img2PromptError, fail
+from img2prompt.files import write_text_atomic
 
 Section = TypeVar("Section", bound="StrictModel")
 RESOLVED_NAME = "config.yaml"
@@ -105,11 +106,5 @@ def validate(model: type[Section], raw: Any, source: str | Path, where: str) -> 
 
 def write_resolved(config: StrictModel, section: str, out_dir: str | Path) -> Path:
     """Write the fully resolved section to ``out_dir/config.yaml`` so an output says how it was made."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / RESOLVED_NAME
     text = yaml.safe_dump({section: config.model_dump(mode="json")}, sort_keys=False)
-    tmp = target.with_suffix(".yaml.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
-    return target
+    return write_text_atomic(Path(out_dir) / RESOLVED_NAME, text)

@@ -25,6 +25,7 @@ from pydantic import Field
 
 from img2prompt.config import StrictModel, read_yaml, validate
 from img2prompt.errors import Img2PromptError, fail
+from img2prompt.files import write_text_atomic
 from img2prompt.kaggle import EMBEDDING_DIM, mean_cosine
 from img2prompt.predict import Ensemble, ImageEmbedder, normalise
 
@@ -120,10 +121,7 @@ def run_ensemble(
         score=mean_cosine(blend(stacked, weights), target),
         member_scores={name: mean_cosine(p, target) for name, p in zip(members, stacked, strict=True)},
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(yaml.safe_dump({"ensemble": spec.model_dump(mode="json")}, sort_keys=False), encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomic(out, yaml.safe_dump({"ensemble": spec.model_dump(mode="json")}, sort_keys=False))
     return spec
 
 

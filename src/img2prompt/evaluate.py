@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from img2prompt.errors import fail
+from img2prompt.files import write_text_atomic
 from img2prompt.kaggle import cosine_per_row
 
 if TYPE_CHECKING:
@@ -121,8 +122,8 @@ def run_evaluate(
     scores = score_table(list(predictions.image_id), list(predictions.model), predicted, truth, truth_path)
     summary = summarise(scores)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_text(out / "scores.csv", scores.to_csv(index=False))
-    _atomic_text(out / "metrics.json", json.dumps(summary, indent=2))
+    write_text_atomic(out / "scores.csv", scores.to_csv(index=False))
+    write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
     write_histogram(scores, out / "histogram.png")
     decoded = _decode_predictions(scores, predicted, bank, grid, decode_config) if bank else {}
     write_html_report(scores, summary, out / "report.html", images=images or [], decoded=decoded, grid=grid,
@@ -141,7 +142,3 @@ def _decode_predictions(scores: pd.DataFrame, predicted: np.ndarray, bank: Path,
     return {i: (r.text, r.cosine) for i, r in results.items()}
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from img2prompt.files import write_text_atomic
+
 THUMBNAIL = 192
 
 
@@ -88,7 +90,4 @@ def write_html_report(
             cards.append(f"<div class='card'>{image}<p><b>{html.escape(row.image_id)}</b> "
                          f"cosine {row.cosine:.4f}</p><p><b>true</b>: {html.escape(row.prompt)}</p>{guess}</div>")
         parts.append(f"<h3>worst {len(cards)} images</h3><div class='grid'>{''.join(cards)}</div>")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, "\n".join(parts))

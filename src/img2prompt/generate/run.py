@@ -25,6 +25,7 @@ from pydantic import Field
 
 from img2prompt.config import StrictModel, write_resolved
 from img2prompt.errors import fail
+from img2prompt.files import write_text_atomic
 from img2prompt.generate.diffusion import DiffusionConfig
 from img2prompt.generate.seeds import sample_seed
 from img2prompt.shards import Manifest, Sample, sample_key, write_shard
@@ -131,9 +132,7 @@ def _check_or_record_run(cfg: GenerateConfig, keys: list[str], rank: int) -> Non
             raise fail(path, f"this folder was generated with other {', '.join(changed)}; use a new generate.out")
     elif rank == 0:
         write_resolved(cfg, "generate", cfg.out)
-        tmp = path.with_name(PLAN_NAME + ".tmp")
-        tmp.write_text(json.dumps(plan, indent=1, sort_keys=True), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, json.dumps(plan, indent=1, sort_keys=True))
 
 
 def build_backend(cfg: GenerateConfig) -> ImageGenerator:

@@ -23,6 +23,7 @@ from torch import nn
 
 from img2prompt.config import RESOLVED_NAME, StrictModel, read_yaml, validate
 from img2prompt.errors import fail
+from img2prompt.files import write_text_atomic
 from img2prompt.models.backbones import Backbone, build_backbone
 from img2prompt.models.heads import EmbeddingHead
 
@@ -113,14 +114,14 @@ class Regressor(nn.Module):
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         section = {**(train_config or {}), "model": self.config.model_dump(mode="json")}
-        _write_text(out / RESOLVED_NAME, yaml.safe_dump({"train": section}, sort_keys=False))
+        write_text_atomic(out / RESOLVED_NAME, yaml.safe_dump({"train": section}, sort_keys=False))
         tmp = out / (WEIGHTS_NAME + ".tmp")
         save_model(self.merged(), str(tmp))
         tmp.replace(out / WEIGHTS_NAME)
         if isinstance(self.backbone, PeftModel):
             self.backbone.save_pretrained(str(out / ADAPTER_DIR))
         if metrics is not None or not (out / METRICS_NAME).exists():
-            _write_text(out / METRICS_NAME, json.dumps(metrics or {}, indent=2, sort_keys=True))
+            write_text_atomic(out / METRICS_NAME, json.dumps(metrics or {}, indent=2, sort_keys=True))
         return out
 
     @classmethod
@@ -155,12 +156,6 @@ def _read_model_config(path: Path) -> ModelConfig:
     if not isinstance(section, dict) or not isinstance(section.get("model"), dict):
         raise fail(path, "no train.model section: not a regressor checkpoint config")
     return validate(ModelConfig, section["model"], path, "train.model")
-
-
-def _write_text(target: Path, text: str) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
 
 
 def load_metrics(path: str | Path) -> dict[str, Any]:

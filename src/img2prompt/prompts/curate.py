@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from img2prompt.config import StrictModel, load_section, write_resolved
+from img2prompt.files import write_text_atomic
 from img2prompt.prompt_table import prompt_id, write_table
 from img2prompt.prompts.dedup import DedupConfig, DedupResult, near_duplicates
 from img2prompt.prompts.report import DuplicateExample, ReportData, write_report
@@ -254,11 +255,8 @@ def _write_outputs(
     }
     seconds = sum(timings.values())
     totals["prompts_per_s"] = round(totals["read"] / seconds, 1) if seconds else 0.0
-    stats_path = out / "stats.json"
-    tmp = stats_path.with_name(stats_path.name + ".tmp")
     payload = {"totals": totals, "timings_s": timings, "sources": sources, "rules": dict(rules.counts)}
-    tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    tmp.replace(stats_path)
+    write_text_atomic(out / "stats.json", json.dumps(payload, indent=2))
     write_report(
         ReportData(
             sources=sources, rule_columns=list(FILTERS), rule_examples=rules.examples, totals=totals,

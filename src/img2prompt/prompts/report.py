@@ -17,6 +17,8 @@ matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt
 import numpy as np
 
+from img2prompt.files import write_text_atomic
+
 LENGTH_PNG = "length_histogram.png"
 NEAREST_PNG = "nearest_neighbour_histogram.png"
 
@@ -95,11 +97,7 @@ def write_report(data: ReportData, out_dir: Path) -> Path:
         length_png=LENGTH_PNG, nearest_png=NEAREST_PNG, threshold=data.threshold,
         duplicates=data.duplicates, rule_examples=data.rule_examples, bad_rows=data.bad_rows,
     )
-    page = out_dir / "report.html"
-    tmp = page.with_name(page.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(page)
-    return page
+    return write_text_atomic(out_dir / "report.html", html)
 
 
 def _histogram(
