@@ -20,6 +20,7 @@ from pydantic import Field
 
 from img2prompt.config import StrictModel, load_section, write_resolved
 from img2prompt.errors import fail
+from img2prompt.files import write_text_atomic
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
 
@@ -58,7 +59,7 @@ class Steps:
         start = time.perf_counter()
         work()
         self.timings[name] = round(time.perf_counter() - start, 1)
-        marker.write_text(f"{self.timings[name]}\n")
+        write_text_atomic(marker, f"{self.timings[name]}\n")
         print(f"[quickstart] {name}: {self.timings[name]} s", flush=True)
 
 
@@ -75,10 +76,7 @@ def export_split(shards: Path, split: str, folder: Path) -> Path:
         rows.append((sample.key, sample.meta["prompt"]))
     if not rows:
         raise fail(shards, f"no {split!r} samples to evaluate on")
-    truth = folder / "truth.csv"
-    pd.DataFrame(rows, columns=["imgId", "prompt"]).to_csv(truth.with_suffix(".tmp"), index=False)
-    truth.with_suffix(".tmp").replace(truth)
-    return truth
+    return write_text_atomic(folder / "truth.csv", pd.DataFrame(rows, columns=["imgId", "prompt"]).to_csv(index=False))
 
 
 def _present(sources: list) -> list:
