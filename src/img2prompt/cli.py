@@ -78,7 +78,11 @@ def predict(
 
     if kaggle is None and out is None:
         raise Img2PromptError("predict: give --kaggle OUT.csv and/or --out OUT.parquet")
+    from accelerate import PartialState
+
     ids, _, skipped = run_predict(model, images, out=out, kaggle=kaggle, tta=tta, batch_size=batch_size)
+    if not PartialState().is_main_process:  # every rank holds the gathered results; one reports them
+        return
     for reason in skipped:
         typer.echo(f"skipped {reason}", err=True)
     typer.echo(f"predicted {len(ids)} images, skipped {len(skipped)}")

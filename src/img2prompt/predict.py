@@ -192,14 +192,19 @@ def run_predict(
     tta: bool = False,
     batch_size: int = 32,
 ) -> tuple[list[str], np.ndarray, list[str]]:
-    """Predict every image under ``inputs``; each accelerate process takes a share, the main one writes."""
+    """Predict every image under ``inputs``; each accelerate process takes a share, the main one writes.
+
+    Without CUDA, accelerate treats a ``torchrun``/``accelerate launch`` rank as a lone process unless told
+    it runs on the CPU, so every rank would predict (and write) everything: ``cpu=`` makes it a gloo group.
+    """
+    import torch
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
     from img2prompt.images import list_images
     from img2prompt.kaggle import write_submission
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())
     paths = list_images(list(inputs))
     image_ids(paths)  # fail early on colliding ids
     model = load_model(model_path, tta=tta, device=str(state.device))
