@@ -1,8 +1,8 @@
 """Benchmark: near-duplicate removal of N random 384-d unit vectors (default 1M) with the stage's dedup.
 
 Random unit vectors in 384-d are almost never closer than cosine 0.7, so this measures the search cost
-(k-means cells, the blocked scan at the cluster threshold, greedy pass, components) at scale; the quality
-of the IVF search on real prompts is measured by tests/test_curate_dedup.py and bench_curate.py.
+(k-means cells, the blocked scan at the cluster threshold, greedy pass, leader clusters, components) at
+scale; the quality of the IVF search on real prompts is measured by tests/test_curate_dedup.py and bench_curate.py.
 ``--faiss`` also times faiss ``IndexIVFFlat.range_search`` over the same cells and checks it finds the
 same pairs (the reason the stage scans cells itself).
 
@@ -20,7 +20,14 @@ import time
 import faiss
 import numpy as np
 
-from img2prompt.prompts.dedup import DedupConfig, assign_cells, clusters, greedy_removal, scan_cells
+from img2prompt.prompts.dedup import (
+    DedupConfig,
+    assign_cells,
+    components,
+    greedy_removal,
+    leader_clusters,
+    scan_cells,
+)
 
 
 def main() -> None:
@@ -54,14 +61,15 @@ def main() -> None:
     scanned = time.perf_counter()
     cpu.append(time.process_time())
     keep, _, _ = greedy_removal(args.n, edges, config.threshold)
-    clusters(keep, edges, config.cluster_threshold)
+    leader_clusters(keep, edges, config.cluster_threshold)
+    components(keep, edges, config.cluster_threshold)
     done = time.perf_counter()
     cpu.append(time.process_time())
     print(f"CPU seconds (all threads): cells {cpu[1] - cpu[0]:.1f}, scan {cpu[2] - cpu[1]:.1f}, "
-          f"greedy + clusters {cpu[3] - cpu[2]:.1f}, total {cpu[3] - cpu[0]:.1f} "
+          f"greedy + groups {cpu[3] - cpu[2]:.1f}, total {cpu[3] - cpu[0]:.1f} "
           f"(= {(cpu[3] - cpu[0]) / 2:.1f} s on 2 dedicated cores)")
     print(f"index {cells.kind} (nlist {cells.nlist}, nprobe {cells.probes.shape[1]}): k-means + assign "
-          f"{assigned - start:.1f} s, scan {scanned - assigned:.1f} s, greedy + clusters {done - scanned:.1f} s, "
+          f"{assigned - start:.1f} s, scan {scanned - assigned:.1f} s, greedy + groups {done - scanned:.1f} s, "
           f"total {done - start:.1f} s = {args.n / (done - start):.0f} vectors/s")
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"pairs above {radius}: {len(edges.cosine)} (planted {len(copy)}), removed {(~keep).sum()}, "

@@ -49,6 +49,7 @@ def run(tmp_path_factory) -> Path:
 
 def test_table_has_the_contract_columns_and_exact_target_embeddings(run, text_embedder):
     frame, vectors = read_table(run / "prompts.parquet")
+    assert not (run / "candidate_embeddings.npy").exists()  # the scratch memmap goes once the table is written
     assert (*frame.columns, "embedding") == COLUMNS
     assert frame["prompt_id"].is_unique
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
@@ -87,6 +88,11 @@ def test_counts_per_source_and_rule(run):
     assert stats["totals"]["read"] == sum(s["read"] for s in stats["sources"])
     frame, _ = read_table(run / "prompts.parquet", columns=["source"])
     assert stats["totals"]["kept"] == len(frame) == sum(s.get("kept", 0) for s in stats["sources"])
+    totals = stats["totals"]
+    assert totals["train"] + totals["val"] + totals["test"] == totals["kept"]
+    assert totals["moved_to_train"] == sum(s.get("moved_to_train", 0) for s in stats["sources"])
+    assert 1 <= totals["largest_cluster"] <= totals["largest_component"]
+    assert 1 <= totals["cluster_size_p99"] <= totals["largest_cluster"]
     for source in stats["sources"]:
         removed = sum(source.get(k, 0) for k in ("unreadable", "url_or_email", "non_english", "too_short",
                                                  "too_long", "too_many_tokens", "only_modifiers",
@@ -97,7 +103,8 @@ def test_counts_per_source_and_rule(run):
 def test_report_and_resolved_config(run):
     html = (run / "report.html").read_text()
     for needle in ("Per source", "Removed near duplicates", "A man rides a wave", "length_histogram.png",
-                   "nearest_neighbour_histogram.png", "flickr30k_results.token:3"):
+                   "nearest_neighbour_histogram.png", "flickr30k_results.token:3", "val/test prompts were moved",
+                   "<th>moved_to_train</th>"):
         assert needle in html
     for png in ("length_histogram.png", "nearest_neighbour_histogram.png"):
         assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -22,6 +22,7 @@ from img2prompt.kaggle import EMBEDDING_DIM
 
 COLUMNS = ("prompt_id", "prompt", "source", "tier", "cluster", "split", "embedding")
 _SPACES = re.compile(r"\s+")
+ROW_GROUP = 65_536  # rows per Parquet row group: the unit written (and copied) at once
 
 
 def normalise_text(text: str) -> str:
@@ -49,14 +50,29 @@ def schema() -> pa.Schema:
     )
 
 
-def write_table(frame: pd.DataFrame, embeddings: np.ndarray, path: str | Path) -> Path:
-    """Write ``frame`` (the scalar columns) and its (n, 384) embeddings atomically as Parquet."""
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-    if embeddings.shape != (len(frame), EMBEDDING_DIM):
+def write_table(
+    frame: pd.DataFrame, embeddings: np.ndarray, path: str | Path, rows: np.ndarray | None = None
+) -> Path:
+    """Write ``frame`` (the scalar columns) and its embeddings atomically as Parquet.
+
+    Row ``k`` of the table gets ``embeddings[rows[k]]`` (``embeddings[k]`` without ``rows``). The table is
+    written a row group at a time, so a large matrix (or memmap) is never copied whole.
+    """
+    embeddings = np.asarray(embeddings)  # a view of a float32 matrix or memmap, not a copy
+    rows = np.arange(len(embeddings)) if rows is None else np.asarray(rows)
+    if embeddings.ndim != 2 or embeddings.shape[1] != EMBEDDING_DIM or len(rows) != len(frame):
         raise ValueError(f"embeddings shape {embeddings.shape} does not match {len(frame)} rows")
-    columns = {name: pa.array(frame[name].tolist()) for name in COLUMNS[:-1]}
-    columns["embedding"] = embedding_column(embeddings)
-    return write_parquet(pa.table(columns).cast(schema()), path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with pq.ParquetWriter(tmp, schema()) as writer:
+        for start in range(0, max(len(frame), 1), ROW_GROUP):
+            part = frame.iloc[start : start + ROW_GROUP]
+            columns = {name: pa.array(part[name].tolist()) for name in COLUMNS[:-1]}
+            columns["embedding"] = embedding_column(embeddings[rows[start : start + ROW_GROUP]])
+            writer.write_table(pa.table(columns).cast(schema()))
+    tmp.replace(path)
+    return path
 
 
 def embedding_column(embeddings: np.ndarray) -> pa.FixedSizeListArray:

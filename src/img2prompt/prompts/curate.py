@@ -6,7 +6,13 @@ Sources are read hq first, then lq, each in config order: when two prompts are (
 earlier one stays, so an hq prompt is never dropped in favour of a caption crawled from the web.
 
 Embeddings are computed in chunks through the embedder's on-disk cache (``<out>/cache`` by default), so a
-rerun after a kill reuses every chunk already done. The same input and config give the same table.
+rerun after a kill reuses every chunk already done. They are held once, in a float32 memmap
+(``<out>/candidate_embeddings.npy``, deleted when the table is written): dedup reads it in place and the
+table is written from it a row group at a time. The same input and config give the same table.
+
+Splits are drawn per (bounded, leader) cluster; then every val/test prompt connected to a train prompt by
+a chain of pairs above the cluster threshold is moved to train (``moved_to_train`` in the counts), so no
+val/test prompt has a train prompt that close.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from tqdm.auto import tqdm
 
 from img2prompt.config import StrictModel, load_section, write_resolved
 from img2prompt.files import write_text_atomic
+from img2prompt.kaggle import EMBEDDING_DIM
 from img2prompt.prompt_table import prompt_id, write_table
 from img2prompt.prompts.dedup import DedupConfig, DedupResult, near_duplicates
 from img2prompt.prompts.report import DuplicateExample, ReportData, write_report
@@ -31,6 +38,7 @@ from img2prompt.prompts.rules import FILTERS, PromptRules, RulesConfig, words
 from img2prompt.prompts.sources import BadRows, ReadOptions, SourceType, expand_paths, read_source
 
 TABLE_NAME = "prompts.parquet"
+VECTORS_NAME = "candidate_embeddings.npy"
 Tier = Literal["hq", "lq"]
 
 
@@ -142,8 +150,10 @@ def curate(config: CurateConfig) -> Path:
     timings["dedup"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    frame = build_table(candidates, result, config)
-    table = write_table(frame, vectors[result.keep], out / TABLE_NAME)
+    frame, moved = build_table(candidates, result, config)
+    table = write_table(frame, vectors, out / TABLE_NAME, rows=np.flatnonzero(result.keep))
+    del vectors
+    (out / VECTORS_NAME).unlink()
     timings["write"] = time.perf_counter() - start
 
     for i, row in enumerate(candidates.source):
@@ -155,7 +165,8 @@ def curate(config: CurateConfig) -> Path:
         counts["kept"] = len(group)
         counts.update(group["tier"].value_counts().to_dict())
         counts.update(group["split"].value_counts().to_dict())
-    _write_outputs(config, candidates, result, frame, stats, rules, bad, timings)
+        counts["moved_to_train"] = int(moved[group.index].sum())
+    _write_outputs(config, candidates, result, frame, moved, stats, rules, bad, timings)
     return table
 
 
@@ -191,10 +202,13 @@ def _read_one(
 
 
 def embed(texts: list[str], config: EmbeddingConfig, out: Path, progress: bool) -> np.ndarray:
-    """Target embeddings of ``texts``, chunk by chunk through the on-disk cache (the unit of resume)."""
+    """Target embeddings of ``texts`` in a memmap at ``<out>/candidate_embeddings.npy``, chunk by chunk
+    through the on-disk cache (the unit of resume)."""
     from img2prompt.embedding import TextEmbedder
 
-    vectors = np.zeros((len(texts), 384), np.float32)
+    out.mkdir(parents=True, exist_ok=True)
+    vectors = np.lib.format.open_memmap(out / VECTORS_NAME, mode="w+", dtype=np.float32,
+                                        shape=(len(texts), EMBEDDING_DIM))
     if not texts:
         return vectors
     embedder = TextEmbedder(backend=config.backend, max_tokens=config.max_tokens, device=config.device,
@@ -217,26 +231,48 @@ def split_of(cluster_key: str, splits: SplitConfig) -> str:
     return "test" if u < splits.val + splits.test else "train"
 
 
-def build_table(candidates: Candidates, result: DedupResult, config: CurateConfig) -> pd.DataFrame:
-    """The scalar columns of the prompt table: kept candidates in priority order."""
+def assign_splits(
+    cluster_keys: list[str], component: np.ndarray, splits: SplitConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's split from its cluster's key; then val/test rows whose component holds a train row -> train.
+
+    Leader clusters are bounded, so one component (rows joined by a chain of pairs above the cluster
+    threshold) can span clusters drawn into different splits. Moving the val/test rows of every component
+    that reaches train leaves no val/test row with a train row above the threshold, as far as the search
+    found the pairs (all of them with the flat index). Returns the splits and which rows were moved.
+    """
+    split = np.array([split_of(key, splits) for key in cluster_keys], dtype=object)
+    train = split == "train"
+    reaches_train = np.zeros(int(component.max()) + 1 if len(component) else 0, bool)
+    reaches_train[component[train]] = True
+    moved = ~train & reaches_train[component]
+    split[moved] = "train"
+    return split, moved
+
+
+def build_table(candidates: Candidates, result: DedupResult, config: CurateConfig) -> tuple[pd.DataFrame, np.ndarray]:
+    """The scalar columns of the prompt table (kept candidates in priority order), and the rows whose split
+    the leakage purge moved to train."""
     kept = np.flatnonzero(result.keep)
     table_row = np.cumsum(result.keep) - 1  # candidate row -> table row
     names = [s.name for s in config.sources]
-    first = result.cluster[kept]
-    return pd.DataFrame(
+    leader = result.cluster[kept]
+    split, moved = assign_splits([candidates.ids[i] for i in leader], result.component[kept], config.splits)
+    frame = pd.DataFrame(
         {
             "prompt_id": [candidates.ids[i] for i in kept],
             "prompt": [candidates.texts[i] for i in kept],
             "source": [names[candidates.source[i]] for i in kept],
             "tier": [candidates.tier[i] for i in kept],
-            "cluster": table_row[first].astype(np.int64),
-            "split": [split_of(candidates.ids[f], config.splits) for f in first],
+            "cluster": table_row[leader].astype(np.int64),
+            "split": split,
         }
     )
+    return frame, moved
 
 
 def _write_outputs(
-    config: CurateConfig, candidates: Candidates, result: DedupResult, frame: pd.DataFrame,
+    config: CurateConfig, candidates: Candidates, result: DedupResult, frame: pd.DataFrame, moved: np.ndarray,
     stats: list[Counter], rules: PromptRules, bad: BadRows, timings: dict[str, float],
 ) -> None:
     out = Path(config.out)
@@ -251,6 +287,11 @@ def _write_outputs(
         "kept": len(frame),
         "clusters": len(cluster_sizes),
         "largest_cluster": int(cluster_sizes.max()) if len(frame) else 0,
+        "cluster_size_p99": float(np.percentile(cluster_sizes, 99)) if len(frame) else 0.0,
+        "largest_component": int(np.unique(result.component[result.keep], return_counts=True)[1].max())
+        if len(frame) else 0,
+        "moved_to_train": int(moved.sum()),
+        **{split: int((frame["split"] == split).sum()) for split in ("train", "val", "test")},
         "index": result.index_kind,
     }
     seconds = sum(timings.values())

@@ -2,9 +2,13 @@
 
 Rows are in priority order (the caller puts hq sources first). One search finds every pair of rows closer
 than cosine ``cluster_threshold``. Then, greedily in row order, a row is removed when an earlier *kept* row
-is more similar than ``threshold`` (the winners used 0.8; 0.9 keeps more). Kept rows joined by any pair above
-``cluster_threshold`` form one cluster (connected components), so a split by cluster never puts two prompts
-that close on both sides of train/validation.
+is more similar than ``threshold`` (the winners used 0.8; 0.9 keeps more).
+
+Kept rows are grouped twice at ``cluster_threshold``. ``cluster`` is leader clustering: in row order, a kept
+row joins the cluster of its most similar earlier leader above the threshold, else it leads a new cluster,
+so every member is within the threshold of its leader (connected components chain: on ../shared/data one
+held 30% of the prompts). ``component`` is the connected components of the same pairs; the split step uses
+it to move any validation/test row that a train row reaches above the threshold into train.
 
 The search is IVF: faiss k-means splits the rows into ``nlist`` cells and each row looks into its
 ``nprobe`` nearest cells, exactly the candidate set of faiss ``IndexIVFFlat`` with the same centroids.
@@ -29,6 +33,7 @@ from tqdm.auto import tqdm
 from img2prompt.config import StrictModel
 
 BLOCK_ELEMENTS = 8_000_000  # similarities computed at once (32 MB)
+LOOP_CHUNK = 1_000_000  # pairs turned into Python objects at once by the sequential passes
 
 
 class DedupConfig(StrictModel):
@@ -67,7 +72,8 @@ class DedupResult:
     keep: np.ndarray  # bool per row
     duplicate_of: np.ndarray  # int64 per row: the kept row a removed row duplicates, -1 for kept rows
     cosine: np.ndarray  # float32 per row: cosine to duplicate_of (0 for kept rows)
-    cluster: np.ndarray  # int64 per row: first kept row of its cluster, -1 for removed rows
+    cluster: np.ndarray  # int64 per row: the leader (first row) of its cluster, -1 for removed rows
+    component: np.ndarray  # int64 per row: first row of its connected component, -1 for removed rows
     nearest: np.ndarray  # float32 per row: cosine to the nearest other row found (-1 when none)
     index_kind: str
 
@@ -157,23 +163,52 @@ def scan_cells(
     return Edges(np.concatenate(earlier), np.concatenate(later), np.concatenate(cosine)), nearest
 
 
+def _by_later_row(edges: Edges, use: np.ndarray) -> Edges:
+    """The pairs in ``use``, sorted by later row, most similar first, ties by earlier row."""
+    earlier, later, cosine = edges.earlier[use], edges.later[use], edges.cosine[use]
+    order = np.lexsort((earlier, -cosine, later))
+    return Edges(earlier[order], later[order], cosine[order])
+
+
+def _chunks(edges: Edges):
+    """(earlier, later, cosine) Python tuples, a chunk of lists at a time, so no pass builds all at once."""
+    for start in range(0, len(edges.later), LOOP_CHUNK):
+        part = slice(start, start + LOOP_CHUNK)
+        columns = (edges.earlier[part], edges.later[part], edges.cosine[part])
+        yield from zip(*(column.tolist() for column in columns), strict=True)
+
+
 def greedy_removal(n: int, edges: Edges, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """In row order, remove a row whose most similar earlier kept row is above ``threshold``."""
-    keep = np.ones(n, bool)
+    keep = bytearray([1]) * n
     duplicate_of = np.full(n, -1, np.int64)
     best = np.zeros(n, np.float32)
-    close = edges.cosine > threshold
-    earlier, later, cosine = edges.earlier[close], edges.later[close], edges.cosine[close]
-    order = np.lexsort((earlier, -cosine, later))  # by later row, most similar first, ties by earlier row
-    for i, j, c in zip(earlier[order].tolist(), later[order].tolist(), cosine[order].tolist(), strict=True):
+    for i, j, c in _chunks(_by_later_row(edges, edges.cosine > threshold)):
         if keep[j] and keep[i]:  # i < j is final already; the first kept i is the most similar one
-            keep[j] = False
+            keep[j] = 0
             duplicate_of[j] = i
             best[j] = c
-    return keep, duplicate_of, best
+    return np.frombuffer(keep, np.uint8).astype(bool), duplicate_of, best
 
 
-def clusters(keep: np.ndarray, edges: Edges, threshold: float) -> np.ndarray:
+def leader_clusters(keep: np.ndarray, edges: Edges, threshold: float) -> np.ndarray:
+    """In row order, a kept row joins its most similar earlier leader above ``threshold``, else leads.
+
+    Returns each row's leader (itself for a leader), -1 for removed rows: every member is within
+    ``threshold`` of its leader, so no cluster chains across the embedding space.
+    """
+    n = len(keep)
+    use = (edges.cosine > threshold) & keep[edges.earlier] & keep[edges.later]
+    leads = bytearray(keep.astype(np.uint8).tobytes())  # a kept row leads until it joins an earlier leader
+    cluster = np.where(keep, np.arange(n), -1)
+    for i, j, _ in _chunks(_by_later_row(edges, use)):
+        if leads[j] and leads[i]:  # i < j is settled already; the first leader i is the most similar one
+            leads[j] = 0
+            cluster[j] = i
+    return cluster
+
+
+def components(keep: np.ndarray, edges: Edges, threshold: float) -> np.ndarray:
     """Connected components of kept rows over edges above ``threshold``, named by their first row."""
     n = len(keep)
     use = (edges.cosine > threshold) & keep[edges.earlier] & keep[edges.later]
@@ -185,11 +220,12 @@ def clusters(keep: np.ndarray, edges: Edges, threshold: float) -> np.ndarray:
 
 
 def near_duplicates(vectors: np.ndarray, config: DedupConfig, progress: bool = False) -> DedupResult:
-    """Remove near duplicates (earlier rows win) and group what is left into clusters."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    """Remove near duplicates (earlier rows win) and group what is left into leader clusters and components."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # no copy for a float32 matrix or memmap
     n = len(vectors)
     cells = assign_cells(vectors, config) if n else Cells(np.zeros((0, 1), np.int64), 1, "flat")
     edges, nearest = scan_cells(vectors, cells, min(config.threshold, config.cluster_threshold), progress)
     keep, duplicate_of, cosine = greedy_removal(n, edges, config.threshold)
-    cluster = clusters(keep, edges, config.cluster_threshold)
-    return DedupResult(keep, duplicate_of, cosine, cluster, nearest, cells.kind)
+    cluster = leader_clusters(keep, edges, config.cluster_threshold)
+    component = components(keep, edges, config.cluster_threshold)
+    return DedupResult(keep, duplicate_of, cosine, cluster, component, nearest, cells.kind)

@@ -59,6 +59,10 @@ td.t,th.t{text-align:left}img{max-width:560px;margin-right:1em}code{font-size:90
 <p>{% for k, v in totals.items() %}<b>{{ k }}</b>: {{ v }}{% if not loop.last %} &middot; {% endif %}{% endfor %}</p>
 <p>Time (s): {% for k, v in timings.items() %}{{ k }} {{ "%.1f"|format(v) }}{% if not loop.last %},
 {% endif %}{% endfor %}</p>
+<p>Splits: clusters are led by their first prompt, every member within cosine {{ cluster_threshold }} of
+it; <b>{{ totals.moved_to_train }}</b> val/test prompts were moved to train because a chain of prompts above
+cosine {{ cluster_threshold }} joins them to a train prompt (train {{ totals.train }}, val {{ totals.val }},
+test {{ totals.test }}).</p>
 <h2>Per source</h2>
 <table><tr><th class="t">source</th><th class="t">type</th><th class="t">tier</th>
 {% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
@@ -91,10 +95,11 @@ def write_report(data: ReportData, out_dir: Path) -> Path:
                bins=50, lines={f"dedup {data.threshold}": data.threshold,
                                f"cluster {data.cluster_threshold}": data.cluster_threshold})
     columns = ["read", "bad_rows", *data.rule_columns, "exact_duplicates", "near_duplicates", "kept",
-               "hq", "lq", "train", "val", "test"]
+               "hq", "lq", "train", "val", "test", "moved_to_train"]
     html = _PAGE.render(
         sources=data.sources, columns=columns, totals=data.totals, timings=data.timings,
         length_png=LENGTH_PNG, nearest_png=NEAREST_PNG, threshold=data.threshold,
+        cluster_threshold=data.cluster_threshold,
         duplicates=data.duplicates, rule_examples=data.rule_examples, bad_rows=data.bad_rows,
     )
     return write_text_atomic(out_dir / "report.html", html)
