@@ -1,0 +1,106 @@
+"""GPU-days of the whole real recipe: generation with configs/generate/sd2.yaml, then every shipped training stage.
+
+FLOPs are counted, never guessed: per image for SD2 at the config's size and steps (``bench_generate_sd``'s
+counter on the meta device) and per training sample for each ``configs/train/*_stage*.yaml``, by building
+the real-size model of the config with random weights, applying its LoRA / frozen blocks as the trainer does,
+and running one forward + backward under ``torch.utils.flop_counter`` on fake tensors (no compute, no GPU).
+The rate that turns FLOPs into days is the measured one where a benchmark's JSON is given
+(``bench_generate_sd.py --out``, ``bench_train_gpu.py --json``), else an assumed fraction of the card's
+dense bf16 peak, and the table says which.
+
+    python benchmarks/project_gpu_days.py                          # assumed 40% of an H100's bf16 peak
+    python benchmarks/project_gpu_days.py --generate-json gen.json --train-json train.jsonl   # measured
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench_generate_sd import flops_per_image
+from img2prompt.config import load_section
+from img2prompt.generate.run import GenerateConfig
+from img2prompt.models.heads import cosine_loss
+from img2prompt.models.regressor import Regressor
+from img2prompt.train.loop import load_train_config
+from img2prompt.train.optim import apply_lora, freeze_blocks
+
+ROOT = Path(__file__).resolve().parents[1]
+H100_BF16_PEAK = 989.4e12
+SECONDS_PER_DAY = 86400
+
+
+def train_flops_per_sample(config_path: Path) -> tuple[str, str, float]:
+    """Model FLOPs of one training sample (forward + backward, no recomputation) for a stage config."""
+    config = load_train_config(config_path)
+    model = Regressor(config.model, pretrained=False).train()
+    if config.finetune.method == "lora":
+        apply_lora(model, config.finetune)
+    freeze_blocks(model, config.finetune.freeze_blocks)
+    size = model.image_size
+    counter = FlopCounterMode(display=False)
+    with FakeTensorMode(allow_non_fake_inputs=True), counter:
+        batch = 2  # BatchNorm in the FC block needs more than one sample
+        cosine_loss(model(torch.randn(batch, 3, size, size)), torch.randn(batch, 384)).backward()
+    return config.model.backbone, config.finetune.method, counter.get_total_flops() / batch
+
+
+def measured_train_rates(path: Path | None) -> dict[tuple[str, str], float]:
+    """samples/s per (backbone, mode) from ``bench_train_gpu.py --json`` lines."""
+    if path is None:
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(row["backbone"], row["mode"]): row["samples_per_s"] for row in rows}
+
+
+def measured_generate_rate(path: Path | None, size: int) -> float | None:
+    """Images/s of the fastest variant at ``size`` from ``bench_generate_sd.py --out``."""
+    if path is None:
+        return None
+    entry = json.loads(path.read_text())["sizes"].get(str(size))
+    return max(entry["images_per_s"].values()) if entry else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hq-prompts", type=float, default=2.0e6)
+    parser.add_argument("--lq-prompts", type=float, default=6.6e6, help="10.6M images - 2 x hq")
+    parser.add_argument("--mfu", type=float, default=0.40, help="assumed fraction of the bf16 peak")
+    parser.add_argument("--peak-tflops", type=float, default=H100_BF16_PEAK / 1e12)
+    parser.add_argument("--generate-json", type=Path)
+    parser.add_argument("--train-json", type=Path)
+    args = parser.parse_args()
+    assumed_rate = args.mfu * args.peak_tflops * 1e12
+
+    print("| step | samples | TFLOP per sample | rate | GPU-days |\n|---|---|---|---|---|")
+    gen = load_section(GenerateConfig, "generate", ROOT / "configs/generate/sd2.yaml")
+    per_prompt = gen.images_per_prompt
+    images = args.hq_prompts * per_prompt["hq"] + args.lq_prompts * per_prompt["lq"]
+    gen_flops = flops_per_image("sd2", gen.size, gen.diffusion.steps)["image"]
+    rate = measured_generate_rate(args.generate_json, gen.size)
+    seconds = images / rate if rate else images * gen_flops / assumed_rate
+    label = f"measured {rate:.2f} img/s" if rate else f"assumed {args.mfu:.0%} MFU"
+    print(f"| generate SD2 {gen.size} px, {gen.diffusion.steps} steps | {images / 1e6:.1f}M images "
+          f"| {gen_flops / 1e12:.1f} | {label} | {seconds / SECONDS_PER_DAY:.1f} |", flush=True)
+
+    rates = measured_train_rates(args.train_json)
+    for path in sorted((ROOT / "configs/train").glob("*_stage*.yaml")):
+        backbone, method, flops = train_flops_per_sample(path)
+        config = load_train_config(path)
+        # One random image per prompt per epoch: an epoch is one pass over the prompts.
+        prompts = args.lq_prompts if "stage1" in path.stem else args.hq_prompts
+        samples = prompts * config.optim.epochs
+        rate = rates.get((backbone, "lora" if method == "lora" else "full"))
+        seconds = samples / rate if rate else samples * flops / assumed_rate
+        label = f"measured {rate:.1f} samples/s" if rate else f"assumed {args.mfu:.0%} MFU"
+        print(f"| train {path.stem} ({method}) | {samples / 1e6:.1f}M | {flops / 1e12:.3f} | {label} "
+              f"| {seconds / SECONDS_PER_DAY:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
