@@ -1,7 +1,8 @@
 """Benchmark: curation of the prompts and captions in ../shared/data, and a projection to 8.6M prompts.
 
 Reads every source through the rules and exact dedup (all of it), then runs the real stage (``curate``) from
-an empty cache, on everything or on the first ``--limit`` prompts of each source, and reports prompts/s
+an empty cache (or ``--cache-dir``, an earlier run's), on everything or on the first ``--limit`` prompts of
+each source, and reports the clusters, the splits after the leakage purge, and prompts/s
 for reading + rules, embedding (exact target embedder) and near-duplicate removal; the recall of the IVF
 search against brute force on (up to ``--recall-sample``) real embeddings; the int8 embedder's rate; and
 the projected time for all of ../shared/data and for 8.6M prompts (the winners' PROMPTS_HQ + a COYO share)
@@ -9,6 +10,7 @@ from those rates. Dedup is projected from bench_dedup.py's 1M-vector seconds (th
 nlist = 2 sqrt(n)) when given.
 
     .venv/bin/python benchmarks/bench_curate.py --limit 1800 --rate-sample 2000 --dedup-1m-s 333.4
+    .venv/bin/python benchmarks/bench_curate.py --cache-dir /tmp/issue3/embed_cache --dedup-1m-s 234.1
     .venv/bin/python benchmarks/bench_curate.py --device cuda --dedup-1m-s ...  # also the GPU embedding rate
 """
 
@@ -44,9 +46,14 @@ def main() -> None:
     parser.add_argument("--recall-sample", type=int, default=50_000)
     parser.add_argument("--rate-sample", type=int, default=5_000, help="prompts for the int8 / GPU rates")
     parser.add_argument("--dedup-1m-s", type=float, default=None, help="seconds of bench_dedup.py at 1M")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="reuse this embedding cache (kept outside --out): the embed rate is then a cache read")
     args = parser.parse_args()
 
-    full = load_config(args.config, [f"curate.out={args.out}", "curate.progress=false"])
+    overrides = [f"curate.out={args.out}", "curate.progress=false"]
+    if args.cache_dir:
+        overrides.append(f"curate.embedding.cache_dir={args.cache_dir}")
+    full = load_config(args.config, overrides)
     # reading + rules + exact dedup over every source, in full (cheap next to embedding)
     started = time.perf_counter()
     all_candidates, per_source = read_candidates(full, PromptRules(full.rules), BadRows())
@@ -60,6 +67,7 @@ def main() -> None:
         limited = [source.model_copy(update={"limit": args.limit}) for source in full.sources]
         config = full.model_copy(update={"sources": limited})
     shutil.rmtree(args.out, ignore_errors=True)
+    print(f"embedding cache: {args.cache_dir or 'empty (fresh embeddings)'}")
     started = time.perf_counter()
     curate(config)
     wall = time.perf_counter() - started
@@ -73,8 +81,12 @@ def main() -> None:
         "end_to_end": read / wall,
     }
     print(f"curate ({'all' if not args.limit else f'first {args.limit} of each source'}): read {read} prompts, "
-          f"{candidates} after rules + exact dedup, {totals['kept']} kept ({totals['clusters']} clusters, "
-          f"largest {totals['largest_cluster']}, index {totals['index']})")
+          f"{candidates} after rules + exact dedup, {totals['kept']} kept, index {totals['index']}, "
+          f"{totals['pairs_above_cluster_threshold']} pairs above the cluster threshold")
+    print(f"clusters: {totals['clusters']}, largest {totals['largest_cluster']}, p99 size "
+          f"{totals['cluster_size_p99']:g} (largest connected component {totals['largest_component']}); "
+          f"splits: train {totals['train']}, val {totals['val']}, test {totals['test']}, "
+          f"{totals['moved_to_train']} val/test prompts moved to train by the leakage purge")
     print(f"wall {wall:.1f} s: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
     print("rates (prompts/s): " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
     all_s = read_all_s + len(all_candidates.texts) / rates["embed"] + t["dedup"] * (

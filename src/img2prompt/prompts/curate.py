@@ -293,6 +293,7 @@ def _write_outputs(
         "moved_to_train": int(moved.sum()),
         **{split: int((frame["split"] == split).sum()) for split in ("train", "val", "test")},
         "index": result.index_kind,
+        "pairs_above_cluster_threshold": result.pairs,
     }
     seconds = sum(timings.values())
     totals["prompts_per_s"] = round(totals["read"] / seconds, 1) if seconds else 0.0

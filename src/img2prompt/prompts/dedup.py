@@ -52,7 +52,7 @@ class DedupConfig(StrictModel):
 class Cells:
     """Each row's ``nprobe`` nearest cells, nearest first: column 0 is the cell the row lives in."""
 
-    probes: np.ndarray  # (n, nprobe) int64
+    probes: np.ndarray  # (n, nprobe) int32
     nlist: int
     kind: str
     centroids: np.ndarray | None = None  # (nlist, dim) for IVF without projection
@@ -60,10 +60,10 @@ class Cells:
 
 @dataclass
 class Edges:
-    """Pairs (earlier, later) of rows with cosine above the search radius."""
+    """Pairs (earlier, later) of rows with cosine above the search radius (int32 rows: 12 bytes a pair)."""
 
-    earlier: np.ndarray  # int64
-    later: np.ndarray  # int64
+    earlier: np.ndarray  # int32
+    later: np.ndarray  # int32
     cosine: np.ndarray  # float32
 
 
@@ -76,6 +76,7 @@ class DedupResult:
     component: np.ndarray  # int64 per row: first row of its connected component, -1 for removed rows
     nearest: np.ndarray  # float32 per row: cosine to the nearest other row found (-1 when none)
     index_kind: str
+    pairs: int  # pairs found above min(threshold, cluster_threshold): what the grouping passes hold in memory
 
 
 def assign_cells(vectors: np.ndarray, config: DedupConfig) -> Cells:
@@ -87,7 +88,7 @@ def assign_cells(vectors: np.ndarray, config: DedupConfig) -> Cells:
     n, dim = vectors.shape
     kind = config.index if config.index != "auto" else ("flat" if n <= config.flat_max else "ivf")
     if kind == "flat":
-        return Cells(np.zeros((n, 1), np.int64), 1, kind)
+        return Cells(np.zeros((n, 1), np.int32), 1, kind)
     nlist = min(n, config.nlist or max(1, int(2 * np.sqrt(n))))
     sample = min(n, nlist * config.train_per_cell)
     rows = np.sort(np.random.default_rng(config.seed).choice(n, sample, replace=False))
@@ -98,7 +99,7 @@ def assign_cells(vectors: np.ndarray, config: DedupConfig) -> Cells:
     quantizer = faiss.IndexFlatIP(kmeans.d)
     quantizer.add(kmeans.centroids)
     nprobe = min(config.nprobe, nlist)
-    probes = np.empty((n, nprobe), np.int64)
+    probes = np.empty((n, nprobe), np.int32)
     for start in range(0, n, 65_536):
         _, probes[start : start + 65_536] = quantizer.search(project(vectors[start : start + 65_536]), nprobe)
     return Cells(probes, nlist, kind, kmeans.centroids if kmeans.d == dim else None)
@@ -127,11 +128,13 @@ def scan_cells(
     n, nprobe = cells.probes.shape
     home = cells.probes[:, 0]
     members = np.argsort(home, kind="stable")  # rows by cell, in row order within a cell
-    member_bounds = np.searchsorted(home[members], np.arange(cells.nlist + 1))
+    member_bounds = np.concatenate([[0], np.cumsum(np.bincount(home, minlength=cells.nlist))])
     probed = cells.probes.ravel()
     order = np.argsort(probed, kind="stable")
-    queries = order // nprobe  # rows by probed cell, in row order within a cell
-    query_bounds = np.searchsorted(probed[order], np.arange(cells.nlist + 1))
+    order //= nprobe  # in place: the rows probing each cell, cell by cell, in row order within a cell
+    queries = order.astype(np.int32)
+    del order
+    query_bounds = np.concatenate([[0], np.cumsum(np.bincount(probed, minlength=cells.nlist))])
     nearest = np.full(n, -1.0, np.float32)
     earlier, later, cosine = [], [], []
     with tqdm(total=n * nprobe, desc="near-duplicates", unit="query", disable=not progress) as bar:
@@ -153,12 +156,12 @@ def scan_cells(
                 q, m = np.nonzero(sims > radius)
                 first, second = inside[m], rows[q]
                 forward = first < second
-                earlier.append(first[forward])
-                later.append(second[forward])
+                earlier.append(first[forward].astype(np.int32))
+                later.append(second[forward].astype(np.int32))
                 cosine.append(sims[q[forward], m[forward]])
                 bar.update(len(rows))
     if not earlier:
-        empty = np.zeros(0, np.int64)
+        empty = np.zeros(0, np.int32)
         return Edges(empty, empty, np.zeros(0, np.float32)), nearest
     return Edges(np.concatenate(earlier), np.concatenate(later), np.concatenate(cosine)), nearest
 
@@ -223,9 +226,9 @@ def near_duplicates(vectors: np.ndarray, config: DedupConfig, progress: bool = F
     """Remove near duplicates (earlier rows win) and group what is left into leader clusters and components."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # no copy for a float32 matrix or memmap
     n = len(vectors)
-    cells = assign_cells(vectors, config) if n else Cells(np.zeros((0, 1), np.int64), 1, "flat")
+    cells = assign_cells(vectors, config) if n else Cells(np.zeros((0, 1), np.int32), 1, "flat")
     edges, nearest = scan_cells(vectors, cells, min(config.threshold, config.cluster_threshold), progress)
     keep, duplicate_of, cosine = greedy_removal(n, edges, config.threshold)
     cluster = leader_clusters(keep, edges, config.cluster_threshold)
     component = components(keep, edges, config.cluster_threshold)
-    return DedupResult(keep, duplicate_of, cosine, cluster, component, nearest, cells.kind)
+    return DedupResult(keep, duplicate_of, cosine, cluster, component, nearest, cells.kind, len(edges.later))
