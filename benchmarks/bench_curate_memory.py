@@ -3,16 +3,19 @@
 Runs the real ``curate`` after reading (embedding fill, near dedup, table, report) on ``--n`` synthetic
 prompts. Two seams keep it about memory, not about the text model: ``read_candidates`` returns the synthetic
 prompts, and the text embedder returns random unit vectors (1% planted near duplicates), a chunk at a time
-through the stage's own ``embed``. The peak RSS after each step is read from ``getrusage`` (it only grows),
-so the step that raised the peak shows. Run it against an older checkout with ``PYTHONPATH=<old>/src`` to
-compare before and after.
+through the stage's own ``embed``; with ``--group G`` they come in groups of G around a centre, pairwise
+cosine ~0.75, so the grouping passes hold ~N (G - 1) / 2 pairs above the cluster threshold (their memory).
+The peak RSS after each step is read from ``getrusage`` (it only grows), so the step that raised it shows.
+Run it against an older checkout with ``PYTHONPATH=<old>/src`` to compare before and after.
 
     .venv/bin/python benchmarks/bench_curate_memory.py --n 1000000
+    .venv/bin/python benchmarks/bench_curate_memory.py --n 1000000 --group 20
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import shutil
 import time
@@ -38,6 +41,7 @@ class RandomEmbedder:
     """Stands in for TextEmbedder: unit vectors from a seed per chunk, the last 1% near copies of others."""
 
     cache = None
+    group = 1  # rows per group around a centre (1: independent rows)
 
     def __init__(self, **_: object) -> None:
         self.calls = 0
@@ -46,6 +50,10 @@ class RandomEmbedder:
         rng = np.random.default_rng(self.calls)
         self.calls += 1
         vectors = rng.standard_normal((len(prompts), 384), dtype=np.float32)
+        if self.group > 1:  # unit centre + noise of norm sqrt(1/3): cosine 0.75 between members
+            centres = rng.standard_normal((-(-len(prompts) // self.group), 384), dtype=np.float32)
+            centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+            vectors = np.repeat(centres, self.group, axis=0)[: len(prompts)] + vectors * np.sqrt(1 / 3 / 384)
         copies = len(prompts) // 100
         if copies:
             vectors[-copies:] = vectors[:copies] + 0.02 * rng.standard_normal((copies, 384), dtype=np.float32)
@@ -70,6 +78,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_curate_memory"))
     parser.add_argument("--chunk", type=int, default=65_536)
+    parser.add_argument("--group", type=int, default=1, help="rows per group of mutually close rows")
     args = parser.parse_args()
 
     shutil.rmtree(args.out, ignore_errors=True)
@@ -82,6 +91,7 @@ def main() -> None:
     candidates = synthetic_candidates(args.n)
     steps = [("candidates", time.perf_counter() - started, peak_gb())]
     stage.read_candidates = lambda *_: (candidates, [Counter(read=args.n)])
+    RandomEmbedder.group = args.group
     img2prompt.embedding.TextEmbedder = RandomEmbedder
 
     def measured(name: str, function):
@@ -100,6 +110,10 @@ def main() -> None:
     print(f"embedding matrix: {matrix_gb:.2f} GB")
     for name, seconds, peak in steps:
         print(f"after {name:<16} {seconds:7.1f} s   peak RSS {peak:6.2f} GB")
+    stats = json.loads((args.out / "stats.json").read_text())["totals"]
+    print(f"kept {stats['kept']}, pairs above the cluster threshold {stats['pairs_above_cluster_threshold']}, "
+          f"clusters {stats['clusters']} (largest {stats['largest_cluster']}), "
+          f"moved to train {stats['moved_to_train']}")
     print(f"peak RSS {peak_gb():.2f} GB = {peak_gb() / matrix_gb:.2f} x the embedding matrix")
 
 
