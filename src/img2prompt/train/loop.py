@@ -34,6 +34,15 @@ from img2prompt.train.optim import (
     freeze_blocks,
     trainable_summary,
 )
+from img2prompt.train.sharding import (
+    enable_fsdp_on_cpu,
+    full_model_state,
+    full_state,
+    is_sharded,
+    load_full_model_state,
+    load_full_state,
+    shard_like_model,
+)
 
 STATE_NAME = "state.pt"
 
@@ -46,6 +55,8 @@ class TrainConfig(StrictModel):
     seed: int = 0
     precision: Literal["no", "bf16", "fp16"] = "no"
     grad_checkpointing: bool = False
+    # NHWC weights and activations: CNNs run several times faster on the CPU (oneDNN) and with AMP on GPUs.
+    channels_last: bool = False
     save_every: int = 0  # optimizer steps between checkpoints; 0: at each epoch end only
     log_every: int = 10
     eval_batch_size: int = 64
@@ -120,7 +131,7 @@ def train(config: TrainConfig) -> Path:
     """Train a regressor as configured; returns the checkpoint directory (``config.out_dir``)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import set_seed
+    from accelerate.utils import broadcast_object_list, set_seed
     from tqdm.auto import tqdm
 
     if not config.data.shards:
@@ -130,6 +141,8 @@ def train(config: TrainConfig) -> Path:
     # settings but keep the distributed state.
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=config.precision, cpu=not torch.cuda.is_available())
+    enable_fsdp_on_cpu(accelerator, config.precision)
+    sharded = is_sharded(accelerator)
     main = accelerator.is_main_process
     set_seed(config.seed)
     index = ShardIndex.build(config.data.shards)
@@ -147,6 +160,8 @@ def train(config: TrainConfig) -> Path:
     freeze_blocks(model, ft.freeze_blocks)
     if config.grad_checkpointing:
         model.spec.set_grad_checkpointing(True)
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
 
     transform = build_train_transform(model.image_size, model.spec.mean, model.spec.std, config.data.augment)
     stream = TrainStream(index, transform, batch_size=config.data.batch_size,
@@ -157,30 +172,41 @@ def train(config: TrainConfig) -> Path:
     per_epoch = stream.steps_per_epoch
     steps_per_epoch = math.ceil(per_epoch / accum)
     total = config.optim.max_steps or config.optim.epochs * steps_per_epoch
-    optimizer, scheduler = build_optimizer(model, config.optim, ft, total)
-    ddp_model, optimizer = accelerator.prepare(model, optimizer)
-    model = accelerator.unwrap_model(ddp_model)
+    raw_optimizer, scheduler = build_optimizer(model, config.optim, ft, total)
     ema = None
-    if ft.ema_decay > 0:
+    if ft.ema_decay > 0:  # copied before sharding (FSDP cannot copy a sharded model), then sharded alike
         from timm.utils import ModelEmaV3
 
-        ema = ModelEmaV3(model, decay=ft.ema_decay)
+        # foreach updates would mix sharded parameters (DTensors) and plain buffers in one call
+        ema = ModelEmaV3(model, decay=ft.ema_decay, device=accelerator.device, foreach=not sharded)
+    ddp_model, optimizer = accelerator.prepare(model, raw_optimizer)
+    model = accelerator.unwrap_model(ddp_model)
+    if ema is not None and sharded:
+        ema.module = shard_like_model(accelerator, ema.module)
 
     run = Run()
     resolved = config.model_dump(mode="json")
-    _resume(out / STATE_NAME, resolved, run, model, optimizer, scheduler, ema)
+    _resume(out / STATE_NAME, resolved, run, model, raw_optimizer, scheduler, ema)
     writer = _tensorboard(out, config) if main else None
     trainable, n_params = trainable_summary(model)
     if main:
         print(f"train: {n_params:,} parameters ({trainable:,} trainable), {len(stream.images)} training prompts,"
-              f" {per_epoch} batches/epoch x {accelerator.num_processes} process(es), {total} optimizer steps")
+              f" {per_epoch} batches/epoch x {accelerator.num_processes} process(es)"
+              f"{' (FSDP-sharded)' if sharded else ''}, {total} optimizer steps")
+        if run.step:
+            print(f"train: resumed at optimizer step {run.step} (epoch {run.epoch}, batch {run.batch})")
 
     def save() -> None:
         accelerator.wait_for_everyone()
+        # Every rank: gathering is a collective under FSDP; rank 0 gets the full tensors.
+        model_state, optimizer_state = full_state(model, raw_optimizer)
+        ema_state = full_model_state(ema.module) if ema is not None else None
         if main:
-            _save_state(out / STATE_NAME, resolved, run, model, optimizer, scheduler, ema)
-            export = ema.module if ema is not None else model
-            export.save_pretrained(out, metrics={**run.metrics, "step": run.step, "epoch": run.epoch,
+            _save_state(out / STATE_NAME, resolved, run, model_state, optimizer_state, scheduler, ema_state)
+            exported = ema.module if ema is not None else model
+            if sharded:
+                exported = _unsharded_copy(config, ema_state if ema is not None else model_state)
+            exported.save_pretrained(out, metrics={**run.metrics, "step": run.step, "epoch": run.epoch,
                                                  "train_loss": run.losses, "val_curve": run.vals},
                                    train_config={k: v for k, v in resolved.items() if k != "model"})
             if config.plots:
@@ -189,19 +215,22 @@ def train(config: TrainConfig) -> Path:
 
     def validate() -> None:
         accelerator.wait_for_everyone()
-        if main:
+        result: dict[str, Any] = {}
+        if main or sharded:  # sharded weights: every rank takes part in each forward pass
             scored = ema.module if ema is not None else model
             result = evaluate(scored, val_index, "val", config.eval_batch_size, accelerator.device, baseline)
-            if result:
-                run.metrics.update(result)
-                run.vals.append([run.step, result["val_mean_cosine"]])
-                print(f"epoch {run.epoch}: val mean cosine {result['val_mean_cosine']:.4f} "
-                      f"(constant-mean baseline {result['baseline_mean_cosine']:.4f}, n={result['val_count']})")
-                if writer is not None:
-                    writer.add_scalar("val/mean_cosine", result["val_mean_cosine"], run.step)
-                    for source, score in result["val_per_source"].items():
-                        writer.add_scalar(f"val/{source}", score, run.step)
-        accelerator.wait_for_everyone()
+        if accelerator.num_processes > 1:  # every rank keeps the same record, so all make the same decisions
+            result = broadcast_object_list([result])[0]
+        if result:
+            run.metrics.update(result)
+            run.vals.append([run.step, result["val_mean_cosine"]])
+        if main and result:
+            print(f"epoch {run.epoch}: val mean cosine {result['val_mean_cosine']:.4f} "
+                  f"(constant-mean baseline {result['baseline_mean_cosine']:.4f}, n={result['val_count']})")
+            if writer is not None:
+                writer.add_scalar("val/mean_cosine", result["val_mean_cosine"], run.step)
+                for source, score in result["val_per_source"].items():
+                    writer.add_scalar(f"val/{source}", score, run.step)
 
     bar = tqdm(total=total, initial=run.step, disable=not main, desc="train", unit="step")
     started, seen = time.perf_counter(), 0
@@ -214,7 +243,7 @@ def train(config: TrainConfig) -> Path:
             group = min(accum, per_epoch - group_start)
             sync = run.batch + 1 == group_start + group
             with nullcontext() if sync else accelerator.no_sync(ddp_model):
-                pred = ddp_model(pixels.to(accelerator.device))
+                pred = ddp_model(pixels.to(accelerator.device, memory_format=layout))
                 loss = cosine_loss(pred, targets.to(accelerator.device), config.optim.mse_weight)
                 accelerator.backward(loss / group)
             running += loss.detach()
@@ -269,14 +298,24 @@ def _tensorboard(out: Path, config: TrainConfig):
     return SummaryWriter(str(out / "tb"))
 
 
-def _save_state(path: Path, resolved: dict, run: Run, model, optimizer, scheduler, ema) -> None:
+def _unsharded_copy(config: TrainConfig, model_state: dict) -> Regressor:
+    """A plain model holding the gathered weights of a sharded one, to write ``model.safetensors`` from."""
+    plain = Regressor(config.model, pretrained=False)
+    if config.finetune.method == "lora":
+        apply_lora(plain, config.finetune)
+    plain.load_state_dict(model_state)
+    return plain.eval()
+
+
+def _save_state(path: Path, resolved: dict, run: Run, model_state: dict, optimizer_state: dict, scheduler,
+                ema_state: dict | None) -> None:
     state = {
         "config": resolved,
         "run": run.to_dict(),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": model_state,
+        "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
+        "ema": ema_state,
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "metrics": run.metrics,
@@ -296,11 +335,10 @@ def _resume(path: Path, resolved: dict, run: Run, model, optimizer, scheduler, e
         raise fail(path, f"unreadable training state ({str(exc).splitlines()[0]}); delete it to start over") from None
     if state["config"] != resolved:
         raise fail(path, "written by a different train config: use a new out_dir or delete state.pt")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    load_full_state(model, optimizer, state["model"], state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if ema is not None:
-        ema.load_state_dict(state["ema"])
+        load_full_model_state(ema.module, state["ema"])
     torch.set_rng_state(state["rng"])
     if state["cuda_rng"]:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
