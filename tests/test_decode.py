@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,13 +52,41 @@ def test_segments_drop_weighting_syntax_and_phrases_need_repeats() -> None:
 
 
 @pytest.fixture(scope="module")
-def decoder(tmp_path_factory, text_embedder) -> PromptDecoder:
+def bank_table(tmp_path_factory, text_embedder) -> Path:
     path = tmp_path_factory.mktemp("bank") / "bank.parquet"
     frame = pd.DataFrame({"prompt_id": [prompt_id(p) for p in BANK], "prompt": BANK, "source": "test",
                           "tier": "hq", "cluster": range(len(BANK)), "split": "train"})
-    write_table(frame, text_embedder.encode(BANK), path)
-    config = DecodeConfig(modifiers=["mediums", "movements"], min_segment_count=2, cache_dir=None)
-    return PromptDecoder.from_table(path, embedder=text_embedder, config=config)
+    return write_table(frame, text_embedder.encode(BANK), path)
+
+
+CONFIG = DecodeConfig(modifiers=["mediums", "movements"], min_segment_count=2, cache_dir=None)
+
+
+@pytest.fixture(scope="module")
+def decoder(bank_table: Path, text_embedder) -> PromptDecoder:
+    return PromptDecoder.from_table(bank_table, embedder=text_embedder, config=CONFIG)
+
+
+class SlowEmbedder:
+    """The real embedder, slowed by ``per_text`` seconds a text, so that a budget counts exact embeddings."""
+
+    def __init__(self, inner, per_text: float):
+        self.inner = inner
+        self.per_text = per_text
+        self.tokenizer = inner.tokenizer
+        self.max_seq_length = inner.max_seq_length
+        self.calls: list[int] = []
+
+    def encode(self, texts, **kwargs):
+        self.calls.append(len(texts))
+        time.sleep(self.per_text * len(texts))
+        return self.inner.encode(texts, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def slow_decoder(bank_table: Path, text_embedder) -> PromptDecoder:
+    return PromptDecoder.from_table(bank_table, embedder=SlowEmbedder(text_embedder, per_text=0.05),
+                                    config=CONFIG.model_copy(update={"patience": 50}))
 
 
 def test_nearest_finds_a_bank_prompt_from_its_own_embedding(decoder: PromptDecoder, text_embedder) -> None:
@@ -80,6 +109,32 @@ def test_decoding_beats_the_nearest_prompt_and_reports_the_exact_cosine(decoder:
         assert result.cosine >= nearest[1] - 1e-6
         gains.append(result.cosine - nearest[1])
     assert np.mean(gains) > 0.05
+
+
+def test_the_budget_is_hard_and_a_tiny_one_returns_the_nearest_prompt(slow_decoder: PromptDecoder,
+                                                                     text_embedder) -> None:
+    target = text_embedder.encode(HELD_OUT[:1])[0]
+    nearest = slow_decoder.nearest(target, k=1)[0]
+    batch_s = slow_decoder.config.batch * slow_decoder.embedder.per_text  # one exact batch: 0.1 s
+    for budget in (0.001, 0.3, 0.6):
+        slow_decoder.embedder.calls.clear()
+        started = time.perf_counter()
+        result = slow_decoder.decode(target, budget_s=budget)
+        elapsed = time.perf_counter() - started
+        assert elapsed <= budget + batch_s + 0.15, (budget, elapsed)  # a round alone embeds 8 texts: 0.4 s
+        assert all(n <= slow_decoder.config.batch for n in slow_decoder.embedder.calls)
+        if budget == 0.001:
+            assert (result.text, result.cosine) == (nearest[0], pytest.approx(nearest[1], abs=1e-6))
+            assert slow_decoder.embedder.calls == []
+        else:
+            assert result.cosine == pytest.approx(float(text_embedder.encode([result.text])[0] @ target), abs=1e-5)
+
+
+def test_a_bigger_budget_never_finds_a_worse_text(slow_decoder: PromptDecoder, text_embedder) -> None:
+    """The search is deterministic and the budget only cuts it short, so the cosine grows with the budget."""
+    for target in text_embedder.encode(HELD_OUT[1:]):
+        cosines = [slow_decoder.decode(target, budget_s=b).cosine for b in (0.0, 0.15, 0.45, 0.9)]
+        assert cosines == sorted(cosines) and cosines[-1] > cosines[0] + 0.05, cosines
 
 
 def test_decode_rejects_a_zero_vector(decoder: PromptDecoder) -> None:

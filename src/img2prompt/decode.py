@@ -9,17 +9,21 @@ scored for thousands of candidates at once with a few matrix-vector products, wi
 from the best single phrases, adding phrases from a dictionary: comma-separated segments and words of the
 bank prompts, and the clip-interrogator term lists (artists, mediums, movements, flavors). The dictionary
 only screens candidates, so it is embedded once with the fast int8 model and cached. The surrogate flatters
-long texts, so the best text of every length is embedded exactly; the exact vector of the winner replaces
-its surrogate and the search goes on from there (which corrects the surrogate's error) while another round
-fits in the time budget. The answer is always the best *exactly* scored text, so its cosine is the true one.
+long texts, so each token must buy ``token_penalty`` of surrogate cosine, and only the most promising texts
+are embedded exactly, a small batch at a time. The best exactly scored text not grown yet starts the next
+round with its exact vector in place of its surrogate (which corrects the surrogate's error). The clock is
+read between small steps, so the budget is hard, and the answer is always the best *exactly* scored text,
+so its cosine is the true one.
 """
 
 from __future__ import annotations
 
+import heapq
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -49,7 +53,11 @@ class DecodeConfig(StrictModel):
     beam: int = 4
     max_phrases: int = 16  # phrases added to a starting prompt per round
     max_tokens: int = 77  # stop growing a text at this many tokens (SD prompts are at most 77 CLIP tokens)
-    verify: int = 16  # texts embedded exactly per round (the best of each length)
+    verify: int = 8  # candidate texts embedded exactly per round, most promising first
+    batch: int = 2  # texts embedded exactly at once: the clock is read between batches
+    token_penalty: float = 0.002  # surrogate cosine each token must buy (the surrogate flatters long texts)
+    patience: int = 4  # rounds without a better text before the search stops
+    threads: int = 1  # torch/faiss threads while decoding (more stall on shared cores; see _threads)
     min_segment_count: int = 2  # a bank segment/word joins the dictionary if it occurs this often
     modifiers: list[str] = Field(default_factory=lambda: list(MODIFIER_LISTS))
     dictionary_backend: Literal["exact", "int8"] = "int8"  # the dictionary only screens; answers are exact
@@ -150,86 +158,131 @@ class PromptDecoder:
         return [(self.prompts[i], float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     def decode(self, vec: np.ndarray, budget_s: float | None = None) -> DecodeResult:
-        """The best text found within ``budget_s`` seconds and its exact cosine to ``vec``."""
+        """The best text found within ``budget_s`` seconds and its exact cosine to ``vec``.
+
+        The search is a fixed sequence of small steps (a faiss query, one beam-search step, one exact batch of
+        ``batch`` texts) and the clock is read between steps, so a query overruns its budget by one step at
+        most, and a larger budget runs the same sequence further: it never returns a worse text.
+        """
         budget = self.config.budget_s if budget_s is None else budget_s
         deadline = time.perf_counter() + budget
         target = _unit(vec)
+        best: DecodeResult | None = None
+        with _threads(self.config.threads):
+            for found in self._search(target):
+                if found is not None and (best is None or found.cosine > best.cosine):
+                    best = found
+                if time.perf_counter() >= deadline:
+                    break
+        assert best is not None  # the search yields the nearest bank prompt first
+        return best
+
+    def _search(self, target: np.ndarray) -> Iterator[DecodeResult | None]:
+        """Yield the nearest bank prompt, then the best text of every exact batch (``None`` between steps).
+
+        Each round grows its start phrase by phrase on the surrogate, then embeds the most promising
+        candidates exactly, best first. The next round starts from the best exactly scored text not yet
+        grown (the winner if the round improved, else the runner-up), with its exact vector in place of
+        its surrogate; the search stops after ``patience`` rounds without a better text.
+        """
         cfg = self.config
         _, bank_ids = self._bank.search(target[None], min(cfg.neighbours, len(self.prompts)))
         bank_ids = bank_ids[0][bank_ids[0] >= 0]
-        best = DecodeResult(self.prompts[bank_ids[0]], float(self._bank_vectors[bank_ids[0]] @ target))
-        if time.perf_counter() >= deadline:
-            return best
+        best = float(self._bank_vectors[bank_ids[0]] @ target)
+        yield DecodeResult(self.prompts[bank_ids[0]], best)
         _, pool_ids = self._phrase_index.search(target[None], min(cfg.pool, len(self.phrases)))
-        pool = pool_ids[0][pool_ids[0] >= 0]
-        weights = self._phrase_weights[pool]
-        pool_vectors = self._phrase_vectors[pool] * weights[:, None]
+        yield None
+        pool = _Pool(pool_ids[0][pool_ids[0] >= 0], self._phrase_vectors, self._phrase_weights, target)
         # Start from the nearest bank prompts (a subject) and from the best single phrases (no subject).
         starts = [_State(self.prompts[i], frozenset(), self._bank_vectors[i] * self._bank_weights[i],
                          float(self._bank_weights[i])) for i in bank_ids]
-        starts += [_State(self.phrases[pool[j]], frozenset({int(pool[j])}), pool_vectors[j], float(weights[j]))
-                   for j in range(min(cfg.neighbours, len(pool)))]
-        round_s = 0.0
-        while time.perf_counter() + round_s < deadline:  # start a round only if one more fits
-            round_start = time.perf_counter()
-            candidates = self._beam_search(starts, target, pool, pool_vectors, weights, deadline)
-            texts = [s.text for s in candidates[: cfg.verify]]
-            exact = self.embedder.encode(texts)
-            cosines = exact @ target
-            top = int(np.argmax(cosines))
-            round_s = time.perf_counter() - round_start
-            if cosines[top] <= best.cosine:
-                break
-            best = DecodeResult(texts[top], float(cosines[top]))
-            winner = candidates[top]
-            # The winner's exact direction replaces its surrogate: the next round starts from the truth.
-            scale = float(np.linalg.norm(winner.vector))
-            starts = [_State(winner.text, winner.used, exact[top] * scale, winner.tokens)]
-        return best
+        starts += [_State(self.phrases[pool.ids[j]], frozenset({int(pool.ids[j])}), pool.vectors[j],
+                          float(pool.weights[j])) for j in range(min(cfg.neighbours, len(pool.ids)))]
+        scored = {self.prompts[i]: float(self._bank_vectors[i] @ target) for i in bank_ids}
+        frontier: list[tuple[float, int, _State]] = []  # exactly scored, not grown yet: a max-heap on cosine
+        stale = 0
+        while True:
+            candidates = yield from self._beam_search(starts, target, pool)
+            fresh = [state for state in candidates if state.text not in scored][: cfg.verify]
+            round_best = -1.0
+            for first in range(0, len(fresh), cfg.batch):
+                chunk = fresh[first:first + cfg.batch]
+                exact = self.embedder.encode([state.text for state in chunk])
+                cosines = exact @ target
+                for state, vector, cosine in zip(chunk, exact, cosines, strict=True):
+                    scored[state.text] = float(cosine)
+                    # The exact direction replaces the surrogate: a round grown from here starts from the truth.
+                    grown = _State(state.text, state.used, vector * float(np.linalg.norm(state.vector)), state.tokens)
+                    heapq.heappush(frontier, (-float(cosine), len(scored), grown))
+                top = int(np.argmax(cosines))
+                round_best = max(round_best, float(cosines[top]))
+                yield DecodeResult(chunk[top].text, float(cosines[top]))
+            stale = 0 if round_best > best else stale + 1
+            best = max(best, round_best)
+            if stale >= cfg.patience or not frontier:
+                return
+            starts = [heapq.heappop(frontier)[2]]
 
-    def _beam_search(self, starts: list[_State], target: np.ndarray, pool: np.ndarray, pool_vectors: np.ndarray,
-                     weights: np.ndarray, deadline: float) -> list[_State]:
-        """Grow the starts one phrase at a time, keeping the ``beam`` best by surrogate cosine.
+    def _beam_search(
+        self, starts: list[_State], target: np.ndarray, pool: _Pool
+    ) -> Generator[None, None, list[_State]]:
+        """Grow the starts one phrase at a time, keeping the ``beam`` best by penalised surrogate cosine.
 
-        The surrogate flatters long texts, so the candidates returned for exact scoring are the best state
-        of every length (number of phrases added), longest first.
+        The surrogate flatters long texts, so every token costs ``token_penalty``; a phrase is added only if
+        it pays for its tokens. Returns the best state of every length, most promising first; yields between
+        steps so that ``decode`` can read the clock.
         """
         cfg = self.config
-        pool_dot_target = pool_vectors @ target
-        pool_norm2 = np.einsum("ij,ij->i", pool_vectors, pool_vectors)
-        position = {int(p): j for j, p in enumerate(pool)}
+        position = {int(p): j for j, p in enumerate(pool.ids)}
         beam = starts
-        seen = {s.text: s for s in starts}
-        best_per_step = [max(starts, key=lambda s: float(s.vector @ target) / float(np.linalg.norm(s.vector)))]
+        seen = {s.text for s in starts}
+        best_per_step = [max(starts, key=lambda s: self._merit(s, target))]
         for _ in range(cfg.max_phrases):
-            if time.perf_counter() > deadline:
-                break
+            vectors = np.stack([s.vector for s in beam])  # (b, 384)
+            dots = vectors @ target
+            norms2 = np.einsum("ij,ij->i", vectors, vectors)
+            cross = pool.vectors @ vectors.T  # (pool, b)
             grown: list[tuple[float, _State, int]] = []
-            for state in beam:
-                dot = float(state.vector @ target)
-                norm2 = float(state.vector @ state.vector)
-                scores = (dot + pool_dot_target) / np.sqrt(norm2 + 2 * (pool_vectors @ state.vector) + pool_norm2)
+            for k, state in enumerate(beam):
+                scores = (dots[k] + pool.dot_target) / np.sqrt(norms2[k] + 2 * cross[:, k] + pool.norms2)
+                scores -= cfg.token_penalty * pool.weights
                 scores[[position[u] for u in state.used if u in position]] = -np.inf
-                scores[weights > cfg.max_tokens - state.tokens] = -np.inf
+                scores[pool.weights > cfg.max_tokens - state.tokens] = -np.inf
                 count = min(cfg.beam, len(scores))
                 for j in np.argpartition(-scores, count - 1)[:count]:
-                    if scores[j] > dot / np.sqrt(norm2):
+                    if scores[j] > dots[k] / np.sqrt(norms2[k]):
                         grown.append((float(scores[j]), state, int(j)))
             grown.sort(key=lambda item: -item[0])
             beam = []
             for _, state, j in grown:
-                text = f"{state.text}, {self.phrases[pool[j]]}"
+                text = f"{state.text}, {self.phrases[pool.ids[j]]}"
                 if text not in seen:
-                    child = _State(text, state.used | {int(pool[j])}, state.vector + pool_vectors[j],
-                                   state.tokens + float(weights[j]))
-                    seen[text] = child
-                    beam.append(child)
+                    seen.add(text)
+                    beam.append(_State(text, state.used | {int(pool.ids[j])}, state.vector + pool.vectors[j],
+                                       state.tokens + float(pool.weights[j])))
                 if len(beam) == cfg.beam:
                     break
             if not beam:
                 break
             best_per_step.append(beam[0])
-        return best_per_step[::-1]
+            yield None
+        return sorted(best_per_step, key=lambda s: -self._merit(s, target))
+
+    def _merit(self, state: _State, target: np.ndarray) -> float:
+        """Surrogate cosine less the token penalty: how the search ranks texts before embedding them."""
+        surrogate = float(state.vector @ target) / float(np.linalg.norm(state.vector))
+        return surrogate - self.config.token_penalty * state.tokens
+
+
+class _Pool:
+    """The dictionary phrases kept for one query, token-weighted, with their products precomputed."""
+
+    def __init__(self, ids: np.ndarray, unit_vectors: np.ndarray, weights: np.ndarray, target: np.ndarray):
+        self.ids = ids
+        self.weights = weights[ids]
+        self.vectors = unit_vectors[ids] * self.weights[:, None]
+        self.dot_target = self.vectors @ target
+        self.norms2 = np.einsum("ij,ij->i", self.vectors, self.vectors)
 
 
 @dataclass(frozen=True)
@@ -238,6 +291,26 @@ class _State:
     used: frozenset[int]  # dictionary phrases already in the text
     vector: np.ndarray  # surrogate pooled vector: sum of token-weighted unit embeddings
     tokens: float  # tokens in the text, roughly
+
+
+@contextmanager
+def _threads(count: int) -> Iterator[None]:
+    """Run torch and faiss on ``count`` threads for one query, then restore their settings.
+
+    A query's batches are small, so a second thread gains little, and on shared cores it costs a lot: every
+    OpenMP barrier waits for the busier core (a 50 ms exact batch took 0.2-0.9 s with 2 threads under load).
+    """
+    import faiss
+    import torch
+
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(count)
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        faiss.omp_set_num_threads(before[1])
 
 
 def _token_weights(embedder: TextEmbedder, texts: Sequence[str]) -> np.ndarray:
