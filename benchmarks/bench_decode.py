@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=200, help="targets decoded per budget")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chunk", type=int, nargs=2, default=[0, 1], metavar=("I", "N"),
+                        help="decode only the I-th of N equal slices of the sample (to split a long run)")
+    parser.add_argument("--csv", type=Path, help="write one row per target and budget here")
     args = parser.parse_args()
 
     targets = read_prompts(args.data / TARGETS)
@@ -73,9 +76,11 @@ def main() -> None:
 
     sample = np.random.default_rng(args.seed).choice(len(targets), size=min(args.targets, len(targets)),
                                                       replace=False)
+    sample = np.array_split(sample, args.chunk[1])[args.chunk[0]]
     print(f"nearest bank prompt on the {len(sample)}-target sample: {nearest[sample].mean():.4f}")
     print("| budget (s) | mean cosine | median cosine | median s/query | p90 s/query | max s/query |")
     print("|---|---|---|---|---|---|")
+    rows = []
     for budget in args.budgets:
         cosines, seconds = [], []
         for i in sample:
@@ -83,8 +88,12 @@ def main() -> None:
             result = decoder.decode(target_vectors[i], budget_s=budget)
             seconds.append(time.perf_counter() - start)
             cosines.append(result.cosine)
+            rows.append({"target": int(i), "budget_s": budget, "cosine": result.cosine, "seconds": seconds[-1],
+                         "nearest": nearest[i], "text": result.text})
         print(f"| {budget:g} | {np.mean(cosines):.4f} | {np.median(cosines):.4f} | {np.median(seconds):.2f} | "
               f"{np.percentile(seconds, 90):.2f} | {np.max(seconds):.2f} |", flush=True)
+    if args.csv is not None:
+        pd.DataFrame(rows).to_csv(args.csv, index=False)
     for i in sample[:5]:
         result = decoder.decode(target_vectors[i], budget_s=args.budgets[-1])
         print(f"\ntarget:  {targets[i]}\nnearest: {decoder.nearest(target_vectors[i], 1)[0][0]}\n"
