@@ -24,10 +24,12 @@ import pytest
 import torch
 import yaml
 
-from img2prompt.models.regressor import Regressor
+from img2prompt.errors import Img2PromptError
+from img2prompt.models.regressor import ModelConfig, Regressor
 from img2prompt.train.data import ShardIndex
 from img2prompt.train.loop import TrainConfig, evaluate, train
-from img2prompt.train.sharding import enable_fsdp_on_cpu
+from img2prompt.train.optim import FinetuneConfig, apply_lora
+from img2prompt.train.sharding import check_lora_shardable, enable_fsdp_on_cpu
 from test_train_data import make_color_shards
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,3 +154,14 @@ def test_fsdp_is_switched_on_for_cpu_processes_only_when_the_launcher_asks(monke
     enable_fsdp_on_cpu(accelerator, "bf16")
     assert accelerator.distributed_type == DistributedType.FSDP
     assert accelerator.state.fsdp_plugin.mixed_precision_policy.param_dtype == torch.bfloat16
+
+
+def test_lora_on_multihead_attention_is_refused_under_fsdp_in_one_line() -> None:
+    def lora_model(backbone: str) -> Regressor:
+        model = Regressor(ModelConfig(backbone=backbone, pretrained=False, tiny=True, image_size=28))
+        apply_lora(model, FinetuneConfig(method="lora", lora_rank=2))
+        return model
+
+    with pytest.raises(Img2PromptError, match=r"nn\.MultiheadAttention"):
+        check_lora_shardable(lora_model("vit_l_14_336"))
+    check_lora_shardable(lora_model("blip2_qformer"))  # Linear projections: sharded fine (checked by hand)

@@ -35,6 +35,7 @@ from img2prompt.train.optim import (
     trainable_summary,
 )
 from img2prompt.train.sharding import (
+    check_lora_shardable,
     enable_fsdp_on_cpu,
     full_model_state,
     full_state,
@@ -157,6 +158,8 @@ def train(config: TrainConfig) -> Path:
     ft = config.finetune
     if ft.method == "lora":
         apply_lora(model, ft)
+        if sharded:
+            check_lora_shardable(model)
     freeze_blocks(model, ft.freeze_blocks)
     if config.grad_checkpointing:
         model.spec.set_grad_checkpointing(True)

@@ -42,6 +42,16 @@ def enable_fsdp_on_cpu(accelerator, precision: str) -> None:
     accelerator.state.fsdp_plugin = plugin
 
 
+def check_lora_shardable(model: nn.Module) -> None:
+    """peft's LoRA for ``nn.MultiheadAttention`` (open_clip's ViTs) keeps weights outside the module tree that
+    ``fully_shard`` walks, so FSDP2 rejects it; say so in one line instead of a rank traceback."""
+    from peft.tuners.lora.layer import MultiheadAttention
+
+    if any(isinstance(module, MultiheadAttention) for module in model.modules()):
+        raise Img2PromptError("train.finetune.method=lora adapts nn.MultiheadAttention here (open_clip ViT), which "
+                              "FSDP cannot shard: train it with DDP, or fine-tune fully under FSDP")
+
+
 def is_sharded(accelerator) -> bool:
     from accelerate.utils import DistributedType
 
