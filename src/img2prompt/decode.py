@@ -35,6 +35,7 @@ from pydantic import Field
 from img2prompt.config import StrictModel
 from img2prompt.embedding import TextEmbedder
 from img2prompt.errors import Img2PromptError, fail
+from img2prompt.files import atomic_path
 from img2prompt.kaggle import EMBEDDING_DIM
 from img2prompt.prompt_table import read_table
 
@@ -356,9 +357,6 @@ def run_decode(
         result = decoder.decode(vector)
         rows.append({"image_id": name, "text": result.text, "cosine": result.cosine})
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        pd.DataFrame(rows, columns=["image_id", "text", "cosine"]).to_csv(tmp, index=False)
-        tmp.replace(out)
+        with atomic_path(out) as tmp:
+            pd.DataFrame(rows, columns=["image_id", "text", "cosine"]).to_csv(tmp, index=False)
     return rows

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from img2prompt.errors import fail
+from img2prompt.files import atomic_path
 
 EMBEDDING_DIM = 384
 SUBMISSION_COLUMNS = ("imgId_eId", "val")
@@ -56,16 +57,12 @@ def write_submission(image_ids: Sequence[str], embeddings: np.ndarray, path: str
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if embeddings.shape != (len(image_ids), EMBEDDING_DIM):
         raise ValueError(f"expected embeddings of shape ({len(image_ids)}, {EMBEDDING_DIM}), got {embeddings.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
         handle.write(",".join(SUBMISSION_COLUMNS) + "\n")
         for image_id, vector in zip(image_ids, embeddings, strict=True):
             # str(np.float32) is the shortest repr that round-trips in float32, as the host's file has.
             handle.writelines(f"{image_id}_{dim},{value!s}\n" for dim, value in enumerate(vector))
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def read_submission(path: str | Path) -> tuple[list[str], np.ndarray]:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from img2prompt.errors import fail
+from img2prompt.files import atomic_path
 from img2prompt.kaggle import EMBEDDING_DIM
 
 COLUMNS = ("prompt_id", "prompt", "source", "tier", "cluster", "split", "embedding")
@@ -62,17 +63,13 @@ def write_table(
     rows = np.arange(len(embeddings)) if rows is None else np.asarray(rows)
     if embeddings.ndim != 2 or embeddings.shape[1] != EMBEDDING_DIM or len(rows) != len(frame):
         raise ValueError(f"embeddings shape {embeddings.shape} does not match {len(frame)} rows")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with pq.ParquetWriter(tmp, schema()) as writer:
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema()) as writer:
         for start in range(0, max(len(frame), 1), ROW_GROUP):
             part = frame.iloc[start : start + ROW_GROUP]
             columns = {name: pa.array(part[name].tolist()) for name in COLUMNS[:-1]}
             columns["embedding"] = embedding_column(embeddings[rows[start : start + ROW_GROUP]])
             writer.write_table(pa.table(columns).cast(schema()))
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def embedding_column(embeddings: np.ndarray) -> pa.FixedSizeListArray:
@@ -83,12 +80,9 @@ def embedding_column(embeddings: np.ndarray) -> pa.FixedSizeListArray:
 
 def write_parquet(table: pa.Table, path: str | Path) -> Path:
     """Write ``table`` to a temporary file and rename it, so a killed run never leaves half a table."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
 
 
 def read_table(path: str | Path, columns: list[str] | None = None) -> tuple[pd.DataFrame, np.ndarray | None]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from img2prompt.files import write_text_atomic
+from img2prompt.files import atomic_path, write_text_atomic
 
 THUMBNAIL = 192
 
@@ -33,10 +33,9 @@ def write_histogram(scores: pd.DataFrame, path: Path) -> Path:
     axes.set_ylabel("images")
     axes.legend(fontsize=8)
     figure.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png")
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
     plt.close(figure)
-    tmp.replace(path)
     return path
 
 

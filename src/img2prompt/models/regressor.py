@@ -23,7 +23,7 @@ from torch import nn
 
 from img2prompt.config import RESOLVED_NAME, StrictModel, read_yaml, validate
 from img2prompt.errors import fail
-from img2prompt.files import write_text_atomic
+from img2prompt.files import atomic_path, write_text_atomic
 from img2prompt.models.backbones import Backbone, build_backbone
 from img2prompt.models.heads import EmbeddingHead
 
@@ -115,9 +115,8 @@ class Regressor(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         section = {**(train_config or {}), "model": self.config.model_dump(mode="json")}
         write_text_atomic(out / RESOLVED_NAME, yaml.safe_dump({"train": section}, sort_keys=False))
-        tmp = out / (WEIGHTS_NAME + ".tmp")
-        save_model(self.merged(), str(tmp))
-        tmp.replace(out / WEIGHTS_NAME)
+        with atomic_path(out / WEIGHTS_NAME) as tmp:
+            save_model(self.merged(), str(tmp))
         if isinstance(self.backbone, PeftModel):
             self.backbone.save_pretrained(str(out / ADAPTER_DIR))
         if metrics is not None or not (out / METRICS_NAME).exists():

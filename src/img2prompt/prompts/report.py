@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt
 import numpy as np
 
-from img2prompt.files import write_text_atomic
+from img2prompt.files import atomic_path, write_text_atomic
 
 LENGTH_PNG = "length_histogram.png"
 NEAREST_PNG = "nearest_neighbour_histogram.png"
@@ -117,7 +117,6 @@ def _histogram(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(path)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from img2prompt.config import StrictModel, load_section
 from img2prompt.errors import fail
+from img2prompt.files import atomic_path
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import ModelConfig, Regressor
 from img2prompt.train.data import DataConfig, ShardIndex, TrainStream, build_train_transform, iter_eval_batches
@@ -323,10 +324,8 @@ def _save_state(path: Path, resolved: dict, run: Run, model_state: dict, optimiz
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "metrics": run.metrics,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _resume(path: Path, resolved: dict, run: Run, model, optimizer, scheduler, ema) -> None:
@@ -369,7 +368,6 @@ def _plot(path: Path, run: Run) -> None:
         right.legend()
     right.set(title="validation mean cosine", xlabel="optimizer step")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
-    tmp.replace(path)
