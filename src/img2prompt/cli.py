@@ -81,7 +81,10 @@ def predict(
     from accelerate import PartialState
 
     ids, _, skipped = run_predict(model, images, out=out, kaggle=kaggle, tta=tta, batch_size=batch_size)
-    if not PartialState().is_main_process:  # every rank holds the gathered results; one reports them
+    state = PartialState()
+    state.wait_for_everyone()  # a rank that exits with its gloo group alive can abort in C++ teardown
+    state.destroy_process_group()
+    if not state.is_main_process:  # every rank holds the gathered results; one reports them
         return
     for reason in skipped:
         typer.echo(f"skipped {reason}", err=True)
