@@ -122,6 +122,7 @@ class PromptDecoder:
 
         self.config = config or DecodeConfig()
         self.embedder = embedder
+        self.clock = time.perf_counter  # read between search steps; tests swap in a virtual clock
         self.prompts = list(prompts)
         self.phrases = list(phrases)
         self._bank = faiss.IndexFlatIP(EMBEDDING_DIM)
@@ -166,14 +167,14 @@ class PromptDecoder:
         most, and a larger budget runs the same sequence further: it never returns a worse text.
         """
         budget = self.config.budget_s if budget_s is None else budget_s
-        deadline = time.perf_counter() + budget
+        deadline = self.clock() + budget
         target = _unit(vec)
         best: DecodeResult | None = None
         with _threads(self.config.threads):
             for found in self._search(target):
                 if found is not None and (best is None or found.cosine > best.cosine):
                     best = found
-                if time.perf_counter() >= deadline:
+                if self.clock() >= deadline:
                     break
         assert best is not None  # the search yields the nearest bank prompt first
         return best
