@@ -12,8 +12,8 @@ only screens candidates, so it is embedded once with the fast int8 model and cac
 long texts, so each token must buy ``token_penalty`` of surrogate cosine, and only the most promising texts
 are embedded exactly, a small batch at a time. The best exactly scored text not grown yet starts the next
 round with its exact vector in place of its surrogate (which corrects the surrogate's error). The clock is
-read between small steps, so the budget is hard, and the answer is always the best *exactly* scored text,
-so its cosine is the true one.
+read between small steps and no step starts that the longest one so far could not finish in time, so the
+budget is hard, and the answer is always the best *exactly* scored text, so its cosine is the true one.
 """
 
 from __future__ import annotations
@@ -163,18 +163,22 @@ class PromptDecoder:
         """The best text found within ``budget_s`` seconds and its exact cosine to ``vec``.
 
         The search is a fixed sequence of small steps (a faiss query, one beam-search step, one exact batch of
-        ``batch`` texts) and the clock is read between steps, so a query overruns its budget by one step at
-        most, and a larger budget runs the same sequence further: it never returns a worse text.
+        ``batch`` texts). Between steps the clock is read and the search stops unless the longest step so far
+        would still end in time, so a query overruns only when a step is slower than every step before it;
+        a larger budget runs the same sequence further, so it never returns a worse text.
         """
         budget = self.config.budget_s if budget_s is None else budget_s
-        deadline = self.clock() + budget
+        last = self.clock()
+        deadline, longest = last + budget, 0.0
         target = _unit(vec)
         best: DecodeResult | None = None
         with _threads(self.config.threads):
             for found in self._search(target):
                 if found is not None and (best is None or found.cosine > best.cosine):
                     best = found
-                if self.clock() >= deadline:
+                now = self.clock()
+                longest, last = max(longest, now - last), now
+                if now + longest >= deadline:
                     break
         assert best is not None  # the search yields the nearest bank prompt first
         return best
