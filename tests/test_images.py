@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,3 +110,17 @@ def test_list_images(tmp_path):
     assert [p.name for p in found] == ["a.png", "b.JPG"]
     with pytest.raises(Img2PromptError, match="no such file"):
         list_images([tmp_path / "missing*.png"])
+
+
+def test_list_images_expands_absolute_and_relative_globs_to_image_files_only(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "dir.png").mkdir()  # a folder named like an image is not an image
+    for name in ("a.png", "b.webp", "sub/c.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in list_images([str(tmp_path / "*")])] == ["a.png", "b.webp"]
+    assert [p.name for p in list_images([str(tmp_path / "**" / "*.jpg")])] == ["c.jpg"]
+    monkeypatch.chdir(tmp_path)
+    assert list_images(["*.png", "sub/*", "a.png"]) == [Path("a.png"), Path("sub/c.jpg")]
+    assert list_images(["notes.txt"]) == [Path("notes.txt")]  # a named file is kept: predict reports it
+    with pytest.raises(Img2PromptError, match="no image file matches"):
+        list_images(["*.txt"])

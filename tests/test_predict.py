@@ -158,14 +158,27 @@ def test_cli_predict_with_a_checkpoint_writes_a_submission_that_validates(tmp_pa
     assert check.exit_code == 0 and "ok, 3 images x 384 dims" in check.output
 
 
-def test_nearest_baseline_from_a_shard_folder_with_the_pretrained_backbone(tmp_path: Path) -> None:
+def test_nearest_baseline_indexes_only_the_training_samples_of_a_shard_folder(tmp_path: Path) -> None:
     from img2prompt.shards import Manifest, Sample, write_shard
 
-    images = [noise_image(s, size=64) for s in range(4)]
-    targets = normalise(np.random.default_rng(3).standard_normal((4, 384)))
-    samples = [Sample(key=f"p{i}-0", image=im, meta={"prompt_id": f"p{i}"}, embedding=t)
-               for i, (im, t) in enumerate(zip(images, targets, strict=True))]
+    images = [noise_image(s, size=64) for s in range(6)]
+    targets = normalise(np.random.default_rng(3).standard_normal((6, 384)))
+    splits = [{"split": "train"}, {}, {"split": "train"}, {"split": "train"}, {"split": "val"}, {"split": "test"}]
+    samples = [Sample(key=f"p{i}-0", image=im, meta={"prompt_id": f"p{i}", **split}, embedding=t)
+               for i, (im, t, split) in enumerate(zip(images, targets, splits, strict=True))]
     Manifest(tmp_path / "shards").record(write_shard(tmp_path / "shards" / "000000.tar", samples, "png"))
     model = load_model(f"nearest:{tmp_path / 'shards'}")
     assert model.name == f"nearest:{tmp_path / 'shards'}"
-    assert np.allclose(model.embed([images[2], images[0]]), targets[[2, 0]], atol=1e-6)
+    assert np.allclose(model.embed([images[2], images[0], images[1]]), targets[[2, 0, 1]], atol=1e-6)
+    held_out = model.embed([images[4], images[5]])  # a held-out image must not find itself
+    assert not np.isclose(held_out @ targets[4:].T, 1.0, atol=1e-3).any()
+
+
+def test_nearest_baseline_needs_training_samples(tmp_path: Path) -> None:
+    from img2prompt.shards import Manifest, Sample, write_shard
+
+    sample = Sample(key="p0-0", image=noise_image(0), meta={"prompt_id": "p0", "split": "test"},
+                    embedding=np.ones(384, np.float32))
+    Manifest(tmp_path / "shards").record(write_shard(tmp_path / "shards" / "000000.tar", [sample], "png"))
+    with pytest.raises(Img2PromptError, match="no training samples"):
+        load_model(f"nearest:{tmp_path / 'shards'}")

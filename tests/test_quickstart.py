@@ -54,10 +54,13 @@ def test_every_output_exists(run):
     assert len(ids) == 7
 
 
-def test_ensemble_beats_the_constant_baseline(run):
+def test_trained_models_beat_both_baselines(run):
+    """Reduced run (96 px, 2 epochs): ensemble 0.623, full FT 0.614, mean 0.585, nearest image 0.461."""
     _, summary = run
     scores = summary["test_mean_cosine"]
     assert scores["ensemble"] > scores["mean_baseline"] + 0.02, scores
+    assert scores["lite0_full_ft"] > scores["mean_baseline"] + 0.01, scores
+    assert scores["ensemble"] > scores["nearest_baseline"] + 0.1, scores
 
 
 def test_a_second_run_resumes_from_the_markers(run, capsys):

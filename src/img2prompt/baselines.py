@@ -73,15 +73,20 @@ class NearestNeighbour:
 
     @classmethod
     def from_shards(cls, source: str | Path, **options) -> NearestNeighbour:
-        """Index every sample of a shard folder (or one .tar) with its prompt embedding."""
+        """Index the training samples of a shard folder (or one .tar) with their prompt embeddings.
+
+        Shards hold every split; a val/test image in the bank would find itself and score 1.0.
+        """
         from img2prompt.shards import find_shards, iter_samples
 
         images, embeddings = [], []
         for sample in iter_samples(find_shards(source)):
+            if sample.meta.get("split", "train") != "train":
+                continue
             images.append(sample.image)
             embeddings.append(sample.embedding)
         if not images:
-            raise fail(source, "no samples in the shards")
+            raise fail(source, "no training samples in the shards")
         return cls(images, np.stack(embeddings), **options)
 
     def _features(self, images: list[Image.Image]) -> np.ndarray:

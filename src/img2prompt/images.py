@@ -74,20 +74,28 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def list_images(inputs: list[str | Path]) -> list[Path]:
-    """Expand files, folders (recursively) and globs into a sorted, de-duplicated list of image paths."""
+    """Expand files, folders (recursively) and globs into a de-duplicated list of image paths.
+
+    A named file is kept whatever its suffix (it is the user's choice); folders and globs keep image files only,
+    so ``photos/*`` does not send notes.txt to the model.
+    """
     found: dict[Path, None] = {}
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            matches = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            matches = sorted(p for p in path.rglob("*") if _is_image_file(p))
         elif path.exists():
             matches = [path]
         else:
-            matches = sorted(Path().glob(str(item))) if not path.is_absolute() else sorted(
-                Path(path.anchor).glob(str(path.relative_to(path.anchor)))
-            )
+            pattern = Path(path.anchor).glob(str(path.relative_to(path.anchor))) if path.is_absolute() else (
+                Path().glob(str(item)))
+            matches = sorted(p for p in pattern if _is_image_file(p))
             if not matches:
-                raise fail(item, "no such file, folder or glob match")
+                raise fail(item, "no such file or folder, and no image file matches it as a glob")
         for match in matches:
             found.setdefault(match, None)
     return list(found)
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()

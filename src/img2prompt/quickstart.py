@@ -133,7 +133,8 @@ def quickstart(config_path: Path | None = None, overrides: list[str] | None = No
     for split, folder in images.items():
         steps(f"export {split} images", lambda split=split, folder=folder: export_split(shards, split, folder))
 
-    specs = {**{name: str(folder) for name, folder in models.items()}, "mean_baseline": f"mean:{tables['curate']}"}
+    baselines = {"mean_baseline": f"mean:{tables['curate']}", "nearest_baseline": f"nearest:{shards}"}
+    specs = {**{name: str(folder) for name, folder in models.items()}, **baselines}
     predictions = {}
     for name, spec in specs.items():
         for split, folder in images.items():
