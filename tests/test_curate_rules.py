@@ -107,3 +107,17 @@ def test_hq_prompts_shorter_than_hq_min_words_move_to_lq(rules):
 def test_unreadable_detection():
     assert not has_unreadable("naïve café, 東京, emoji 🦊")
     assert has_unreadable("private \ue000 use") and has_unreadable("nul \x00 byte")
+
+
+def test_a_missing_clip_interrogator_is_a_one_line_error(monkeypatch):
+    from importlib import metadata
+
+    def not_installed(name: str):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", not_installed)
+    rules = PromptRules(RulesConfig())
+    with pytest.raises(Img2PromptError, match=r"^clip-interrogator==0\.6\.0 is not installed") as err:
+        rules.only_modifiers("highly detailed, 8k")
+    assert "\n" not in str(err.value)
+    assert PromptRules(RulesConfig(drop_only_modifiers=False)).apply("a red fox, highly detailed, 8k") is not None

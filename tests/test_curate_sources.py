@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from img2prompt.errors import Img2PromptError
-from img2prompt.prompts.sources import BadRows, ReadOptions, read_source
+from img2prompt.prompts.sources import BAD_ROWS_COLUMNS, BadRows, ReadOptions, bad_rows_file, read_source
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prompts"
 
@@ -23,7 +26,7 @@ def test_diffusiondb_metadata_parquet_skips_null_prompts():
     texts, bad = read("diffusiondb", "diffusiondb_metadata.parquet")
     assert texts[0] == "a castle on a hill at sunset, (highly detailed:1.3), by greg rutkowski"
     assert len(texts) == 4
-    assert bad.examples == [f"{FIXTURES / 'diffusiondb_metadata.parquet'}:3: prompt is NoneType, not text"]
+    assert bad.examples == [f"{FIXTURES / 'diffusiondb_metadata.parquet'}: row 3: prompt is NoneType, not text"]
 
 
 def test_coyo_parquet_reads_the_text_column():
@@ -44,7 +47,7 @@ def test_coco_captions_json_streams_annotations():
         "A man riding a wave on top of a surfboard.",
     ]
     assert len(texts) == 4
-    assert bad.examples == [f"{FIXTURES / 'coco_captions.json'}:4: item has no text field 'caption'"]
+    assert bad.examples == [f"{FIXTURES / 'coco_captions.json'}: item 4: item has no text field 'caption'"]
 
 
 def test_vizwiz_skips_precanned_and_rejected_captions():
@@ -143,3 +146,59 @@ def test_real_shared_files(shared_data):
         assert all(isinstance(t, str) and t for t in texts)
         counts[kind] = len(texts)
     assert counts == {"coco": 25_014, "flickr": 40_460, "text": 43_124, "csv": 2_512 + 1_835 + 20_617}
+
+
+def test_an_unparseable_csv_row_is_counted_and_the_rows_after_it_are_read(tmp_path):
+    path = tmp_path / "prompts.csv"
+    too_long = "x" * (csv.field_size_limit() + 1)
+    path.write_text(f"id,prompt\n1,a red fox in the snow\n2,{too_long}\n3,a lighthouse at dusk\n4,a blue owl\n")
+    bad = BadRows()
+    texts = list(read_source("csv", str(path), ReadOptions(), bad))
+    assert texts == ["a red fox in the snow", "a lighthouse at dusk", "a blue owl"]
+    assert bad.total == 1 and bad.examples[0].startswith(f"{path}:3: unreadable CSV row (field larger than")
+
+
+def test_an_unparseable_csv_header_is_a_one_line_error_naming_the_file(tmp_path):
+    path = tmp_path / "prompts.csv"
+    path.write_text("x" * (csv.field_size_limit() + 1) + "\nnext\n")
+    with pytest.raises(Img2PromptError, match="unreadable CSV header") as err:
+        list(read_source("csv", str(path), ReadOptions(), BadRows()))
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+def corrupt_row_group(path: Path, group: int) -> None:
+    """Overwrite the pages of one row group's first column with garbage: its page header cannot be parsed."""
+    chunk = pq.ParquetFile(path).metadata.row_group(group).column(0)
+    start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start : start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    path.write_bytes(bytes(data))
+
+
+def test_an_unreadable_parquet_row_group_is_counted_and_the_groups_after_it_are_read(tmp_path):
+    path = tmp_path / "metadata.parquet"
+    pq.write_table(pa.table({"prompt": [f"prompt {i}" for i in range(9)]}), path, row_group_size=3)
+    corrupt_row_group(path, 1)
+    bad = BadRows()
+    texts = list(read_source("diffusiondb", str(path), ReadOptions(), bad))
+    assert texts == ["prompt 0", "prompt 1", "prompt 2", "prompt 6", "prompt 7", "prompt 8"]
+    assert bad.total == 1
+    assert bad.examples[0].startswith(f"{path}: row group 1: unreadable row group (")
+    assert bad.examples[0].endswith("; rows 4-6 skipped") and "\n" not in bad.examples[0]
+
+
+def test_bad_rows_file_holds_every_entry_but_memory_only_the_first_few(tmp_path):
+    path = tmp_path / "out" / "bad_rows.tsv"
+    with bad_rows_file(path) as bad:
+        for line in range(1, 31):
+            bad.add(Path("a.txt"), line, "broken\tin two\nlines")
+        bad.add(Path("b.parquet"), 2, "unreadable row group", unit="row group")
+        assert not path.exists()  # written beside the target, renamed when the block ends
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert tuple(rows[0]) == BAD_ROWS_COLUMNS
+    assert len(rows) == 1 + 31
+    assert rows[1] == ["a.txt", "line", "1", "broken in two lines"]
+    assert rows[-1] == ["b.parquet", "row group", "2", "unreadable row group"]
+    assert len(bad.examples) == bad.keep == 20 and bad.examples[0] == "a.txt:1: broken in two lines"
+    assert bad.per_file == {"a.txt": 30, "b.parquet": 1} and bad.total == 31

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +100,18 @@ def test_counts_per_source_and_rule(run):
                                                  "too_long", "too_many_tokens", "only_modifiers",
                                                  "blocked_word", "exact_duplicates", "near_duplicates"))
         assert source["read"] == removed + source.get("kept", 0), source["name"]
+
+
+def test_every_bad_row_is_in_bad_rows_tsv_and_counted_per_file_in_stats(run):
+    with open(run / "bad_rows.tsv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    stats = json.loads((run / "stats.json").read_text())
+    assert len(rows) == stats["totals"]["bad_rows"] == sum(stats["bad_rows_per_file"].values()) == 7
+    assert stats["bad_rows_per_file"] == dict(Counter(row["file"] for row in rows))
+    assert stats["bad_rows_per_file"][str(FIXTURES / "flickr30k_results.token")] == 1
+    ddb = str(FIXTURES / "diffusiondb_metadata.parquet")
+    assert {"file": ddb, "unit": "row", "number": "3", "reason": "prompt is NoneType, not text"} in rows
+    assert not (run / "bad_rows.tsv.tmp").exists()
 
 
 def test_report_and_resolved_config(run):

@@ -1,7 +1,8 @@
 """The curation stage: sources -> rules -> exact dedup -> target embeddings -> near dedup -> tiers, splits.
 
 ``curate(config)`` writes into ``config.out``: ``prompts.parquet`` (the prompt table of DESIGN.md),
-``report.html`` with its PNGs, ``stats.json`` (every count and timing) and ``config.yaml`` (resolved).
+``report.html`` with its PNGs, ``stats.json`` (every count and timing, bad rows per file), ``bad_rows.tsv``
+(every malformed line, row, item or row group skipped, with its file and position) and ``config.yaml``.
 Sources are read hq first, then lq, each in config order: when two prompts are (near) duplicates, the
 earlier one stays, so an hq prompt is never dropped in favour of a caption crawled from the web.
 
@@ -35,9 +36,10 @@ from img2prompt.prompt_table import prompt_id, write_table
 from img2prompt.prompts.dedup import DedupConfig, DedupResult, near_duplicates
 from img2prompt.prompts.report import DuplicateExample, ReportData, write_report
 from img2prompt.prompts.rules import FILTERS, PromptRules, RulesConfig, words
-from img2prompt.prompts.sources import BadRows, ReadOptions, SourceType, expand_paths, read_source
+from img2prompt.prompts.sources import BadRows, ReadOptions, SourceType, bad_rows_file, expand_paths, read_source
 
 TABLE_NAME = "prompts.parquet"
+BAD_ROWS_NAME = "bad_rows.tsv"
 VECTORS_NAME = "candidate_embeddings.npy"
 Tier = Literal["hq", "lq"]
 
@@ -137,8 +139,8 @@ def curate(config: CurateConfig) -> Path:
     start = time.perf_counter()
 
     rules = PromptRules(config.rules)
-    bad = BadRows()
-    candidates, stats = read_candidates(config, rules, bad)
+    with bad_rows_file(out / BAD_ROWS_NAME) as bad:
+        candidates, stats = read_candidates(config, rules, bad)
     timings["read_and_rules"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -297,7 +299,8 @@ def _write_outputs(
     }
     seconds = sum(timings.values())
     totals["prompts_per_s"] = round(totals["read"] / seconds, 1) if seconds else 0.0
-    payload = {"totals": totals, "timings_s": timings, "sources": sources, "rules": dict(rules.counts)}
+    payload = {"totals": totals, "timings_s": timings, "sources": sources, "rules": dict(rules.counts),
+               "bad_rows_per_file": dict(bad.per_file)}
     write_text_atomic(out / "stats.json", json.dumps(payload, indent=2))
     write_report(
         ReportData(

@@ -2,7 +2,7 @@
 
 It shows counts per source and per rule, a prompt-length histogram and a nearest-neighbour cosine histogram
 (PNG, beside the page), removed near duplicates next to the prompt that kept them out, and the first
-malformed rows with their file and line.
+malformed rows with their file and line (all of them are in ``bad_rows.tsv`` beside it).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ test {{ totals.test }}).</p>
 <h2>Examples dropped by each rule</h2>
 {% for rule, texts in rule_examples.items() if texts %}<h3>{{ rule }}</h3><ul>
 {% for t in texts %}<li><code>{{ t }}</code></li>{% endfor %}</ul>{% endfor %}
-<h2>Malformed rows (skipped)</h2>
+<h2>Malformed rows (skipped; the first {{ bad_rows|length }} here, all of them in bad_rows.tsv)</h2>
 <ul>{% for b in bad_rows %}<li><code>{{ b }}</code></li>{% else %}<li>none</li>{% endfor %}</ul>
 </body></html>
 """,

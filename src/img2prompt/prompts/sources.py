@@ -1,9 +1,10 @@
 """One streaming reader per prompt or caption corpus, in the format each corpus is published in.
 
 Every reader yields prompt strings one at a time, so a 100M-row input never sits in memory (JSON files are
-parsed incrementally with ijson, Parquet in record batches). A malformed line or row never ends the run: it
-is recorded in ``BadRows`` with its file and line, and the reader moves on. A missing file or a file that
-is not the announced format at all is a user error (``fail``), raised before anything is written.
+parsed incrementally with ijson, Parquet row group by row group in record batches). A malformed line, row,
+item or Parquet row group never ends the run: it is recorded in ``BadRows`` with its file and position, and
+the reader moves on to the next one. A missing file or a file that is not the announced format at all is a
+user error (``fail``), raised before anything is written.
 
 Formats (the names used as ``type:`` in a curation config):
 
@@ -24,21 +25,24 @@ Formats (the names used as ``type:`` in a curation config):
 
 from __future__ import annotations
 
+import _csv
 import csv
 import glob
 import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 import ijson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from img2prompt.errors import fail
+from img2prompt.files import atomic_path
 
 SourceType = Literal[
     "text", "csv", "jsonl", "parquet", "diffusiondb", "coyo", "coco", "vizwiz", "textcaps", "flickr",
@@ -48,18 +52,32 @@ DEFAULT_COLUMN = {"csv": "prompt", "jsonl": "prompt", "parquet": "prompt", "diff
                   "coyo": "text", "localized_narratives": "caption"}
 
 
+BAD_ROWS_COLUMNS = ("file", "unit", "number", "reason")
+_TSV_UNSAFE = str.maketrans("\t\r\n", "   ")
+
+
 @dataclass
 class BadRows:
-    """Malformed rows seen while reading: counted per file, the first few kept verbatim for the report."""
+    """Malformed rows seen while reading: counted per file, each one written to ``sink`` (a TSV) when there is
+    one, and only the first ``keep`` held in memory (for the report), so millions of them cost no memory.
+
+    ``unit`` says what ``number`` counts: a 1-based ``line``, Parquet ``row`` or JSON ``item``, or a 0-based
+    ``row group`` (as pyarrow numbers them).
+    """
 
     keep: int = 20
     per_file: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
+    sink: TextIO | None = None
 
-    def add(self, path: Path, line: int, why: str) -> None:
+    def add(self, path: Path, number: int, why: str, unit: str = "line") -> None:
+        why = " ".join(why.split())  # one line without tabs: pyarrow's messages span lines
         self.per_file[str(path)] += 1
         if len(self.examples) < self.keep:
-            self.examples.append(f"{path}:{line}: {why}")
+            where = f"{number}" if unit == "line" else f" {unit} {number}"
+            self.examples.append(f"{path}:{where}: {why}")
+        if self.sink is not None:
+            self.sink.write(f"{str(path).translate(_TSV_UNSAFE)}\t{unit}\t{number}\t{why}\n")
 
     @property
     def total(self) -> int:
@@ -75,6 +93,14 @@ class ReadOptions:
     header: bool = True
     count: int = 0
     seed: int = 0
+
+
+@contextmanager
+def bad_rows_file(path: Path) -> Iterator[BadRows]:
+    """A ``BadRows`` streaming every entry to the TSV ``path``, which appears (atomically) when the block ends."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as sink:
+        sink.write("\t".join(BAD_ROWS_COLUMNS) + "\n")
+        yield BadRows(sink=sink)
 
 
 Reader = Callable[[Path, ReadOptions, BadRows], Iterator[str]]
@@ -109,7 +135,10 @@ def read_csv(path: Path, options: ReadOptions, bad: BadRows) -> Iterator[str]:
     with open(path, encoding="utf-8", errors="replace", newline="") as handle:
         rows = csv.reader(handle, delimiter=options.delimiter, quoting=quoting)
         if options.header:
-            header = next(rows, [])
+            try:
+                header = next(rows, [])
+            except csv.Error as exc:
+                raise fail(path, f"unreadable CSV header ({exc})") from None
             if column not in header:
                 raise fail(path, f"no column {column!r} in the header ({', '.join(header)[:200]})")
             index = header.index(column)
@@ -117,16 +146,27 @@ def read_csv(path: Path, options: ReadOptions, bad: BadRows) -> Iterator[str]:
             if not column.isdigit():
                 raise fail(path, f"column must be a 0-based index when header is false, got {column!r}")
             index = int(column)
+        for row in _csv_rows(rows, path, bad):
+            if not row:
+                continue
+            if len(row) <= index:
+                bad.add(path, rows.line_num, f"{len(row)} field(s), no column {column!r}")
+                continue
+            yield row[index]
+
+
+def _csv_rows(rows: _csv.Reader, path: Path, bad: BadRows) -> Iterator[list[str]]:
+    """The rows of a ``csv.reader``; one it cannot parse (e.g. a field over ``csv.field_size_limit``) is
+    counted and skipped, and the reader resumes on the next line."""
+    while True:
         try:
-            for row in rows:
-                if not row:
-                    continue
-                if len(row) <= index:
-                    bad.add(path, rows.line_num, f"{len(row)} field(s), no column {column!r}")
-                    continue
-                yield row[index]
-        except csv.Error as exc:  # e.g. a NUL byte or an over-long field: the rest of the file is unreadable
-            bad.add(path, rows.line_num, f"unreadable CSV ({exc}); the rest of the file is skipped")
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            bad.add(path, rows.line_num, f"unreadable CSV row ({exc})")
+            continue
+        yield row
 
 
 def read_jsonl(path: Path, options: ReadOptions, bad: BadRows) -> Iterator[str]:
@@ -160,17 +200,20 @@ def _parquet_reader(default_column: str) -> Reader:
             raise fail(path, f"not a readable Parquet file ({exc})") from None
         if column not in parquet.schema_arrow.names:
             raise fail(path, f"no column {column!r} (has {', '.join(parquet.schema_arrow.names)[:200]})")
-        row = 0
-        try:
-            for batch in parquet.iter_batches(batch_size=65536, columns=[column]):
-                for value in batch.column(0).to_pylist():
-                    row += 1
-                    if isinstance(value, str):
-                        yield value
-                    else:
-                        bad.add(path, row, f"{column} is {type(value).__name__}, not text")
-        except (pa.ArrowInvalid, OSError) as exc:
-            bad.add(path, row, f"unreadable row group ({exc}); the rest of the file is skipped")
+        end = 0
+        for group in range(parquet.num_row_groups):  # a corrupt group costs its own rows, not the file's rest
+            row, end = end, end + parquet.metadata.row_group(group).num_rows
+            try:
+                for batch in parquet.iter_batches(batch_size=65536, row_groups=[group], columns=[column]):
+                    for value in batch.column(0).to_pylist():
+                        row += 1
+                        if isinstance(value, str):
+                            yield value
+                        else:
+                            bad.add(path, row, f"{column} is {type(value).__name__}, not text", unit="row")
+            except (pa.ArrowException, OSError) as exc:
+                why = f"unreadable row group ({exc}); rows {row + 1}-{end} skipped"
+                bad.add(path, group, why, unit="row group")
 
     return read
 
@@ -184,13 +227,13 @@ def _json_items(path: Path, prefix: str, bad: BadRows) -> Iterator[tuple[int, di
                 if isinstance(item, dict):
                     yield index, item
                 else:
-                    bad.add(path, index, f"{prefix} #{index} is not an object")
+                    bad.add(path, index, f"{prefix} #{index} is not an object", unit="item")
         except ijson.JSONError as exc:
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if index == 0:
                 raise fail(path, f"not a JSON file ({first_line})") from None
             why = f"JSON broken after item {index} ({first_line}); the rest of the file is skipped"
-            bad.add(path, index + 1, why)
+            bad.add(path, index + 1, why, unit="item")
             return
     if index == 0:
         raise fail(path, f"no items under {prefix.removesuffix('.item')!r}: not the expected JSON layout")
@@ -203,7 +246,7 @@ def _caption_json_reader(
         for index, item in _json_items(path, prefix, bad):
             caption = item.get(field_name)
             if not isinstance(caption, str):
-                bad.add(path, index, f"item has no text field {field_name!r}")
+                bad.add(path, index, f"item has no text field {field_name!r}", unit="item")
             elif not skip(item):
                 yield caption
 
