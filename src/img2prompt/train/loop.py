@@ -138,6 +138,9 @@ def train(config: TrainConfig) -> Path:
 
     if not config.data.shards:
         raise fail("train.data.shards", "no shard folders given")
+    if config.precision == "fp16" and not torch.cuda.is_available():
+        # accelerate would quietly train in fp32 and the run would be mislabelled.
+        raise fail("train.precision", "fp16 needs a CUDA GPU; use bf16 or no on the CPU")
     out = Path(config.out_dir)
     # One process may train several times (stage 1 then stage 2, tests): drop the previous run's precision
     # settings but keep the distributed state.
