@@ -40,7 +40,7 @@ def test_term_lists_come_from_the_clip_interrogator_wheel() -> None:
     assert len(artists) == 5265 and all(a.startswith("by ") for a in artists)
     assert (len(modifier_terms("mediums")), len(modifier_terms("movements"))) == (95, 200)
     assert len(modifier_terms("flavors")) == 100969  # 100,970 lines, one blank
-    with pytest.raises(Img2PromptError, match="unknown modifier list 'negative'"):
+    with pytest.raises(Img2PromptError, match="unknown term list 'negative'"):
         modifier_terms("negative")
 
 

@@ -25,7 +25,6 @@ from collections import Counter
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
@@ -38,8 +37,8 @@ from img2prompt.errors import Img2PromptError, fail
 from img2prompt.files import atomic_path
 from img2prompt.kaggle import EMBEDDING_DIM
 from img2prompt.prompt_table import read_table
+from img2prompt.term_lists import TERM_LISTS, clip_interrogator_terms
 
-MODIFIER_LISTS = ("artists", "mediums", "movements", "flavors")
 _SEGMENT_SPLIT = re.compile(r"[,;|\n]+")
 _WEIGHT_SYNTAX = re.compile(r"[()\[\]{}]|:\d+(\.\d+)?")
 _WORD = re.compile(r"[a-z][a-z'-]+")
@@ -60,7 +59,7 @@ class DecodeConfig(StrictModel):
     patience: int = 4  # rounds without a better text before the search stops
     threads: int = 1  # torch/faiss threads while decoding (more stall on shared cores; see _threads)
     min_segment_count: int = 2  # a bank segment/word joins the dictionary if it occurs this often
-    modifiers: list[str] = Field(default_factory=lambda: list(MODIFIER_LISTS))
+    modifiers: list[str] = Field(default_factory=lambda: list(TERM_LISTS))
     dictionary_backend: Literal["exact", "int8"] = "int8"  # the dictionary only screens; answers are exact
     cache_dir: str | None = "~/.cache/img2prompt"  # the dictionary is embedded once, then read from here
 
@@ -72,18 +71,8 @@ class DecodeResult:
 
 
 def modifier_terms(name: str) -> list[str]:
-    """One clip-interrogator term list (MIT), read from the installed wheel without importing its code.
-
-    Artists are phrased ``by <name>``, as clip-interrogator and Stable Diffusion prompts write them.
-    """
-    if name not in MODIFIER_LISTS:
-        raise Img2PromptError(f"unknown modifier list {name!r} (choose from {', '.join(MODIFIER_LISTS)})")
-    try:
-        path = Path(str(metadata.distribution("clip-interrogator").locate_file(f"clip_interrogator/data/{name}.txt")))
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (metadata.PackageNotFoundError, OSError):
-        raise Img2PromptError("clip-interrogator==0.6.0 is not installed (pip install --no-deps)") from None
-    terms = [line.strip() for line in lines if line.strip()]
+    """One clip-interrogator term list, artists phrased ``by <name>`` as Stable Diffusion prompts write them."""
+    terms = clip_interrogator_terms(name)
     return [f"by {t}" for t in terms] if name == "artists" else terms
 
 

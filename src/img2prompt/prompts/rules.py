@@ -14,14 +14,14 @@ import re
 import unicodedata
 from collections import Counter
 from functools import cached_property
-from importlib import metadata
 from pathlib import Path
 
 import ftfy
 from pydantic import Field
 
 from img2prompt.config import StrictModel
-from img2prompt.errors import Img2PromptError, fail
+from img2prompt.errors import fail
+from img2prompt.term_lists import clip_interrogator_terms
 
 # Order matters: a dropped prompt is counted under the first rule it fails.
 FILTERS = ("unreadable", "url_or_email", "non_english", "too_short", "too_long", "too_many_tokens",
@@ -198,21 +198,7 @@ class PromptRules:
         """clip-interrogator's most frequent flavors plus all its mediums, movements and artists."""
         flavors = clip_interrogator_terms("flavors")[: self.config.modifier_flavors]
         others = [t for name in ("mediums", "movements", "artists") for t in clip_interrogator_terms(name)]
-        return frozenset(flavors + others)
-
-
-def clip_interrogator_terms(name: str) -> list[str]:
-    """One clip-interrogator term list, lower case, read from the installed wheel without importing its code
-    (which pulls in BLIP and more)."""
-    try:
-        path = metadata.distribution("clip-interrogator").locate_file(f"clip_interrogator/data/{name}.txt")
-        text = Path(str(path)).read_text(encoding="utf-8")
-    except (metadata.PackageNotFoundError, OSError):
-        raise Img2PromptError(
-            "clip-interrogator==0.6.0 is not installed: the only_modifiers rule reads its term lists "
-            "(pip install clip-interrogator==0.6.0, or set rules.drop_only_modifiers: false)"
-        ) from None
-    return [x.strip().lower() for x in text.splitlines() if x.strip()]
+        return frozenset(term.lower() for term in flavors + others)
 
 
 def words(text: str) -> list[str]:
