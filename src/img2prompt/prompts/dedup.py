@@ -11,7 +11,9 @@ held 30% of the prompts). ``component`` is the connected components of the same 
 it to move any validation/test row that a train row reaches above the threshold into train.
 
 The search is IVF: faiss k-means splits the rows into ``nlist`` cells and each row looks into its
-``nprobe`` nearest cells, exactly the candidate set of faiss ``IndexIVFFlat`` with the same centroids.
+``nprobe`` nearest cells; a pair is found when either of its rows probes the other's cell (faiss
+``IndexIVFFlat`` with the same centroids, queried with every row). Pairs near the threshold are the ones
+IVF misses; the defaults were chosen on a dense 10k real-prompt sample (benchmarks/RESULTS.md).
 Instead of faiss's per-query list scan (memory-bound: every query re-reads its cells), each cell is scanned
 once as a matrix product against all the rows that probe it, which BLAS runs from cache: the same pairs,
 several times faster at 100k rows (benchmarks/RESULTS.md). Up to ``flat_max`` rows there is a single cell,
@@ -42,9 +44,9 @@ class DedupConfig(StrictModel):
     index: Literal["auto", "flat", "ivf"] = "auto"
     flat_max: int = 50_000
     nlist: int | None = None  # IVF cells; default 2 sqrt(n)
-    nprobe: int = 16
+    nprobe: int = 32
     train_per_cell: int = 40  # k-means sample size per cell (faiss wants >= 39)
-    cell_dims: int = 64  # PCA dimensions in which cells are found (384: no projection)
+    cell_dims: int = 384  # PCA dimensions in which cells are found (384: no projection; 64 loses recall)
     seed: int = 1234
 
 
@@ -124,7 +126,8 @@ def _projection(train: np.ndarray, dims: int):
 def scan_cells(
     vectors: np.ndarray, cells: Cells, radius: float, progress: bool = False
 ) -> tuple[Edges, np.ndarray]:
-    """All pairs (i < j) above ``radius`` where i lives in a cell j probes, and each row's nearest cosine."""
+    """All pairs (i < j) above ``radius`` where i lives in a cell j probes or j in one i probes, and each row's
+    nearest cosine."""
     n, nprobe = cells.probes.shape
     home = cells.probes[:, 0]
     members = np.argsort(home, kind="stable")  # rows by cell, in row order within a cell
@@ -154,11 +157,14 @@ def scan_cells(
                 sims[np.flatnonzero(is_self), self_at[is_self]] = -1.0  # a row is not its own neighbour
                 nearest[rows] = np.maximum(nearest[rows], sims.max(axis=1))  # rows are distinct here
                 q, m = np.nonzero(sims > radius)
-                first, second = inside[m], rows[q]
-                forward = first < second
-                earlier.append(first[forward].astype(np.int32))
-                later.append(second[forward].astype(np.int32))
-                cosine.append(sims[q[forward], m[forward]])
+                member, query = inside[m], rows[q]
+                # A pair is found from either side: (member, query) when the member is earlier; when it is
+                # later, only if the query's cell is not among the member's probes (else it is found there).
+                forward = member < query
+                backward = ~forward & (cells.probes[member] != home[query][:, None]).all(axis=1)
+                earlier.append(np.where(forward, member, query)[forward | backward].astype(np.int32))
+                later.append(np.where(forward, query, member)[forward | backward].astype(np.int32))
+                cosine.append(sims[q, m][forward | backward])
                 bar.update(len(rows))
     if not earlier:
         empty = np.zeros(0, np.int32)
