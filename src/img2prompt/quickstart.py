@@ -138,6 +138,8 @@ def quickstart(config_path: Path | None = None, overrides: list[str] | None = No
     predictions = {}
     for name, spec in specs.items():
         for split, folder in images.items():
+            if name in baselines and split == "val":  # only the trained models are ensemble members
+                continue
             target = predictions[name, split] = out / "predictions" / f"{name}-{split}.parquet"
             steps(f"predict {name} {split}", lambda spec=spec, folder=folder, target=target: run_predict(
                 spec, [folder], out=target))
