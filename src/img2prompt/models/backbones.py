@@ -326,7 +326,7 @@ def blip2_qformer(pretrained: bool, tiny: bool, image_size: int | None) -> Backb
 
     def set_checkpointing(enable: bool) -> None:
         if enable:
-            blip.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            blip.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             blip.gradient_checkpointing_disable()
 
