@@ -161,10 +161,10 @@ def scan_cells(
                 # A pair is found from either side: (member, query) when the member is earlier; when it is
                 # later, only if the query's cell is not among the member's probes (else it is found there).
                 forward = member < query
-                backward = ~forward & (cells.probes[member] != home[query][:, None]).all(axis=1)
-                earlier.append(np.where(forward, member, query)[forward | backward].astype(np.int32))
-                later.append(np.where(forward, query, member)[forward | backward].astype(np.int32))
-                cosine.append(sims[q, m][forward | backward])
+                found = forward | (cells.probes[member] != home[query][:, None]).all(axis=1)
+                earlier.append(np.where(forward, member, query)[found].astype(np.int32))
+                later.append(np.where(forward, query, member)[found].astype(np.int32))
+                cosine.append(sims[q[found], m[found]])
                 bar.update(len(rows))
     if not earlier:
         empty = np.zeros(0, np.int32)
