@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--per-file", type=int, default=5000)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "img2prompt")
     args = parser.parse_args()
+    if not all((args.prompts / name).is_file() for name in FILES):
+        parser.error(f"{args.prompts}: needs {' and '.join(FILES)} (../shared/data/prompts)")
     texts = list(dict.fromkeys(t for name in FILES for t in first_lines(args.prompts / name, args.per_file)))
     vectors = TextEmbedder(cache_dir=args.cache).encode(texts)
     exact = ~near_duplicates(vectors, DedupConfig(index="flat")).keep
