@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from img2prompt.curate.dedup import DedupConfig, near_duplicates
+from img2prompt.curate.rules import PromptRules
+from img2prompt.curate.run import curate, embed, load_config, read_candidates
+from img2prompt.curate.sources import BadRows
 from img2prompt.embedding import TextEmbedder
-from img2prompt.prompts.curate import curate, embed, load_config, read_candidates
-from img2prompt.prompts.dedup import DedupConfig, near_duplicates
-from img2prompt.prompts.rules import PromptRules
-from img2prompt.prompts.sources import BadRows
 
 TARGET = 8_600_000
 

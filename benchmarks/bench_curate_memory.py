@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+import img2prompt.curate.run as stage
 import img2prompt.embedding
-import img2prompt.prompts.curate as stage
 from img2prompt.prompt_table import prompt_id
 
 WORDS = ["a", "photo", "of", "the", "red", "old", "small", "cat", "dog", "house", "tree", "city", "river", "mountain",

@@ -20,7 +20,7 @@ import time
 import faiss
 import numpy as np
 
-from img2prompt.prompts.dedup import (
+from img2prompt.curate.dedup import (
     DedupConfig,
     assign_cells,
     components,

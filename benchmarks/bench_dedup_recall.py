@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from img2prompt.curate.dedup import DedupConfig, near_duplicates
 from img2prompt.embedding import TextEmbedder
-from img2prompt.prompts.dedup import DedupConfig, near_duplicates
 
 FILES = ("openprompts_dedup_085_075_diff_pprc_085wt_075wv.txt", "dissim_pairs_all_openprompts2.txt")
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from img2prompt.prompt_table import prompt_id
-from img2prompt.prompts.curate import SplitConfig, assign_splits, split_of
-from img2prompt.prompts.dedup import (
+from img2prompt.curate.dedup import (
     DedupConfig,
     Edges,
     assign_cells,
@@ -18,6 +16,8 @@ from img2prompt.prompts.dedup import (
     near_duplicates,
     scan_cells,
 )
+from img2prompt.curate.run import SplitConfig, assign_splits, split_of
+from img2prompt.prompt_table import prompt_id
 
 
 def unit(rows: list[list[float]]) -> np.ndarray:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from img2prompt.prompts.curate import load_config
-from img2prompt.prompts.dedup import DedupConfig, near_duplicates
-from img2prompt.prompts.rules import PromptRules
-from img2prompt.prompts.sources import BadRows, read_source
+from img2prompt.curate.dedup import DedupConfig, near_duplicates
+from img2prompt.curate.rules import PromptRules
+from img2prompt.curate.run import load_config
+from img2prompt.curate.sources import BadRows, read_source
 
 SHARED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "curate" / "shared_data.yaml"
 SAMPLE = 10_000

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from img2prompt.curate.rules import PromptRules, RulesConfig, has_unreadable, strip_weights
 from img2prompt.errors import Img2PromptError
-from img2prompt.prompts.rules import PromptRules, RulesConfig, has_unreadable, strip_weights
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from img2prompt.curate.sources import BAD_ROWS_COLUMNS, BadRows, ReadOptions, bad_rows_file, read_source
 from img2prompt.errors import Img2PromptError
-from img2prompt.prompts.sources import BAD_ROWS_COLUMNS, BadRows, ReadOptions, bad_rows_file, read_source
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prompts"
 

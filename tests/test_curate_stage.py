@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from img2prompt.curate.run import CurateConfig, SplitConfig, curate, load_config, split_of
 from img2prompt.prompt_table import COLUMNS, prompt_id, read_table
-from img2prompt.prompts.curate import CurateConfig, SplitConfig, curate, load_config, split_of
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prompts"
 CHUNK = 8  # prompts per cached embedding chunk: small, so a run has several

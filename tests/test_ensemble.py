@@ -11,11 +11,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from img2prompt.ensemble import blend, fit_weights, read_spec, run_ensemble
+from img2prompt.ensemble import fit_weights, run_ensemble
 from img2prompt.errors import Img2PromptError
-from img2prompt.kaggle import mean_cosine
-from img2prompt.predict import load_model, normalise, write_predictions
+from img2prompt.models.ensemble import blend, read_spec
+from img2prompt.models.load import load_model
+from img2prompt.predictions import write_predictions
 from img2prompt.prompt_table import write_table
+from img2prompt.space import mean_cosine, normalise
 
 
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:

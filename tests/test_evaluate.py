@@ -14,9 +14,11 @@ from typer.testing import CliRunner
 from img2prompt.cli import app
 from img2prompt.decode import DecodeConfig
 from img2prompt.errors import Img2PromptError
-from img2prompt.evaluate import length_bucket, load_truth, run_evaluate
-from img2prompt.predict import normalise, write_predictions
+from img2prompt.evaluate.run import length_bucket, run_evaluate
+from img2prompt.predictions import write_predictions
 from img2prompt.prompt_table import write_table
+from img2prompt.space import normalise
+from img2prompt.truth import load_truth
 
 PROMPTS = ["a cat", "a <b>bold</b> dog on a red sofa at night", "the moon"]
 SOURCES = ["coco", "diffusiondb", "coco"]

@@ -8,14 +8,8 @@ from typer.testing import CliRunner
 
 from img2prompt.cli import app
 from img2prompt.errors import Img2PromptError
-from img2prompt.kaggle import (
-    cosine_per_row,
-    mean_cosine,
-    read_prompts_csv,
-    read_submission,
-    validate_submission,
-    write_submission,
-)
+from img2prompt.kaggle import read_prompts_csv, read_submission, validate_submission, write_submission
+from img2prompt.space import cosine_per_row, mean_cosine
 
 
 def unit_rows(n: int, seed: int = 0) -> np.ndarray:

@@ -11,21 +11,17 @@ import torch
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
-from img2prompt.baselines import NearestNeighbour
 from img2prompt.cli import app
 from img2prompt.errors import Img2PromptError
 from img2prompt.kaggle import validate_submission
+from img2prompt.models.baselines import NearestNeighbour
+from img2prompt.models.embedder import FlipTTA, ImageEmbedder
+from img2prompt.models.load import load_model
 from img2prompt.models.regressor import ModelConfig, Regressor
-from img2prompt.predict import (
-    FlipTTA,
-    ImageEmbedder,
-    load_model,
-    normalise,
-    read_predictions,
-    run_predict,
-    write_predictions,
-)
+from img2prompt.predict import run_predict
+from img2prompt.predictions import read_predictions, write_predictions
 from img2prompt.prompt_table import write_table
+from img2prompt.space import normalise
 
 
 def noise_image(seed: int, size: int = 40) -> Image.Image:

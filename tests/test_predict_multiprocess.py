@@ -27,12 +27,13 @@ def worker(log_dir: Path, argv: list[str]) -> None:
     """One rank: the CLI's predict verb, recording embedded images and written files in ``rank<N>.json``."""
     import img2prompt.kaggle
     import img2prompt.predict
+    import img2prompt.predictions
     from img2prompt import cli
 
     rank = int(os.environ["RANK"])  # set by the launcher; predict itself must set up accelerate's state
     record: dict[str, list[str]] = {"embedded": [], "wrote": []}
     embed_files = img2prompt.predict.embed_files
-    write_predictions = img2prompt.predict.write_predictions
+    write_predictions = img2prompt.predictions.write_predictions
     write_submission = img2prompt.kaggle.write_submission
 
     def recording_embed_files(model, paths, batch_size=32):
@@ -49,7 +50,7 @@ def worker(log_dir: Path, argv: list[str]) -> None:
         return write_submission(ids, vectors, path, *args, **kwargs)
 
     img2prompt.predict.embed_files = recording_embed_files
-    img2prompt.predict.write_predictions = recording_write_predictions
+    img2prompt.predictions.write_predictions = recording_write_predictions
     img2prompt.kaggle.write_submission = recording_write_submission
     sys.argv = ["img2prompt", *argv]
     try:
@@ -63,7 +64,8 @@ def test_two_processes_predict_each_image_once_and_match_one_process(tmp_path: P
 
     from img2prompt.kaggle import read_submission
     from img2prompt.models.regressor import ModelConfig, Regressor
-    from img2prompt.predict import read_predictions, run_predict
+    from img2prompt.predict import run_predict
+    from img2prompt.predictions import read_predictions
     from test_predict import noise_image
 
     torch.manual_seed(0)

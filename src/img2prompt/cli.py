@@ -50,7 +50,8 @@ def validate_submission(
     ] = None,
 ) -> None:
     """Check a submission: 384 rows per image, ids in order, finite unit vectors."""
-    from img2prompt.kaggle import mean_cosine, read_prompts_csv, validate_submission
+    from img2prompt.kaggle import read_prompts_csv, validate_submission
+    from img2prompt.space import mean_cosine
 
     expected = read_prompts_csv(prompts) if prompts is not None else None
     ids, vectors = validate_submission(submission, None if expected is None else list(expected.imgId))
@@ -105,7 +106,7 @@ def evaluate(
     """Score predictions: mean cosine overall, per source and per prompt length, plus an HTML report."""
     from img2prompt.config import load_section
     from img2prompt.decode import DecodeConfig
-    from img2prompt.evaluate import run_evaluate
+    from img2prompt.evaluate.run import run_evaluate
     from img2prompt.images import list_images
 
     paths = list_images(list(images)) if images else []
@@ -180,8 +181,8 @@ def curate(
     set_: SetOpt = None,
 ) -> None:
     """Curate prompts: read sources, clean, deduplicate, tier and split; write prompts.parquet + report."""
-    from img2prompt.prompts.curate import curate as run_curate
-    from img2prompt.prompts.curate import load_config
+    from img2prompt.curate.run import curate as run_curate
+    from img2prompt.curate.run import load_config
 
     table = run_curate(load_config(config, set_ or []))
     typer.echo(f"wrote {table} and {table.parent / 'report.html'}")

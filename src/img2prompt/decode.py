@@ -35,8 +35,8 @@ from img2prompt.config import StrictModel
 from img2prompt.embedding import TextEmbedder
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.files import atomic_path
-from img2prompt.kaggle import EMBEDDING_DIM
 from img2prompt.prompt_table import read_table
+from img2prompt.space import EMBEDDING_DIM
 from img2prompt.term_lists import TERM_LISTS, clip_interrogator_terms
 
 _SEGMENT_SPLIT = re.compile(r"[,;|\n]+")
@@ -335,7 +335,7 @@ def run_decode(
     """Decode every row of a predictions file and/or the embeddings of ``texts``; optionally write a CSV."""
     import pandas as pd
 
-    from img2prompt.predict import read_predictions
+    from img2prompt.predictions import read_predictions
 
     if predictions is None and not texts:
         raise Img2PromptError("decode: give --predictions FILE and/or --text PROMPT")

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from img2prompt.errors import Img2PromptError
-from img2prompt.kaggle import EMBEDDING_DIM
+from img2prompt.space import EMBEDDING_DIM
 
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGED = "packaged"

@@ -1,48 +1,19 @@
-"""Ensembling: fit member weights on validation predictions and write the YAML that predict/serve load.
+"""The ensemble stage: fit member weights on validation predictions and write the YAML predict/serve load.
 
-The blend of members ``m`` with predictions ``P_m`` is ``normalise(sum_m w_m * P_m)``; the weights are
-non-negative and sum to 1 (a softmax over free parameters), either one per member or one per member and
-dimension. They maximise the mean cosine to the true prompt embeddings (L-BFGS on that exact objective).
-
-Ensemble YAML (DESIGN.md contract 5)::
-
-    ensemble:
-      members: [{model: <checkpoint dir, ensemble YAML or baseline spec>, weight: 0.7, tta: false}, ...]
-      fit_on: [<prediction files>]     truth: <prompts CSV or table>
-      images: 2500    score: 0.612     member_scores: {<model>: 0.598, ...}
-
-Member paths are stored relative to the YAML's folder, so a folder of checkpoints + YAML can be moved.
+The weights are non-negative and sum to 1 (a softmax over free parameters), either one per member or one per
+member and dimension. They maximise the mean cosine of the blend (``models.ensemble.blend``) to the true
+prompt embeddings (L-BFGS on that exact objective). The YAML's layout is in ``models.ensemble``.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
-import yaml
-from pydantic import Field
 
-from img2prompt.config import StrictModel, read_yaml, validate
 from img2prompt.errors import Img2PromptError, fail
-from img2prompt.files import write_text_atomic
-from img2prompt.kaggle import EMBEDDING_DIM, mean_cosine
-from img2prompt.predict import Ensemble, ImageEmbedder, normalise
-
-
-class Member(StrictModel):
-    model: str
-    weight: float | list[float]
-    tta: bool = False
-
-
-class EnsembleSpec(StrictModel):
-    members: list[Member]
-    fit_on: list[str] = Field(default_factory=list)
-    truth: str | None = None
-    images: int = 0
-    score: float | None = None
-    member_scores: dict[str, float] = Field(default_factory=dict)
+from img2prompt.models.ensemble import EnsembleSpec, Member, blend, write_spec
+from img2prompt.space import EMBEDDING_DIM, mean_cosine, normalise
 
 
 def fit_weights(predictions: np.ndarray, target: np.ndarray, *, per_dim: bool = False) -> np.ndarray:
@@ -80,20 +51,12 @@ def fit_weights(predictions: np.ndarray, target: np.ndarray, *, per_dim: bool = 
     return weights if per_dim else weights[:, 0]
 
 
-def blend(predictions: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Normalised weighted sum of member predictions (m, n, 384) with (m,) or (m, 384) weights."""
-    weights = np.asarray(weights, np.float32)
-    if weights.ndim == 1:
-        weights = np.repeat(weights[:, None], EMBEDDING_DIM, axis=1)
-    return normalise(np.einsum("mnd,md->nd", np.asarray(predictions, np.float32), weights))
-
-
 def run_ensemble(
     prediction_files: list[Path], truth: Path, out: Path, *, per_dim: bool = False, tta: bool = False
 ) -> EnsembleSpec:
     """Fit weights on the images every member predicted and write the ensemble YAML atomically."""
-    from img2prompt.evaluate import load_truth, match_truth
-    from img2prompt.predict import read_predictions
+    from img2prompt.predictions import read_predictions
+    from img2prompt.truth import load_truth, match_truth
 
     members: dict[str, dict[str, np.ndarray]] = {}
     for path in prediction_files:
@@ -112,7 +75,7 @@ def run_ensemble(
     weights = fit_weights(stacked, target, per_dim=per_dim)
     spec = EnsembleSpec(
         members=[
-            Member(model=_portable(name, out.parent), weight=w.tolist() if per_dim else float(w), tta=tta)
+            Member(model=name, weight=w.tolist() if per_dim else float(w), tta=tta)
             for name, w in zip(members, weights, strict=True)
         ],
         fit_on=[str(p) for p in prediction_files],
@@ -121,45 +84,5 @@ def run_ensemble(
         score=mean_cosine(blend(stacked, weights), target),
         member_scores={name: mean_cosine(p, target) for name, p in zip(members, stacked, strict=True)},
     )
-    write_text_atomic(out, yaml.safe_dump({"ensemble": spec.model_dump(mode="json")}, sort_keys=False))
+    write_spec(spec, out)
     return spec
-
-
-def _portable(model: str, folder: Path) -> str:
-    """A member path relative to the YAML's folder when it is a path on disk (baseline specs included)."""
-    kind, sep, source = model.partition(":")
-    if sep and not Path(model).exists() and Path(source).exists():
-        return f"{kind}:{os.path.relpath(source, folder)}"
-    return os.path.relpath(model, folder) if Path(model).exists() else model
-
-
-def _resolve(model: str, folder: Path) -> str:
-    kind, sep, source = model.partition(":")
-    if sep and not (folder / model).exists() and (folder / source).exists():
-        return f"{kind}:{folder / source}"
-    return str(folder / model) if (folder / model).exists() else model
-
-
-def read_spec(path: str | Path) -> EnsembleSpec:
-    """Parse and validate an ensemble YAML."""
-    data = read_yaml(path)
-    if "ensemble" not in data:
-        raise fail(path, "no 'ensemble:' section: not an ensemble YAML")
-    return validate(EnsembleSpec, data["ensemble"], path, "ensemble")
-
-
-def load_ensemble(path: str | Path, *, device: str = "cpu") -> ImageEmbedder:
-    """Load every member (relative to the YAML's folder) and blend them with the fitted weights."""
-    from img2prompt.predict import load_model
-
-    path = Path(path)
-    spec = read_spec(path)
-    if not spec.members:
-        raise fail(path, "ensemble has no members")
-    members = [load_model(_resolve(m.model, path.parent), tta=m.tta, device=device) for m in spec.members]
-    weights = [m.weight for m in spec.members]
-    if len({np.ndim(w) for w in weights}) != 1:
-        raise fail(path, "member weights must all be scalars or all be 384-d lists")
-    if np.ndim(weights[0]) == 1 and any(len(w) != EMBEDDING_DIM for w in weights):  # type: ignore[arg-type]
-        raise fail(path, f"per-dimension weights must have {EMBEDDING_DIM} values")
-    return Ensemble(members, np.asarray(weights, np.float32), name=str(path))

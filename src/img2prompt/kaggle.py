@@ -17,8 +17,8 @@ import pandas as pd
 
 from img2prompt.errors import fail
 from img2prompt.files import atomic_path
+from img2prompt.space import EMBEDDING_DIM
 
-EMBEDDING_DIM = 384
 SUBMISSION_COLUMNS = ("imgId_eId", "val")
 PROMPT_COLUMNS = ("imgId", "prompt")
 
@@ -136,17 +136,3 @@ def validate_submission(
         if unknown:
             raise fail(path, f"unknown image {unknown[0]} ({len(unknown)} unknown in all)")
     return image_ids, embeddings
-
-
-def cosine_per_row(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity in float64 (zero vectors score 0, as sklearn's metric does)."""
-    a = np.asarray(predicted, dtype=np.float64)
-    b = np.asarray(target, dtype=np.float64)
-    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    dots = np.einsum("ij,ij->i", a, b)
-    return np.divide(dots, denom, out=np.zeros_like(dots), where=denom > 0)
-
-
-def mean_cosine(predicted: np.ndarray, target: np.ndarray) -> float:
-    """The competition score: mean row-wise cosine similarity."""
-    return float(cosine_per_row(predicted, target).mean())

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from img2prompt.errors import fail
 from img2prompt.files import atomic_path
-from img2prompt.kaggle import EMBEDDING_DIM
+from img2prompt.space import EMBEDDING_DIM, column_matrix, embedding_column
 
 COLUMNS = ("prompt_id", "prompt", "source", "tier", "cluster", "split", "embedding")
 _SPACES = re.compile(r"\s+")
@@ -72,19 +72,6 @@ def write_table(
     return Path(path)
 
 
-def embedding_column(embeddings: np.ndarray) -> pa.FixedSizeListArray:
-    """An (n, 384) matrix as Arrow's fixed-size list, which readers turn back into a matrix without copies."""
-    flat = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1), type=pa.float32())
-    return pa.FixedSizeListArray.from_arrays(flat, EMBEDDING_DIM)
-
-
-def write_parquet(table: pa.Table, path: str | Path) -> Path:
-    """Write ``table`` to a temporary file and rename it, so a killed run never leaves half a table."""
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-    return Path(path)
-
-
 def read_table(path: str | Path, columns: list[str] | None = None) -> tuple[pd.DataFrame, np.ndarray | None]:
     """Read a prompt table; returns the scalar columns and the embedding matrix (None if not requested)."""
     path = Path(path)
@@ -99,7 +86,6 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> tuple[pd.D
         raise fail(path, f"missing column(s) {', '.join(missing)}")
     embeddings = None
     if "embedding" in table.column_names:
-        column = table.column("embedding").combine_chunks()
-        embeddings = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, EMBEDDING_DIM)
+        embeddings = column_matrix(table.column("embedding"), path)
         table = table.drop(["embedding"])
     return table.to_pandas(), embeddings

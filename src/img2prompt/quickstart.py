@@ -92,12 +92,12 @@ def _present(sources: list) -> list:
 
 def quickstart(config_path: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Run the whole pipeline; returns the headline numbers (also written to ``<out>/summary.json``)."""
+    from img2prompt.curate.run import CurateConfig, curate
     from img2prompt.decode import DecodeConfig, run_decode
     from img2prompt.ensemble import run_ensemble
-    from img2prompt.evaluate import run_evaluate
+    from img2prompt.evaluate.run import run_evaluate
     from img2prompt.generate.run import GenerateConfig, generate
     from img2prompt.predict import run_predict
-    from img2prompt.prompts.curate import CurateConfig, curate
     from img2prompt.train.loop import TrainConfig, train
 
     path = config_path or DEFAULT_CONFIG

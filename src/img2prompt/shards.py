@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from img2prompt.errors import fail
+from img2prompt.space import from_npy_bytes, npy_bytes
 
 MANIFEST = "manifest.jsonl"
 IMAGE_EXTENSIONS = ("webp", "png", "jpg")
@@ -60,12 +61,6 @@ def encode_image(image: Image.Image, fmt: str, fast: bool = False) -> bytes:
     return buffer.getvalue()
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array, dtype=np.float32), allow_pickle=False)
-    return buffer.getvalue()
-
-
 def write_shard(
     path: str | Path,
     samples: Iterable[Sample],
@@ -90,7 +85,7 @@ def write_shard(
                     "__key__": sample.key,
                     image_format: encode_image(sample.image, image_format, fast=fast),
                     "json": json.dumps(sample.meta, sort_keys=True).encode("utf-8"),
-                    "emb.npy": _npy_bytes(sample.embedding),
+                    "emb.npy": npy_bytes(sample.embedding),
                 }
             )
             count += 1
@@ -161,18 +156,41 @@ def find_shards(source: str | Path) -> list[Path]:
     raise fail(source, "not a shard folder or .tar file")
 
 
-def decode_sample(raw: dict[str, Any]) -> Sample:
-    """Turn a raw WebDataset record (bytes per member) into a ``Sample``."""
+def _where(raw: dict[str, Any]) -> str:
+    return f"{raw.get('__url__', 'shard')}:{raw['__key__']}"
+
+
+def record_image(raw: dict[str, Any]) -> Image.Image:
+    """The RGB image of a raw WebDataset record (bytes per member); a missing or bad image names the sample."""
     from img2prompt.images import load_image
 
-    key = raw["__key__"]
     fmt = next((ext for ext in IMAGE_EXTENSIONS if ext in raw), None)
     if fmt is None:
-        raise fail(raw.get("__url__", "shard"), f"sample {key} has no image member")
-    image = load_image(raw[fmt], name=f"{raw.get('__url__', 'shard')}:{key}.{fmt}")
-    meta = json.loads(raw["json"])
-    embedding = np.load(io.BytesIO(raw["emb.npy"]), allow_pickle=False)
-    return Sample(key=key, image=image, meta=meta, embedding=embedding)
+        raise fail(_where(raw), "sample has no image member")
+    return load_image(raw[fmt], name=f"{_where(raw)}.{fmt}")
+
+
+def record_embedding(raw: dict[str, Any]) -> np.ndarray:
+    """The float32[384] target of a raw record."""
+    if "emb.npy" not in raw:
+        raise fail(_where(raw), "sample has no emb.npy target")
+    return from_npy_bytes(raw["emb.npy"], f"{_where(raw)}.emb.npy")
+
+
+def record_meta(raw: dict[str, Any]) -> dict[str, Any]:
+    """The ``json`` member of a raw record (prompt_id, prompt, source, split, seed, generator settings)."""
+    try:
+        meta = json.loads(raw["json"])
+    except (KeyError, ValueError) as exc:
+        raise fail(_where(raw), f"sample has no readable json member ({exc})") from None
+    if not isinstance(meta, dict):
+        raise fail(_where(raw), "sample json is not an object")
+    return meta
+
+
+def decode_sample(raw: dict[str, Any]) -> Sample:
+    """Turn a raw WebDataset record into a ``Sample``."""
+    return Sample(key=raw["__key__"], image=record_image(raw), meta=record_meta(raw), embedding=record_embedding(raw))
 
 
 def iter_samples(paths: Iterable[str | Path]) -> Iterator[Sample]:

@@ -1,1 +1,3 @@
-"""Image-to-embedding models: a registry of backbones, the regression head and the ``Regressor``."""
+"""Image-to-embedding models. ``load.load_model(spec)`` builds any kind from a string: a trained ``Regressor``
+checkpoint (``backbones`` registry + ``heads``), an ensemble (``ensemble``) or a baseline (``baselines``); each is
+an ``ImageEmbedder`` (``embedder``)."""

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from img2prompt.space import EMBEDDING_DIM
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
-TARGET_DIM = 384
 
 
 class AttentionPool(nn.Module):
@@ -39,7 +40,7 @@ class EmbeddingHead(nn.Module):
         activation: str = "gelu",
         dropout: float = 0.0,
         pool: Literal["mean", "attention"] = "mean",
-        out_dim: int = TARGET_DIM,
+        out_dim: int = EMBEDDING_DIM,
     ):
         super().__init__()
         self.pool = AttentionPool(in_dim) if pool == "attention" else None

@@ -21,6 +21,7 @@ import yaml
 from PIL import Image
 from torch import nn
 
+from img2prompt import space
 from img2prompt.config import RESOLVED_NAME, StrictModel, read_yaml, validate
 from img2prompt.errors import fail
 from img2prompt.files import atomic_path, write_text_atomic
@@ -89,7 +90,7 @@ class Regressor(nn.Module):
             out.append(self(batch.to(device)).float().cpu())
         self.train(was_training)
         if not out:
-            return np.zeros((0, 384), dtype=np.float32)
+            return space.empty()
         return torch.cat(out).numpy().astype(np.float32)
 
     # ------------------------------------------------------------------ checkpoints

@@ -33,7 +33,7 @@ from img2prompt.serve.uploads import Upload, decode_upload, read_uploads
 
 if TYPE_CHECKING:
     from img2prompt.decode import PromptDecoder
-    from img2prompt.predict import ImageEmbedder
+    from img2prompt.models.embedder import ImageEmbedder
 
 STATIC_DIR = Path(__file__).parent / "static"
 

@@ -14,7 +14,7 @@ from img2prompt.serve.settings import ServeConfig
 def build_app(model: str, bank: Path | None = None, config: Path | None = None,
               overrides: list[str] | None = None) -> tuple[FastAPI, ServeConfig]:
     """The app for a checkpoint, ensemble YAML or baseline spec, with the ``serve:``/``decode:`` config sections."""
-    from img2prompt.predict import load_model
+    from img2prompt.models.load import load_model
 
     settings = load_section(ServeConfig, "serve", config, overrides)
     embedder = load_model(model, device=settings.device)

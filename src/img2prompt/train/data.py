@@ -11,7 +11,6 @@ rank decodes only its slice of it, so a run sees the same global batches whateve
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import random
 import tarfile
@@ -27,8 +26,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from img2prompt.config import StrictModel
 from img2prompt.errors import fail
-from img2prompt.images import load_image
-from img2prompt.shards import IMAGE_EXTENSIONS, find_shards
+from img2prompt.shards import find_shards, record_embedding, record_image
+from img2prompt.space import from_npy_bytes
 
 
 class AugmentConfig(StrictModel):
@@ -104,7 +103,7 @@ def _index_tar(shard: int, path: Path) -> list[Record]:
                 if ext == "json":
                     metas[key] = json.loads(tar.extractfile(member).read())
                 elif ext == "emb.npy":
-                    embeddings[key] = np.load(io.BytesIO(tar.extractfile(member).read()), allow_pickle=False)
+                    embeddings[key] = from_npy_bytes(tar.extractfile(member).read(), f"{path}:{key}.emb.npy")
     except (tarfile.TarError, OSError, json.JSONDecodeError, ValueError) as exc:
         raise fail(path, f"unreadable shard ({exc})") from None
     records = []
@@ -219,12 +218,8 @@ class TrainStream(IterableDataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_stable_int(self.seed, self.epoch, batch_index, self.rank) % 2**63)
             for raw in part:
-                fmt = next((ext for ext in IMAGE_EXTENSIONS if ext in raw), None)
-                if fmt is None:
-                    raise fail(raw.get("__url__", "shard"), f"sample {raw['__key__']} has no image member")
-                image = load_image(raw[fmt], name=f"{raw.get('__url__')}:{raw['__key__']}.{fmt}")
-                pixels.append(self.transform(image))
-                targets.append(torch.from_numpy(np.load(io.BytesIO(raw["emb.npy"]), allow_pickle=False)))
+                pixels.append(self.transform(record_image(raw)))
+                targets.append(torch.from_numpy(record_embedding(raw)))
         return torch.stack(pixels), torch.stack(targets).float()
 
 
@@ -244,9 +239,8 @@ def iter_eval_batches(index: ShardIndex, split: str, transform: Callable, batch_
         key = raw["__key__"]
         if key not in wanted:
             continue
-        fmt = next(ext for ext in IMAGE_EXTENSIONS if ext in raw)
-        pixels.append(transform(load_image(raw[fmt], name=f"{raw.get('__url__')}:{key}.{fmt}")))
-        targets.append(torch.from_numpy(np.load(io.BytesIO(raw["emb.npy"]), allow_pickle=False)))
+        pixels.append(transform(record_image(raw)))
+        targets.append(torch.from_numpy(record_embedding(raw)))
         names.append(sources[key])
         if len(pixels) == batch_size:
             yield torch.stack(pixels), torch.stack(targets).float(), names

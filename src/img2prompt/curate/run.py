@@ -30,13 +30,13 @@ from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from img2prompt.config import StrictModel, load_section, write_resolved
+from img2prompt.curate.dedup import DedupConfig, DedupResult, near_duplicates
+from img2prompt.curate.report import DuplicateExample, ReportData, write_report
+from img2prompt.curate.rules import FILTERS, PromptRules, RulesConfig, words
+from img2prompt.curate.sources import BadRows, ReadOptions, SourceType, bad_rows_file, expand_paths, read_source
 from img2prompt.files import write_text_atomic
-from img2prompt.kaggle import EMBEDDING_DIM
 from img2prompt.prompt_table import prompt_id, write_table
-from img2prompt.prompts.dedup import DedupConfig, DedupResult, near_duplicates
-from img2prompt.prompts.report import DuplicateExample, ReportData, write_report
-from img2prompt.prompts.rules import FILTERS, PromptRules, RulesConfig, words
-from img2prompt.prompts.sources import BadRows, ReadOptions, SourceType, bad_rows_file, expand_paths, read_source
+from img2prompt.space import EMBEDDING_DIM
 
 TABLE_NAME = "prompts.parquet"
 BAD_ROWS_NAME = "bad_rows.tsv"

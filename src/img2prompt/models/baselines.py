@@ -5,8 +5,8 @@
 - ``NearestNeighbour``: image features from a pretrained backbone, the nearest image of a shard bank, and
   the prompt embedding of that image (or the normalised mean over the ``k`` nearest).
 
-``load_baseline("mean:PROMPTS.parquet")`` and ``load_baseline("nearest:SHARDS")`` build them from the
-same strings that ``img2prompt predict`` and ensemble YAMLs accept.
+``load_model("mean:PROMPTS.parquet")`` and ``load_model("nearest:SHARDS")`` (``models.load``) build them from
+the same strings that ``img2prompt predict`` and ensemble YAMLs accept.
 """
 
 from __future__ import annotations
@@ -17,16 +17,8 @@ import numpy as np
 from PIL import Image
 
 from img2prompt.errors import Img2PromptError, fail
-from img2prompt.kaggle import EMBEDDING_DIM
 from img2prompt.prompt_table import read_table
-
-BASELINE_KINDS = ("mean", "nearest")
-
-
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+from img2prompt.space import EMBEDDING_DIM, empty, normalise
 
 
 class MeanEmbedding:
@@ -34,7 +26,7 @@ class MeanEmbedding:
 
     def __init__(self, vector: np.ndarray, name: str = "mean"):
         self.name = name
-        self.vector = _normalise(np.asarray(vector, dtype=np.float32).reshape(EMBEDDING_DIM))
+        self.vector = normalise(np.asarray(vector, dtype=np.float32).reshape(EMBEDDING_DIM))
 
     @classmethod
     def from_table(cls, path: str | Path) -> MeanEmbedding:
@@ -67,7 +59,7 @@ class NearestNeighbour:
         spec = build_backbone(backbone, pretrained=not tiny, tiny=tiny)
         self._network = spec.module.eval()
         self._transform = build_transform(spec.image_size, spec.mean, spec.std)
-        self._embeddings = _normalise(embeddings)
+        self._embeddings = normalise(embeddings)
         self._index = faiss.IndexFlatIP(spec.feature_dim)
         self._index.add(self._features(images))
 
@@ -100,27 +92,10 @@ class NearestNeighbour:
                 if features.ndim == 3:  # token outputs: mean over tokens
                     features = features.mean(dim=1)
                 chunks.append(features.float().numpy())
-        return np.ascontiguousarray(_normalise(np.concatenate(chunks)))
+        return np.ascontiguousarray(normalise(np.concatenate(chunks)))
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         if not images:
-            return np.zeros((0, EMBEDDING_DIM), np.float32)
+            return empty()
         _, ids = self._index.search(self._features(images), self.k)
-        return _normalise(self._embeddings[ids].mean(axis=1))
-
-
-def load_baseline(spec: str, **options) -> MeanEmbedding | NearestNeighbour:
-    """Build a baseline from ``mean:PROMPTS.parquet`` or ``nearest:SHARDS`` (a shard folder or .tar).
-
-    The model is named by ``spec``, so predictions and ensemble YAMLs can point back at it.
-    """
-    kind, _, source = spec.partition(":")
-    model: MeanEmbedding | NearestNeighbour
-    if kind == "mean" and source:
-        model = MeanEmbedding.from_table(source)
-    elif kind == "nearest" and source:
-        model = NearestNeighbour.from_shards(source, **options)
-    else:
-        raise Img2PromptError(f"{spec}: a baseline is mean:PROMPTS.parquet or nearest:SHARDS")
-    model.name = spec
-    return model
+        return normalise(self._embeddings[ids].mean(axis=1))

@@ -8,13 +8,13 @@ predicted prompt and the cosine.
 from __future__ import annotations
 
 import base64
-import html
 import io
 from pathlib import Path
 
 import pandas as pd
 
-from img2prompt.files import atomic_path, write_text_atomic
+from img2prompt.files import atomic_path
+from img2prompt.reports import render
 
 THUMBNAIL = 192
 
@@ -53,11 +53,6 @@ def _thumbnail(path: Path) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _table(title: str, values: dict[str, float]) -> str:
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" for k, v in values.items())
-    return f"<table><tr><th>{html.escape(title)}</th><th>mean cosine</th></tr>{rows}</table>"
-
-
 def write_html_report(
     scores: pd.DataFrame,
     summary: dict[str, dict],
@@ -70,23 +65,13 @@ def write_html_report(
 ) -> Path:
     """Summary tables per model and a grid of its ``grid`` worst images."""
     by_stem = {p.stem: p for p in images}
-    parts = ["<!doctype html><meta charset='utf-8'><title>img2prompt evaluation</title>",
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:4px 8px}.grid{display:flex;flex-wrap:wrap;gap:12px}"
-             ".card{width:240px;border:1px solid #ddd;padding:8px;font-size:12px}"
-             ".card img{max-width:100%}</style>",
-             "<h1>img2prompt evaluation</h1>", f"<img src='{html.escape(histogram)}' alt='score histogram'>"]
+    models = []
     for model, stats in summary.items():
-        parts.append(f"<h2>{html.escape(model)}: {stats['mean_cosine']:.4f} over {stats['images']} images</h2>")
-        parts.append(_table("source", stats["by_source"]) + _table("prompt words", stats["by_length"]))
-        worst = scores[scores.model == model].nsmallest(grid, "cosine")
         cards = []
-        for index, row in worst.iterrows():
-            thumb = _thumbnail(by_stem[row.image_id]) if row.image_id in by_stem else ""
-            image = f"<img src='{thumb}' alt='{html.escape(row.image_id)}'>" if thumb else ""
+        for index, row in scores[scores.model == model].nsmallest(grid, "cosine").iterrows():
             text, cosine = decoded.get(int(index), ("", float("nan")))
-            guess = f"<p><b>decoded</b> ({cosine:.3f}): {html.escape(text)}</p>" if text else ""
-            cards.append(f"<div class='card'>{image}<p><b>{html.escape(row.image_id)}</b> "
-                         f"cosine {row.cosine:.4f}</p><p><b>true</b>: {html.escape(row.prompt)}</p>{guess}</div>")
-        parts.append(f"<h3>worst {len(cards)} images</h3><div class='grid'>{''.join(cards)}</div>")
-    return write_text_atomic(path, "\n".join(parts))
+            cards.append({"image_id": row.image_id, "cosine": row.cosine, "prompt": row.prompt,
+                          "thumbnail": _thumbnail(by_stem[row.image_id]) if row.image_id in by_stem else "",
+                          "decoded": text, "decoded_cosine": cosine})
+        models.append({"name": model, **stats, "cards": cards})
+    return render("evaluation.html", path, histogram=histogram, models=models)

@@ -1,64 +1,23 @@
-"""Scoring predictions against the true prompts: overall, per source, per prompt length; plus a report.
-
-Ground truth is a Kaggle ``imgId,prompt`` CSV (embedded here with the exact target embedder) or a prompt
-table. Image ids match a truth key exactly, or as ``<prompt_id>-<k>``, the sample keys that generation
-writes (so predictions on generated shards images score against the prompt table directly).
-"""
+"""The evaluate stage: score predictions against the true prompts (``truth``) overall, per source and per
+prompt length, and write the scores, the metrics and the HTML report."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from img2prompt.errors import fail
 from img2prompt.files import write_text_atomic
-from img2prompt.kaggle import cosine_per_row
+from img2prompt.space import cosine_per_row
+from img2prompt.truth import Truth, load_truth, match_truth
 
 if TYPE_CHECKING:
     from img2prompt.decode import DecodeConfig
 
 LENGTH_BUCKETS = ((1, 5), (6, 10), (11, 20), (21, 40), (41, 10_000))
-
-
-@dataclass
-class Truth:
-    keys: list[str]
-    prompts: list[str]
-    sources: list[str]
-    embeddings: np.ndarray
-
-
-def load_truth(path: str | Path) -> Truth:
-    """True prompts and their embeddings from a prompts CSV or a prompt table (by suffix)."""
-    path = Path(path)
-    if path.suffix == ".csv":
-        from img2prompt.embedding import TextEmbedder
-        from img2prompt.kaggle import read_prompts_csv
-
-        frame = read_prompts_csv(path)
-        vectors = TextEmbedder().encode(list(frame.prompt))
-        return Truth(list(frame.imgId), list(frame.prompt), [path.stem] * len(frame), vectors)
-    from img2prompt.prompt_table import read_table
-
-    frame, vectors = read_table(path, columns=["prompt_id", "prompt", "source", "embedding"])
-    return Truth(list(frame.prompt_id), list(frame.prompt), list(frame.source), vectors)
-
-
-def match_truth(image_ids: list[str], truth: Truth, source: str | Path) -> np.ndarray:
-    """Row of ``truth`` for each image id (exact key, else ``<key>-<k>``); an unknown id is an error."""
-    index = {key: row for row, key in enumerate(truth.keys)}
-    rows = []
-    for image_id in image_ids:
-        row = index.get(image_id, index.get(image_id.rsplit("-", 1)[0]))
-        if row is None:
-            raise fail(source, f"no true prompt for image {image_id!r}")
-        rows.append(row)
-    return np.asarray(rows, dtype=np.int64)
 
 
 def length_bucket(prompt: str) -> str:
@@ -108,8 +67,8 @@ def run_evaluate(
     decode_config: DecodeConfig | None = None,
 ) -> dict[str, dict]:
     """Score every predictions file; write scores.csv, metrics.json, histogram.png and report.html."""
-    from img2prompt.predict import read_predictions
-    from img2prompt.report import write_histogram, write_html_report
+    from img2prompt.evaluate.report import write_histogram, write_html_report
+    from img2prompt.predictions import read_predictions
 
     truth = load_truth(truth_path)
     frames, vectors = [], []
