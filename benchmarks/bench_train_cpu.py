@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--config", default=str(CONFIG))
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="train.x=y override")
     args = parser.parse_args(argv)
-    overrides = [f"train.data.shards=[{args.shards}]", f"train.out_dir={args.out}", *args.overrides]
+    overrides = [f"train.data.shards=[{args.shards}]", f"train.out={args.out}", *args.overrides]
     config = load_train_config(args.config, overrides)
     start, cpu_start = time.perf_counter(), time.process_time()
     out = train(config)

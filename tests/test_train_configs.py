@@ -25,7 +25,7 @@ def test_two_stages_per_real_backbone_at_336_px_and_up(backbone: str) -> None:
     stage2 = load_train_config(CONFIGS / f"{backbone}_stage2.yaml")
     assert stage1.model == stage2.model and stage1.model.pretrained and not stage1.model.tiny
     assert stage1.model.image_size >= 336 and stage1.precision == "bf16"
-    assert stage2.init_from == stage1.out_dir and stage1.init_from is None
+    assert stage2.init_from == stage1.out and stage1.init_from is None
     assert not stage1.data.augment.hflip
 
 

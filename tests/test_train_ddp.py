@@ -32,9 +32,9 @@ def test_two_process_ddp_follows_the_one_process_loss_curve(tmp_path: Path) -> N
         "data": {"shards": [str(shards)], "batch_size": 16, "shuffle_buffer": 32},
         "optim": {"lr": 3e-3, "max_steps": 5, "warmup_steps": 1},
     }
-    single = train(TrainConfig.model_validate({**section, "out_dir": str(tmp_path / "one")}))
+    single = train(TrainConfig.model_validate({**section, "out": str(tmp_path / "one")}))
     cfg = tmp_path / "ddp.yaml"
-    cfg.write_text(yaml.safe_dump({"train": {**section, "out_dir": str(tmp_path / "two")}}))
+    cfg.write_text(yaml.safe_dump({"train": {**section, "out": str(tmp_path / "two")}}))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "--no-python", str(cli), "train", str(cfg), "--set", "train.data.batch_size=8"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -27,7 +27,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def config(shards: Path, out: Path, **extra) -> TrainConfig:
     return TrainConfig.model_validate({
-        "out_dir": str(out), "seed": 0, "tensorboard": False, "plots": False,
+        "out": str(out), "seed": 0, "tensorboard": False, "plots": False,
         "model": {"backbone": "efficientnet_lite0", "pretrained": False, "tiny": True, "image_size": 32},
         "data": {"shards": [str(shards)], "batch_size": 8, "shuffle_buffer": 16},
         "optim": {"lr": 1e-2, "epochs": 1, "max_steps": 4, "weight_decay": 0.0},

@@ -59,11 +59,11 @@ def test_two_process_fsdp_resumes_after_a_kill_onto_the_one_process_curve(tmp_pa
         "optim": {"lr": 3e-3, "max_steps": STEPS, "warmup_steps": 1},
         "finetune": {"ema_decay": 0.8},
     }
-    single = train(TrainConfig.model_validate({**section, "out_dir": str(tmp_path / "one")}))
+    single = train(TrainConfig.model_validate({**section, "out": str(tmp_path / "one")}))
 
     out = tmp_path / "fsdp"
     cfg = tmp_path / "fsdp.yaml"
-    cfg.write_text(yaml.safe_dump({"train": {**section, "out_dir": str(out)}}))
+    cfg.write_text(yaml.safe_dump({"train": {**section, "out": str(out)}}))
     command = [str(bin_dir / "accelerate"), "launch", "--config_file",
                str(ACCELERATE_CONFIGS / "fsdp_vit_l_14_336.yaml"), "--num_processes", "2",
                "--main_process_port", str(free_port()),

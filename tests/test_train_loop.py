@@ -30,7 +30,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def config(shards: Path, out: Path, **sections) -> TrainConfig:
     base = {
-        "out_dir": str(out), "seed": 0, "tensorboard": False, "plots": False,
+        "out": str(out), "seed": 0, "tensorboard": False, "plots": False,
         "model": {"backbone": "efficientnet_lite0", "pretrained": False, "tiny": True, "image_size": 32},
         "data": {"shards": [str(shards)], "batch_size": 16, "shuffle_buffer": 64},
         "optim": {"lr": 1e-2, "epochs": 3, "warmup_steps": 3, "weight_decay": 0.0},

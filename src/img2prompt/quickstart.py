@@ -124,7 +124,7 @@ def quickstart(config_path: Path | None = None, overrides: list[str] | None = No
     models = {run.name: out / "models" / run.name for run in cfg.models}
     for run in cfg.models:
         tcfg = load_section(TrainConfig, "train", path, [*overrides, *(f"train.{o}" for o in run.overrides)])
-        tcfg.out_dir = str(models[run.name])
+        tcfg.out = str(models[run.name])
         tcfg.data.shards = [str(shards)]
         steps(f"train {run.name}", lambda tcfg=tcfg: train(tcfg))
 

@@ -52,7 +52,7 @@ STATE_NAME = "state.pt"
 class TrainConfig(StrictModel):
     """The ``train:`` section of a config file."""
 
-    out_dir: str = "runs/train"
+    out: str = "runs/train"
     init_from: str | None = None  # a stage-1 checkpoint dir to start from (stage 2: LQ -> HQ)
     seed: int = 0
     precision: Literal["no", "bf16", "fp16"] = "no"
@@ -130,7 +130,7 @@ class Run:
 
 
 def train(config: TrainConfig) -> Path:
-    """Train a regressor as configured; returns the checkpoint directory (``config.out_dir``)."""
+    """Train a regressor as configured; returns the checkpoint directory (``config.out``)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import broadcast_object_list, set_seed
@@ -141,7 +141,7 @@ def train(config: TrainConfig) -> Path:
     if config.precision == "fp16" and not torch.cuda.is_available():
         # accelerate would quietly train in fp32 and the run would be mislabelled.
         raise fail("train.precision", "fp16 needs a CUDA GPU; use bf16 or no on the CPU")
-    out = Path(config.out_dir)
+    out = Path(config.out)
     # One process may train several times (stage 1 then stage 2, tests): drop the previous run's precision
     # settings but keep the distributed state.
     AcceleratorState._reset_state(reset_partial_state=False)
@@ -339,7 +339,7 @@ def _resume(path: Path, resolved: dict, run: Run, model, optimizer, scheduler, e
     except Exception as exc:  # a torn or foreign file: say which, never unpickle arbitrary objects
         raise fail(path, f"unreadable training state ({str(exc).splitlines()[0]}); delete it to start over") from None
     if state["config"] != resolved:
-        raise fail(path, "written by a different train config: use a new out_dir or delete state.pt")
+        raise fail(path, "written by a different train config: use a new out or delete state.pt")
     load_full_state(model, optimizer, state["model"], state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if ema is not None:
