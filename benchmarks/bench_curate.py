@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from img2prompt.config import load_config
 from img2prompt.curate.dedup import DedupConfig, near_duplicates
 from img2prompt.curate.rules import PromptRules
-from img2prompt.curate.run import curate, embed, load_config, read_candidates
+from img2prompt.curate.run import curate, embed, read_candidates
 from img2prompt.curate.sources import BadRows
 from img2prompt.embedding import TextEmbedder
 
@@ -53,7 +54,7 @@ def main() -> None:
     overrides = [f"curate.out={args.out}", "curate.progress=false"]
     if args.cache_dir:
         overrides.append(f"curate.embedding.cache_dir={args.cache_dir}")
-    full = load_config(args.config, overrides)
+    full = load_config(args.config, overrides).curate
     # reading + rules + exact dedup over every source, in full (cheap next to embedding)
     started = time.perf_counter()
     all_candidates, per_source = read_candidates(full, PromptRules(full.rules), BadRows())

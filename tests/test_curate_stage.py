@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from img2prompt.curate.run import CurateConfig, SplitConfig, curate, load_config, split_of
+from img2prompt.config import load_config
+from img2prompt.curate.run import CurateConfig, SplitConfig, curate, split_of
 from img2prompt.prompt_table import COLUMNS, prompt_id, read_table
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prompts"
@@ -45,7 +46,7 @@ def write_config(tmp: Path, out: Path, **extra) -> Path:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("curate")
-    curate(load_config(write_config(tmp, tmp / "out"), [f"curate.embedding.chunk={CHUNK}"]))
+    curate(load_config(write_config(tmp, tmp / "out"), [f"curate.embedding.chunk={CHUNK}"]).curate)
     return tmp / "out"
 
 
@@ -138,7 +139,7 @@ def test_resume_reuses_cached_chunks_and_gives_the_same_table_bit_for_bit(run, t
         encoded.append(len(prompts))
         return original(self, prompts, progress=progress)
 
-    config = load_config(write_config(tmp_path, tmp_path / "out"), [f"curate.embedding.chunk={CHUNK}"])
+    config = load_config(write_config(tmp_path, tmp_path / "out"), [f"curate.embedding.chunk={CHUNK}"]).curate
     monkeypatch.setattr(TextEmbedder, "_encode_uncached", killed_after_first_chunk)
     with pytest.raises(KeyboardInterrupt):
         curate(config)

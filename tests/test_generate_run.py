@@ -94,7 +94,8 @@ def test_bad_tables_fail_with_one_line_naming_the_file(tmp_path):
     bad.write_text("generate:\n  sise: 64\n")
     result = subprocess.run([str(CLI), "generate", str(bad)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"error: {bad}: generate.sise: Extra inputs are not permitted"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: {bad}: generate.sise: Extra inputs are not permitted (did you mean 'size'?)"]
 
 
 def _kill_tree(process: subprocess.Popen) -> None:

@@ -134,15 +134,14 @@ def test_app_starts_again_after_shutdown():
 
 
 def test_shipped_serve_configs_load():
-    from img2prompt.config import load_section
-    from img2prompt.decode import DecodeConfig
+    from img2prompt.config import load_config
 
     root = Path(__file__).resolve().parents[1] / "configs" / "serve"
-    assert load_section(ServeConfig, "serve", root / "cpu.yaml") == ServeConfig()
-    gpu = load_section(ServeConfig, "serve", root / "gpu.yaml")
+    assert load_config(root / "cpu.yaml").serve == ServeConfig()
+    gpu = load_config(root / "gpu.yaml").serve
     assert (gpu.device, gpu.batch_size, gpu.max_in_flight) == ("cuda", 64, 64)
     for name in ("cpu.yaml", "gpu.yaml"):
-        assert load_section(DecodeConfig, "decode", root / name).budget_s == 0.3
+        assert load_config(root / name).decode.budget_s == 0.3
 
 
 class FailingOnce(ColourModel):

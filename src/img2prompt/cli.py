@@ -104,13 +104,12 @@ def evaluate(
     set_: SetOpt = None,
 ) -> None:
     """Score predictions: mean cosine overall, per source and per prompt length, plus an HTML report."""
-    from img2prompt.config import load_section
-    from img2prompt.decode import DecodeConfig
+    from img2prompt.config import load_config
     from img2prompt.evaluate.run import run_evaluate
     from img2prompt.images import list_images
 
+    decode_config = load_config(config, set_).decode
     paths = list_images(list(images)) if images else []
-    decode_config = load_section(DecodeConfig, "decode", config, set_)
     summary = run_evaluate(predictions, truth, out, images=paths, bank=bank, grid=grid, decode_config=decode_config)
     for model, stats in summary.items():
         typer.echo(f"{model}: mean cosine {stats['mean_cosine']:.4f} over {stats['images']} images")
@@ -148,10 +147,10 @@ def decode(
     set_: SetOpt = None,
 ) -> None:
     """Turn predicted embeddings into readable prompts (bank prompt + phrases + modifiers)."""
-    from img2prompt.config import load_section
-    from img2prompt.decode import DecodeConfig, run_decode
+    from img2prompt.config import load_config
+    from img2prompt.decode import run_decode
 
-    settings = load_section(DecodeConfig, "decode", config, set_)
+    settings = load_config(config, set_).decode
     if budget is not None:
         settings.budget_s = budget
     for row in run_decode(bank, settings, predictions=predictions, texts=text or [], out=out):
@@ -164,12 +163,12 @@ def generate(
     overrides: SetOpt = None,
 ) -> None:
     """Draw training images for a prompt table into WebDataset shards (resumable; torchrun for many GPUs)."""
-    from img2prompt.config import load_section
-    from img2prompt.generate.run import GenerateConfig, rank_and_world
+    from img2prompt.config import load_config
     from img2prompt.generate.run import generate as run_generate
+    from img2prompt.generate.run import rank_and_world
     from img2prompt.shards import Manifest
 
-    out = run_generate(load_section(GenerateConfig, "generate", config, overrides))
+    out = run_generate(load_config(config, overrides).generate)
     rank, world = rank_and_world()
     manifest = Manifest(out)
     typer.echo(f"rank {rank}/{world}: {out} holds {manifest.total()} samples in {len(manifest.finished())} shards")
@@ -181,10 +180,10 @@ def curate(
     set_: SetOpt = None,
 ) -> None:
     """Curate prompts: read sources, clean, deduplicate, tier and split; write prompts.parquet + report."""
+    from img2prompt.config import load_config
     from img2prompt.curate.run import curate as run_curate
-    from img2prompt.curate.run import load_config
 
-    table = run_curate(load_config(config, set_ or []))
+    table = run_curate(load_config(config, set_).curate)
     typer.echo(f"wrote {table} and {table.parent / 'report.html'}")
 
 

@@ -1,14 +1,26 @@
-"""Typed configs: YAML files under configs/, one section per stage, dotted overrides from the CLI.
+"""Configs: one YAML file of top-level sections (``curate:``, ``generate:``, ``train:`` ...), loaded the same way
+by every verb with ``load_config(path, overrides)``.
 
-A config file holds top-level sections (``curate:``, ``generate:``, ``train:`` ...). Each stage owns the
-pydantic model of its section and reads it with ``load_section``; unknown keys are errors, so a typo never
-silently falls back to a default. Every stage writes its resolved section next to its outputs.
+- Each stage owns the pydantic model of its section (``SECTIONS`` says where it lives; it is imported only when
+  the file has that section). Unknown sections and unknown keys are errors, with a "did you mean", so a typo
+  never silently falls back to a default.
+- ``base:`` (a path or a list of paths, relative to the file) includes other config files first; this file's
+  mappings are merged over theirs key by key, lists and scalars replace. Stage 2 of a recipe is its stage 1
+  plus a few lines.
+- The shipped configs are package data: ``configs/train/x.yaml`` that does not exist on disk is read from the
+  installed package, so a wheel install runs every documented command.
+- ``--set a.b.c=value`` overrides, values parsed as YAML; a numeric part indexes a list.
+
+Every stage writes its resolved section next to its outputs (``write_resolved``).
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
+from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -16,14 +28,50 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.files import write_text_atomic
 
+if TYPE_CHECKING:
+    from img2prompt.curate.run import CurateConfig
+    from img2prompt.decode import DecodeConfig
+    from img2prompt.generate.run import GenerateConfig
+    from img2prompt.quickstart import QuickstartConfig
+    from img2prompt.serve.settings import ServeConfig
+    from img2prompt.train.loop import TrainConfig
+
 Section = TypeVar("Section", bound="StrictModel")
 RESOLVED_NAME = "config.yaml"
+BASE_KEY = "base"
+PACKAGED_PREFIX = "configs"
+
+# section name -> "module:class" of its model; ``bank`` is the quickstart's decoding bank (a curation).
+SECTIONS: dict[str, str] = {
+    "curate": "img2prompt.curate.run:CurateConfig",
+    "bank": "img2prompt.curate.run:CurateConfig",
+    "generate": "img2prompt.generate.run:GenerateConfig",
+    "train": "img2prompt.train.loop:TrainConfig",
+    "decode": "img2prompt.decode:DecodeConfig",
+    "serve": "img2prompt.serve.settings:ServeConfig",
+    "quickstart": "img2prompt.quickstart:QuickstartConfig",
+}
 
 
 class StrictModel(BaseModel):
     """Base of every config section: unknown keys are rejected, values are validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def packaged_configs() -> Path:
+    """The folder of configs shipped inside the package (``configs/`` in a checkout links to it)."""
+    return Path(str(resources.files("img2prompt") / PACKAGED_PREFIX))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` itself when it exists, else the packaged copy of ``configs/...`` (a wheel has no checkout)."""
+    path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    parts = path.parts[1:] if path.parts[:1] == (PACKAGED_PREFIX,) else path.parts
+    packaged = packaged_configs().joinpath(*parts)
+    return packaged if parts and packaged.exists() else path
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -33,6 +81,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise fail(path, "config file not found") from None
+    except IsADirectoryError:
+        raise fail(path, "is a folder, not a config file") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise fail(path, f"invalid YAML ({str(exc).splitlines()[0]})") from None
     if data is None:
@@ -40,6 +90,33 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise fail(path, "a config file must be a mapping of sections")
     return data
+
+
+def read_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file with its ``base:`` files merged underneath it (recursively; a cycle is an error)."""
+    path = resolve_config_path(path)
+    if path.resolve() in _seen:
+        raise fail(path, f"base: includes itself ({' -> '.join(str(p) for p in (*_seen, path))})")
+    data = read_yaml(path)
+    bases = data.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise fail(path, "base: must be a path or a list of paths")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = deep_merge(merged, read_with_bases(path.parent / base, (*_seen, path.resolve())))
+    return deep_merge(merged, data)
+
+
+def deep_merge(under: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged onto ``under``: mappings key by key, everything else replaced."""
+    merged = dict(under)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -50,7 +127,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise Img2PromptError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+            raise Img2PromptError(f"--set {item!r}: expected KEY=VALUE, e.g. train.optim.lr=1e-4")
         node: Any = data
         *parents, leaf = key.strip().split(".")
         for part in parents:
@@ -82,17 +159,70 @@ def _list_item(items: list[Any], part: str, item: str) -> Any:
     return child
 
 
-def load_section(
-    model: type[Section], section: str, path: str | Path | None = None, overrides: list[str] | None = None
-) -> Section:
-    """Load one section of a config file (defaults when ``path`` is None) with overrides for that section.
+def section_model(name: str) -> type[StrictModel]:
+    """The pydantic model of section ``name`` (its stage module is imported now, not before)."""
+    module, _, attribute = SECTIONS[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
-    Overrides may name the section (``train.lr=1e-4``); overrides of other sections are ignored so one
-    ``--set`` list can drive a multi-stage command such as the quickstart.
+
+class Config:
+    """A validated config file: one typed section per stage, defaults where the file has none."""
+
+    def __init__(self, sections: dict[str, StrictModel], source: str):
+        self._sections = sections
+        self.source = source
+
+    def section(self, name: str) -> StrictModel:
+        if name not in SECTIONS:
+            raise Img2PromptError(f"unknown config section {name!r}")
+        if name not in self._sections:
+            self._sections[name] = validate(section_model(name), {}, self.source, name)
+        return self._sections[name]
+
+    @property
+    def curate(self) -> CurateConfig:
+        return self.section("curate")  # type: ignore[return-value]
+
+    @property
+    def bank(self) -> CurateConfig:
+        return self.section("bank")  # type: ignore[return-value]
+
+    @property
+    def generate(self) -> GenerateConfig:
+        return self.section("generate")  # type: ignore[return-value]
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.section("train")  # type: ignore[return-value]
+
+    @property
+    def decode(self) -> DecodeConfig:
+        return self.section("decode")  # type: ignore[return-value]
+
+    @property
+    def serve(self) -> ServeConfig:
+        return self.section("serve")  # type: ignore[return-value]
+
+    @property
+    def quickstart(self) -> QuickstartConfig:
+        return self.section("quickstart")  # type: ignore[return-value]
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read ``path`` (with its bases; defaults when None), apply ``overrides`` and validate every section.
+
+    Sections the file does not have are built from defaults when a verb asks for them; a section that needs
+    values (``curate.sources``) then fails with a one-line error naming it.
     """
-    data = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "--set"
+    data = read_with_bases(path) if path is not None else {}
     apply_overrides(data, overrides or [])
-    return validate(model, data.get(section, {}) or {}, path if path is not None else "--set", section)
+    unknown = [name for name in data if name not in SECTIONS]
+    if unknown:
+        raise fail(source, f"unknown section {unknown[0]!r}{_did_you_mean(unknown[0], SECTIONS)} "
+                           f"(sections: {', '.join(SECTIONS)})")
+    sections = {name: validate(section_model(name), raw or {}, source, name) for name, raw in data.items()}
+    return Config(sections, source)
 
 
 def validate(model: type[Section], raw: Any, source: str | Path, where: str) -> Section:
@@ -101,7 +231,37 @@ def validate(model: type[Section], raw: Any, source: str | Path, where: str) -> 
         return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise fail(source, f"{'.'.join(str(p) for p in (where, *first['loc']))}: {first['msg']}") from None
+        location = ".".join(str(p) for p in (where, *first["loc"]))
+        hint = ""
+        if first["type"] == "extra_forbidden":
+            parent = _model_at(model, first["loc"][:-1])
+            hint = _did_you_mean(str(first["loc"][-1]), parent.model_fields if parent else {})
+        raise fail(source, f"{location}: {first['msg']}{hint}") from None
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class found by walking ``loc`` down from ``model`` (list indices skipped)."""
+    import typing
+
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(str(part)) if isinstance(current, type) else None
+        if field is None:
+            return None
+        current = field.annotation
+        while typing.get_origin(current) is not None:  # list[X], X | None, dict[str, X]
+            current = next((a for a in typing.get_args(current) if isinstance(a, type) and
+                            issubclass(a, BaseModel)), None)
+            if current is None:
+                return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def write_resolved(config: StrictModel, section: str, out_dir: str | Path) -> Path:

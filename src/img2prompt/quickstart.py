@@ -18,11 +18,11 @@ from typing import Any
 import pandas as pd
 from pydantic import Field
 
-from img2prompt.config import StrictModel, load_section, write_resolved
+from img2prompt.config import StrictModel, load_config, packaged_configs, write_resolved
 from img2prompt.errors import fail
 from img2prompt.files import write_text_atomic
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+DEFAULT_CONFIG = packaged_configs() / "quickstart.yaml"
 
 
 class ModelRun(StrictModel):
@@ -92,24 +92,25 @@ def _present(sources: list) -> list:
 
 def quickstart(config_path: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Run the whole pipeline; returns the headline numbers (also written to ``<out>/summary.json``)."""
-    from img2prompt.curate.run import CurateConfig, curate
-    from img2prompt.decode import DecodeConfig, run_decode
+    from img2prompt.curate.run import curate
+    from img2prompt.decode import run_decode
     from img2prompt.ensemble import run_ensemble
     from img2prompt.evaluate.run import run_evaluate
-    from img2prompt.generate.run import GenerateConfig, generate
+    from img2prompt.generate.run import generate
     from img2prompt.predict import run_predict
-    from img2prompt.train.loop import TrainConfig, train
+    from img2prompt.train.loop import train
 
     path = config_path or DEFAULT_CONFIG
     overrides = overrides or []
-    cfg = load_section(QuickstartConfig, "quickstart", path, overrides)
+    config = load_config(path, overrides)
+    cfg = config.quickstart
     out = cfg.out
     steps = Steps(out)
     write_resolved(cfg, "quickstart", out)
 
     tables = {}
     for section, folder in (("curate", "prompts"), ("bank", "bank")):
-        ccfg = load_section(CurateConfig, section, path, overrides)
+        ccfg = config.section(section)
         ccfg.out = out / folder
         if section == "bank":
             ccfg.sources = _present(ccfg.sources)
@@ -117,13 +118,13 @@ def quickstart(config_path: Path | None = None, overrides: list[str] | None = No
         steps(f"curate {folder}", lambda ccfg=ccfg: curate(ccfg))
 
     shards = out / "shards"
-    gcfg = load_section(GenerateConfig, "generate", path, overrides)
+    gcfg = config.generate
     gcfg.prompts, gcfg.out = tables["curate"], shards
     steps("generate scenes shards", lambda: generate(gcfg))
 
     models = {run.name: out / "models" / run.name for run in cfg.models}
     for run in cfg.models:
-        tcfg = load_section(TrainConfig, "train", path, [*overrides, *(f"train.{o}" for o in run.overrides)])
+        tcfg = load_config(path, [*overrides, *(f"train.{o}" for o in run.overrides)]).train
         tcfg.out = str(models[run.name])
         tcfg.data.shards = [str(shards)]
         steps(f"train {run.name}", lambda tcfg=tcfg: train(tcfg))
@@ -151,7 +152,7 @@ def quickstart(config_path: Path | None = None, overrides: list[str] | None = No
     steps("predict ensemble test", lambda: run_predict(
         str(ensemble), [images["test"]], out=predictions["ensemble", "test"]))
 
-    dcfg = load_section(DecodeConfig, "decode", path, overrides)
+    dcfg = config.decode
     dcfg.budget_s = cfg.decode_budget_s
     report = out / "report"
     test_files = [file for (_, split), file in predictions.items() if split == "test"]

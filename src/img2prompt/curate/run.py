@@ -29,7 +29,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from img2prompt.config import StrictModel, load_section, write_resolved
+from img2prompt.config import StrictModel, write_resolved
 from img2prompt.curate.dedup import DedupConfig, DedupResult, near_duplicates
 from img2prompt.curate.report import DuplicateExample, ReportData, write_report
 from img2prompt.curate.rules import FILTERS, PromptRules, RulesConfig, words
@@ -101,10 +101,6 @@ class CurateConfig(StrictModel):
         if len(set(names)) != len(names):
             raise ValueError(f"source names must be unique, got {names}")
         return self
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None) -> CurateConfig:
-    return load_section(CurateConfig, "curate", path, overrides)
 
 
 class Candidates:

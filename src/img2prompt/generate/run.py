@@ -171,7 +171,7 @@ def generate(cfg: GenerateConfig, backend: ImageGenerator | None = None) -> Path
     from img2prompt.prompt_table import read_table
 
     frame, embeddings = read_table(cfg.prompts)
-    if embeddings is None or not len(frame):
+    if not len(frame):
         raise fail(cfg.prompts, "the prompt table has no rows")
     items = plan_items(frame, cfg, cfg.prompts)
     if not items:

@@ -29,7 +29,7 @@ def _nearest(source: str, device: str, batch_size: int) -> ImageEmbedder:
 
 
 KINDS: dict[str, KindLoader] = {"mean": _mean, "nearest": _nearest}
-USAGE = {"mean": "mean:PROMPTS.parquet", "nearest": "nearest:SHARDS"}
+USAGE = {"mean": "mean:TABLE", "nearest": "nearest:SHARDS"}
 
 
 def load_model(spec: str | Path, *, tta: bool = False, device: str = "cpu", batch_size: int = 32) -> ImageEmbedder:

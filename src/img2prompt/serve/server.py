@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from img2prompt.config import load_section
+from img2prompt.config import load_config
 from img2prompt.serve.app import create_app
 from img2prompt.serve.settings import ServeConfig
 
@@ -16,13 +16,14 @@ def build_app(model: str, bank: Path | None = None, config: Path | None = None,
     """The app for a checkpoint, ensemble YAML or baseline spec, with the ``serve:``/``decode:`` config sections."""
     from img2prompt.models.load import load_model
 
-    settings = load_section(ServeConfig, "serve", config, overrides)
+    loaded = load_config(config, overrides)
+    settings = loaded.serve
     embedder = load_model(model, device=settings.device)
     decoder = None
     if bank is not None:
-        from img2prompt.decode import DecodeConfig, PromptDecoder
+        from img2prompt.decode import PromptDecoder
 
-        decoder = PromptDecoder.from_table(bank, config=load_section(DecodeConfig, "decode", config, overrides))
+        decoder = PromptDecoder.from_table(bank, config=loaded.decode)
     return create_app(embedder, decoder, settings), settings
 
 

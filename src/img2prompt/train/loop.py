@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from img2prompt.config import StrictModel, load_section
+from img2prompt.config import StrictModel, load_config
 from img2prompt.errors import fail
 from img2prompt.files import atomic_path
 from img2prompt.models.heads import cosine_loss
@@ -71,7 +71,7 @@ class TrainConfig(StrictModel):
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    return load_section(TrainConfig, "train", path, overrides)
+    return load_config(path, overrides).train
 
 
 def init_from_checkpoint(model: Regressor, path: str | Path) -> None:

@@ -1,0 +1,90 @@
+"""The house rules of docs/DESIGN.md, checked on the source: the import graph has no cycle, library modules
+never import a stage, and no stage imports another stage (only the orchestrators, cli and quickstart, do)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "img2prompt"
+STAGES = ("curate", "generate", "train", "predict", "ensemble", "evaluate", "serve", "embed_command")
+ORCHESTRATORS = ("cli", "quickstart", "__main__")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _type_checking_lines(tree: ast.Module) -> set[int]:
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            lines.update(range(node.lineno, node.end_lineno + 1))
+    return lines
+
+
+def imports(name: str) -> set[str]:
+    """Every img2prompt module ``name`` imports at run time, at module level or inside a function."""
+    tree = ast.parse(MODULES[name].read_text())
+    typing_only = _type_checking_lines(tree)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if getattr(node, "lineno", 0) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("img2prompt"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("img2prompt"):
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                found.add(child if child in MODULES else node.module)
+    return {m for m in found if m in MODULES and m != name and m != "img2prompt"}
+
+
+GRAPH = {name: imports(name) for name in MODULES}
+
+
+def area(name: str) -> str:
+    """``stage:<name>``, ``orchestrator`` or ``library`` for a module."""
+    top = name.split(".")[1] if "." in name else ""
+    if top in STAGES:
+        return f"stage:{top}"
+    return "orchestrator" if top in ORCHESTRATORS else "library"
+
+
+def test_the_import_graph_has_no_cycle():
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for child in sorted(GRAPH[node]):
+            if state.get(child) == 1:
+                pytest.fail("import cycle: " + " -> ".join([*path[path.index(child):], child]))
+            if child not in state:
+                visit(child, [*path, child])
+        state[node] = 2
+
+    for module in sorted(GRAPH):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_library_modules_never_import_a_stage_and_stages_never_import_each_other():
+    wrong = []
+    for module, targets in sorted(GRAPH.items()):
+        mine = area(module)
+        for target in sorted(targets):
+            theirs = area(target)
+            if mine == "orchestrator" or theirs in ("library", mine):
+                continue
+            wrong.append(f"{module} ({mine}) imports {target} ({theirs})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_checker_sees_function_local_imports():
+    assert "img2prompt.models.load" in GRAPH["img2prompt.predict"]  # imported inside run_predict
