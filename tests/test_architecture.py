@@ -4,6 +4,10 @@ never import a stage, and no stage imports another stage (only the orchestrators
 from __future__ import annotations
 
 import ast
+import re
+import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -88,3 +92,36 @@ def test_library_modules_never_import_a_stage_and_stages_never_import_each_other
 
 def test_the_checker_sees_function_local_imports():
     assert "img2prompt.models.load" in GRAPH["img2prompt.predict"]  # imported inside run_predict
+
+
+def _top_level_imports() -> dict[str, str]:
+    """Third-party top-level packages imported anywhere in the package -> one module importing it."""
+    found: dict[str, str] = {}
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                tops = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            for top in tops:
+                if top not in sys.stdlib_module_names and top != "img2prompt":
+                    found.setdefault(top, name)
+    return found
+
+
+def _normalised(dist: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist).lower()
+
+
+def test_every_imported_package_is_declared_in_pyproject():
+    project = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text())["project"]
+    declared = {_normalised(re.split(r"[<>=!~ \[;]", dep, maxsplit=1)[0]) for dep in project["dependencies"]}
+    providers = metadata.packages_distributions()
+    missing = []
+    for top, where in sorted(_top_level_imports().items()):
+        dists = {_normalised(d) for d in providers.get(top, [top])}
+        if not dists & declared:
+            missing.append(f"{top} (imported by {where}; distribution {', '.join(sorted(dists))})")
+    assert not missing, "undeclared dependencies: " + "; ".join(missing)

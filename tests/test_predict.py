@@ -178,3 +178,16 @@ def test_nearest_baseline_needs_training_samples(tmp_path: Path) -> None:
     Manifest(tmp_path / "shards").record(write_shard(tmp_path / "shards" / "000000.tar", [sample], "png"))
     with pytest.raises(Img2PromptError, match="no training samples"):
         load_model(f"nearest:{tmp_path / 'shards'}")
+
+
+def test_batch_size_reaches_the_forward_pass(tmp_path: Path, checkpoint: Path) -> None:
+    """``--batch-size`` (and serve's ``batch_size``) sets the images per forward pass, not only per read."""
+    model = load_model(checkpoint, batch_size=5)
+    sizes: list[int] = []
+    model.model.register_forward_hook(lambda _m, inputs, _o: sizes.append(len(inputs[0])))
+    model.embed([noise_image(i) for i in range(12)])
+    assert sizes == [5, 5, 2]
+    ensemble = tmp_path / "ens.yaml"
+    ensemble.write_text(f"ensemble:\n  members:\n  - {{model: {checkpoint}, weight: 1.0}}\n")
+    member = load_model(ensemble, batch_size=64).members[0]
+    assert member.batch_size == 64

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -26,8 +27,13 @@ def wheel_env(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """A fresh venv holding only the built wheel; the pinned dependencies come from this venv's site-packages
     (a ``.pth`` line, which adds the folder without running the editable install's hook)."""
     root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"  # a clean copy: an in-tree build/ folder would ship files deleted since
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source)
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(root / "dist"), str(REPO)], check=True, capture_output=True)
+                    str(root / "dist"), str(source)], check=True, capture_output=True)
     wheel = next((root / "dist").glob("img2prompt-*.whl"))
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

@@ -102,7 +102,7 @@ def configure_pipeline(pipe: Any, cfg: DiffusionConfig, device: torch.device) ->
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
-        module.eval()  # models built from configs start in train mode (STACK.md pitfall 6)
+        module.eval()  # models built from configs start in train mode (docs/STACK.md pitfall 6)
     if cfg.compile:
         pipe.unet = torch.compile(pipe.unet)
     pipe.set_progress_bar_config(disable=True)
