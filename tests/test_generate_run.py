@@ -146,3 +146,14 @@ def test_two_torchrun_ranks_killed_mid_shard_resume_with_nothing_lost_or_duplica
     }
     keys = [s.key for s in iter_samples(find_shards(out))]
     assert len(keys) == len(set(keys)) == planned
+
+
+def test_a_tier_filter_writes_the_hq_and_lq_shard_sets_apart(tmp_path):
+    frame, _ = write_scenes_table(tmp_path / "prompts.parquet", 12)
+    sets = {tier: generate(config(tmp_path, out=tier, tiers=[tier])) for tier in ("hq", "lq")}
+    for tier, out in sets.items():
+        samples = list(iter_samples(find_shards(out)))
+        assert samples and {s.meta["tier"] for s in samples} == {tier}
+        assert len(samples) == (2 if tier == "hq" else 1) * int((frame.tier == tier).sum())
+    with pytest.raises(Img2PromptError, match=r"tier\(s\) mq have no generate.images_per_prompt entry"):
+        generate(config(tmp_path, out="mq", tiers=["mq"]))

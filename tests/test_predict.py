@@ -191,3 +191,37 @@ def test_batch_size_reaches_the_forward_pass(tmp_path: Path, checkpoint: Path) -
     ensemble.write_text(f"ensemble:\n  members:\n  - {{model: {checkpoint}, weight: 1.0}}\n")
     member = load_model(ensemble, batch_size=64).members[0]
     assert member.batch_size == 64
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    from generate_tables import write_scenes_table
+    from img2prompt.generate.run import GenerateConfig, generate
+
+    root = tmp_path_factory.mktemp("shards")
+    write_scenes_table(root / "prompts.parquet", 16)
+    return generate(GenerateConfig(prompts=root / "prompts.parquet", out=root / "out", size=32, samples_per_shard=5))
+
+
+def test_predict_reads_one_split_straight_from_the_shards(tmp_path: Path, shards: Path, checkpoint: Path,
+                                                          monkeypatch) -> None:
+    """Val/test predictions need no exported images, and shard truth is the targets the shards carry."""
+    from img2prompt import embedding
+    from img2prompt.evaluate.run import run_evaluate
+    from img2prompt.shards import find_shards, iter_samples
+
+    samples = {s.key: s for s in iter_samples(find_shards(shards))}
+    val = sorted(k for k, s in samples.items() if s.meta["split"] == "val")
+    ids, vectors, skipped = run_predict(str(checkpoint), [shards], out=tmp_path / "val.parquet", splits=["val"],
+                                        batch_size=3)
+    assert sorted(ids) == val and not skipped
+    direct = load_model(checkpoint).embed([samples[k].image for k in ids])
+    assert np.allclose(vectors, direct, atol=1e-5)
+    monkeypatch.setattr(embedding, "TextEmbedder", None)  # shard truth embeds nothing
+    summary = run_evaluate([tmp_path / "val.parquet"], shards, tmp_path / "report")
+    expected = np.mean([float(v @ samples[k].embedding) for k, v in zip(ids, vectors, strict=True)])
+    assert summary[str(checkpoint)]["mean_cosine"] == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(Img2PromptError, match="give either shards or image files"):
+        run_predict(str(checkpoint), [shards, tmp_path], out=tmp_path / "x.parquet")
+    with pytest.raises(Img2PromptError, match=r"none of the samples of splits \['nope'\] in 6 shards"):
+        run_predict(str(checkpoint), [shards], out=tmp_path / "x.parquet", splits=["nope"])

@@ -68,11 +68,12 @@ def validate_submission(
 @app.command()
 def predict(
     model: Annotated[str, typer.Argument(help="Checkpoint dir, ensemble YAML, or mean:TABLE / nearest:SHARDS.")],
-    images: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
+    images: Annotated[list[str], typer.Argument(help="Image files, folders or globs; or shard folders / .tar.")],
     kaggle: Annotated[Path | None, typer.Option(help="Write the Kaggle imgId_eId,val CSV here.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the predictions Parquet here.")] = None,
     tta: Annotated[bool, typer.Option(help="Average with the mirrored image.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    split: Annotated[list[str] | None, typer.Option(help="Shards only: predict this split (repeatable).")] = None,
 ) -> None:
     """Predict prompt embeddings for images (run under `accelerate launch` for several GPUs)."""
     from img2prompt.predict import run_predict
@@ -81,7 +82,8 @@ def predict(
         raise Img2PromptError("predict: give --kaggle OUT.csv and/or --out OUT.parquet")
     from accelerate import PartialState
 
-    ids, _, skipped = run_predict(model, images, out=out, kaggle=kaggle, tta=tta, batch_size=batch_size)
+    ids, _, skipped = run_predict(model, images, out=out, kaggle=kaggle, tta=tta, batch_size=batch_size,
+                                  splits=split)
     state = PartialState()
     state.wait_for_everyone()  # a rank that exits with its gloo group alive can abort in C++ teardown
     state.destroy_process_group()
@@ -95,7 +97,7 @@ def predict(
 @app.command()
 def evaluate(
     predictions: Annotated[list[Path], typer.Argument(help="Predictions Parquet or Kaggle CSV files.")],
-    truth: Annotated[Path, typer.Option(help="True prompts: imgId,prompt CSV or a prompt table.")],
+    truth: Annotated[Path, typer.Option(help="True prompts: imgId,prompt CSV, a prompt table or shards.")],
     out: Annotated[Path, typer.Option(help="Report folder (metrics.json, scores.csv, report.html).")],
     images: Annotated[list[Path] | None, typer.Option(help="Image folder(s) for the report grid.")] = None,
     bank: Annotated[Path | None, typer.Option(help="Prompt table to decode predictions with.")] = None,
@@ -119,7 +121,7 @@ def evaluate(
 @app.command()
 def ensemble(
     predictions: Annotated[list[Path], typer.Argument(help="Validation predictions, one model per file.")],
-    truth: Annotated[Path, typer.Option(help="True prompts: imgId,prompt CSV or a prompt table.")],
+    truth: Annotated[Path, typer.Option(help="True prompts: imgId,prompt CSV, a prompt table or shards.")],
     out: Annotated[Path, typer.Option(help="Ensemble YAML to write.")],
     per_dim: Annotated[bool, typer.Option(help="One weight per member and dimension.")] = False,
     tta: Annotated[bool, typer.Option(help="The members' predictions were made with --tta.")] = False,

@@ -68,7 +68,7 @@ def run_ensemble(
     if len(members) < 2:
         raise Img2PromptError(f"ensemble: need predictions of at least 2 models, got {len(members)}")
     common = sorted(set.intersection(*(set(by_id) for by_id in members.values())))
-    truth_table = load_truth(truth)
+    truth_table = load_truth(truth, keys=common)
     rows = match_truth(common, truth_table, truth)
     target = truth_table.embeddings[rows]
     stacked = np.stack([[by_id[i] for i in common] for by_id in members.values()])

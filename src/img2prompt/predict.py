@@ -1,7 +1,9 @@
 """The predict stage: images -> 384-d prompt embeddings, as a predictions table and a Kaggle submission.
 
-Any model ``models.load.load_model`` accepts (checkpoint, ensemble YAML, baseline spec). Under
-``accelerate launch`` each process embeds its share of the images and the main process writes.
+Any model ``models.load.load_model`` accepts (checkpoint, ensemble YAML, baseline spec). Inputs are image files,
+folders and globs (ids: file stems, as Kaggle's) or generated shards (a shard folder or ``.tar``; ids: sample
+keys, optionally one split), so the recipe predicts its val and test splits without exporting a file.
+Under ``accelerate launch`` each process embeds its share of the inputs and the main process writes.
 """
 
 from __future__ import annotations
@@ -40,6 +42,33 @@ def embed_files(
     return done, np.concatenate(chunks) if chunks else empty(), skipped
 
 
+def embed_shards(
+    model: ImageEmbedder, shards: Sequence[Path], splits: Sequence[str] | None, batch_size: int = 32
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """Embed the samples of ``splits`` (all when None) of shard tars; a sample whose image cannot be read is
+    skipped and returned as a one-line reason."""
+    from img2prompt.shards import iter_records, record_image, record_meta
+
+    done: list[str] = []
+    chunks: list[np.ndarray] = []
+    skipped: list[str] = []
+    images: list = []
+    for raw in iter_records(shards):
+        try:
+            if splits is not None and record_meta(raw).get("split") not in splits:
+                continue
+            images.append(record_image(raw))
+            done.append(raw["__key__"])
+        except Img2PromptError as exc:
+            skipped.append(str(exc))
+        if len(images) == batch_size:
+            chunks.append(np.asarray(model.embed(images), dtype=np.float32))
+            images = []
+    if images:
+        chunks.append(np.asarray(model.embed(images), dtype=np.float32))
+    return done, np.concatenate(chunks) if chunks else empty(), skipped
+
+
 def image_ids(paths: Sequence[Path]) -> list[str]:
     """Kaggle image ids are file stems; two files with the same stem would collide in a submission."""
     ids = [p.stem for p in paths]
@@ -59,8 +88,10 @@ def run_predict(
     kaggle: Path | None = None,
     tta: bool = False,
     batch_size: int = 32,
+    splits: Sequence[str] | None = None,
 ) -> tuple[list[str], np.ndarray, list[str]]:
-    """Predict every image under ``inputs``; each accelerate process takes a share, the main one writes.
+    """Predict every image under ``inputs`` (of ``splits``, for shards); each accelerate process takes a share,
+    the main one writes.
 
     Without CUDA, accelerate treats a ``torchrun``/``accelerate launch`` rank as a lone process unless told
     it runs on the CPU, so every rank would predict (and write) everything: ``cpu=`` makes it a gloo group.
@@ -73,20 +104,33 @@ def run_predict(
     from img2prompt.kaggle import write_submission
     from img2prompt.models.load import load_model
     from img2prompt.predictions import write_predictions
+    from img2prompt.shards import find_shards, is_shards
 
     state = PartialState(cpu=not torch.cuda.is_available())
-    paths = list_images(list(inputs))
-    image_ids(paths)  # fail early on colliding ids
+    shard_inputs = [item for item in inputs if is_shards(item)]
+    if shard_inputs and len(shard_inputs) != len(inputs):
+        raise fail(shard_inputs[0], "give either shards or image files/folders to one predict, not both")
+    if shard_inputs:
+        work: list[Path] = [path for item in shard_inputs for path in find_shards(item)]
+    else:
+        work = list_images(list(inputs))
+        image_ids(work)  # fail early on colliding ids
     model = load_model(model_path, tta=tta, device=str(state.device), batch_size=batch_size)
-    with state.split_between_processes(paths) as share:
-        done, vectors, skipped = embed_files(model, share, batch_size)
+    with state.split_between_processes(work) as share:
+        if shard_inputs:
+            done, vectors, skipped = embed_shards(model, share, splits, batch_size)
+        else:
+            paths, vectors, skipped = embed_files(model, share, batch_size)
+            done = [str(p) for p in paths]
     parts = gather_object([(done, vectors, skipped)]) if state.num_processes > 1 else [(done, vectors, skipped)]
     done = [p for part in parts for p in part[0]]
     vectors = np.concatenate([part[1] for part in parts])
     skipped = [s for part in parts for s in part[2]]
-    ids = image_ids(done)
+    ids = done if shard_inputs else image_ids([Path(p) for p in done])
     if not ids:
-        raise Img2PromptError(f"predict: none of the {len(paths)} images could be read ({skipped[0]})")
+        what = f"samples of splits {list(splits or ['any'])} in {len(work)} shards" if shard_inputs \
+            else f"{len(work)} images"
+        raise Img2PromptError(f"predict: none of the {what} could be read" + (f" ({skipped[0]})" if skipped else ""))
     if state.is_main_process:
         if out is not None:
             write_predictions(ids, model.name, vectors, out)

@@ -143,6 +143,13 @@ class Manifest:
         return sum(int(entry["count"]) for entry in self.entries())
 
 
+def is_shards(source: str | Path) -> bool:
+    """A shard folder (it has a manifest) or one shard tar: what predict, evaluate and ensemble accept beside
+    image files and prompt tables."""
+    source = Path(source)
+    return (source / MANIFEST).is_file() or (source.suffix == ".tar" and source.is_file())
+
+
 def find_shards(source: str | Path) -> list[Path]:
     """Shards of a folder (through its manifest) or of a single tar file."""
     source = Path(source)
@@ -193,10 +200,49 @@ def decode_sample(raw: dict[str, Any]) -> Sample:
     return Sample(key=raw["__key__"], image=record_image(raw), meta=record_meta(raw), embedding=record_embedding(raw))
 
 
-def iter_samples(paths: Iterable[str | Path]) -> Iterator[Sample]:
-    """Read samples in order from tar files (no shuffling: training builds its own pipeline)."""
+@dataclass(frozen=True)
+class Label:
+    """What a sample says about itself without its image: key, ``json`` metadata and the target."""
+
+    key: str
+    meta: dict[str, Any]
+    embedding: np.ndarray
+
+
+def read_labels(path: str | Path) -> list[Label]:
+    """The labels of every sample of one tar, reading only its small members (image bytes are seeked over)."""
+    import tarfile
+
+    from webdataset.tariterators import base_plus_ext
+
+    path = Path(path)
+    metas: dict[str, dict[str, Any]] = {}
+    embeddings: dict[str, np.ndarray] = {}
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                key, ext = base_plus_ext(member.name)  # the grouping rule webdataset itself uses
+                if ext == "json":
+                    metas[key] = record_meta({"__url__": str(path), "__key__": key,
+                                              "json": tar.extractfile(member).read()})
+                elif ext == "emb.npy":
+                    embeddings[key] = from_npy_bytes(tar.extractfile(member).read(), f"{path}:{key}.emb.npy")
+    except (tarfile.TarError, OSError) as exc:
+        raise fail(path, f"unreadable shard ({exc})") from None
+    missing = next((key for key in metas if key not in embeddings), None)
+    if missing is not None:
+        raise fail(path, f"sample {missing} has no emb.npy target")
+    return [Label(key, meta, embeddings[key]) for key, meta in metas.items()]
+
+
+def iter_records(paths: Iterable[str | Path]) -> Iterator[dict[str, Any]]:
+    """Raw WebDataset records (bytes per member, ``__key__``, ``__url__``) of tar files, in order."""
     import webdataset as wds
 
-    urls = [str(p) for p in paths]
-    for raw in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+    yield from wds.tarfile_to_samples()([{"url": str(p)} for p in paths])
+
+
+def iter_samples(paths: Iterable[str | Path]) -> Iterator[Sample]:
+    """Read samples in order from tar files (no shuffling: training builds its own pipeline)."""
+    for raw in iter_records(paths):
         yield decode_sample(raw)

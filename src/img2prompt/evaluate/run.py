@@ -70,7 +70,6 @@ def run_evaluate(
     from img2prompt.evaluate.report import write_histogram, write_html_report
     from img2prompt.predictions import read_predictions
 
-    truth = load_truth(truth_path)
     frames, vectors = [], []
     for path in prediction_files:
         frame, vecs = read_predictions(path)
@@ -78,6 +77,7 @@ def run_evaluate(
         vectors.append(vecs)
     predictions = pd.concat(frames, ignore_index=True)
     predicted = np.concatenate(vectors)
+    truth = load_truth(truth_path, keys=set(predictions.image_id))
     scores = score_table(list(predictions.image_id), list(predictions.model), predicted, truth, truth_path)
     summary = summarise(scores)
     out.mkdir(parents=True, exist_ok=True)

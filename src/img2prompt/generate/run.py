@@ -48,6 +48,7 @@ class GenerateConfig(StrictModel):
     size: int = Field(512, ge=8)
     images_per_prompt: dict[str, int] = Field(default_factory=lambda: {"hq": 2, "lq": 1})
     splits: list[str] = Field(default_factory=lambda: ["train", "val", "test"])
+    tiers: list[str] | None = None  # None: every tier; the recipe writes its hq and lq shard sets apart
     limit: int | None = Field(None, ge=1)
     samples_per_shard: int = Field(1000, ge=1)
     image_format: Literal["webp", "png", "jpg"] = "webp"
@@ -86,11 +87,14 @@ def rank_and_world() -> tuple[int, int]:
 
 
 def plan_items(frame, cfg: GenerateConfig, table_path: Path) -> list[Item]:
-    """The ordered list of images to draw: table order, ``k`` images per prompt by tier."""
-    unknown = sorted(set(frame["tier"]) - set(cfg.images_per_prompt))
+    """The ordered list of images to draw: table order, the chosen splits and tiers, ``k`` images per prompt
+    by tier."""
+    tiers = set(frame["tier"]) if cfg.tiers is None else set(cfg.tiers)
+    unknown = sorted(tiers - set(cfg.images_per_prompt))
     if unknown:
         raise fail(table_path, f"tier(s) {', '.join(map(str, unknown))} have no generate.images_per_prompt entry")
-    rows = [i for i, split in enumerate(frame["split"]) if split in cfg.splits]
+    rows = [i for i, (split, tier) in enumerate(zip(frame["split"], frame["tier"], strict=True))
+            if split in cfg.splits and tier in tiers]
     if cfg.limit is not None:
         rows = rows[: cfg.limit]
     ids, tiers = frame["prompt_id"].tolist(), frame["tier"].tolist()
@@ -175,7 +179,8 @@ def generate(cfg: GenerateConfig, backend: ImageGenerator | None = None) -> Path
         raise fail(cfg.prompts, "the prompt table has no rows")
     items = plan_items(frame, cfg, cfg.prompts)
     if not items:
-        raise fail(cfg.prompts, f"no prompts in splits {cfg.splits}")
+        tiers = "" if cfg.tiers is None else f" and tiers {cfg.tiers}"
+        raise fail(cfg.prompts, f"no prompts in splits {cfg.splits}{tiers}")
     rank, world = rank_and_world()
     cfg.out.mkdir(parents=True, exist_ok=True)
     keys = [sample_key(frame["prompt_id"].iat[item.row], item.k) for item in items]

@@ -11,9 +11,7 @@ rank decodes only its slice of it, so a run sees the same global batches whateve
 from __future__ import annotations
 
 import hashlib
-import json
 import random
-import tarfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,8 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from img2prompt.config import StrictModel
 from img2prompt.errors import fail
-from img2prompt.shards import find_shards, record_embedding, record_image
-from img2prompt.space import from_npy_bytes
+from img2prompt.shards import find_shards, read_labels, record_embedding, record_image
 
 
 class AugmentConfig(StrictModel):
@@ -92,27 +89,8 @@ class ShardIndex:
 
 
 def _index_tar(shard: int, path: Path) -> list[Record]:
-    from webdataset.tariterators import base_plus_ext
-
-    metas: dict[str, dict] = {}
-    embeddings: dict[str, np.ndarray] = {}
-    try:
-        with tarfile.open(path, "r:") as tar:
-            for member in tar:
-                key, ext = base_plus_ext(member.name)  # the grouping rule webdataset itself uses
-                if ext == "json":
-                    metas[key] = json.loads(tar.extractfile(member).read())
-                elif ext == "emb.npy":
-                    embeddings[key] = from_npy_bytes(tar.extractfile(member).read(), f"{path}:{key}.emb.npy")
-    except (tarfile.TarError, OSError, json.JSONDecodeError, ValueError) as exc:
-        raise fail(path, f"unreadable shard ({exc})") from None
-    records = []
-    for key, meta in metas.items():
-        if key not in embeddings:
-            raise fail(path, f"sample {key} has no emb.npy target")
-        records.append(Record(shard, key, str(meta["prompt_id"]), str(meta.get("split", "train")),
-                              str(meta.get("source", "unknown")), embeddings[key].astype(np.float32)))
-    return records
+    return [Record(shard, label.key, str(label.meta["prompt_id"]), str(label.meta.get("split", "train")),
+                   str(label.meta.get("source", "unknown")), label.embedding) for label in read_labels(path)]
 
 
 def _stable_int(*parts: object) -> int:
