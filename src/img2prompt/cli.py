@@ -99,7 +99,7 @@ def evaluate(
     predictions: Annotated[list[Path], typer.Argument(help="Predictions Parquet or Kaggle CSV files.")],
     truth: Annotated[Path, typer.Option(help="True prompts: imgId,prompt CSV, a prompt table or shards.")],
     out: Annotated[Path, typer.Option(help="Report folder (metrics.json, scores.csv, report.html).")],
-    images: Annotated[list[Path] | None, typer.Option(help="Image folder(s) for the report grid.")] = None,
+    images: Annotated[list[Path] | None, typer.Option(help="Image folders or shards for the report grid.")] = None,
     bank: Annotated[Path | None, typer.Option(help="Prompt table to decode predictions with.")] = None,
     grid: Annotated[int, typer.Option(help="Worst images shown per model.")] = 24,
     config: ConfigArg = None,
@@ -108,11 +108,10 @@ def evaluate(
     """Score predictions: mean cosine overall, per source and per prompt length, plus an HTML report."""
     from img2prompt.config import load_config
     from img2prompt.evaluate.run import run_evaluate
-    from img2prompt.images import list_images
 
     decode_config = load_config(config, set_).decode
-    paths = list_images(list(images)) if images else []
-    summary = run_evaluate(predictions, truth, out, images=paths, bank=bank, grid=grid, decode_config=decode_config)
+    summary = run_evaluate(predictions, truth, out, images=images or [], bank=bank, grid=grid,
+                           decode_config=decode_config)
     for model, stats in summary.items():
         typer.echo(f"{model}: mean cosine {stats['mean_cosine']:.4f} over {stats['images']} images")
     typer.echo(f"report: {out / 'report.html'}")

@@ -1,10 +1,10 @@
 """``img2prompt quickstart``: every stage of the recipe, for real, at laptop scale, offline.
 
-curate scenes-grammar prompts -> render scenes shards -> train two regressors -> predict held-out images
--> fit an ensemble on validation -> evaluate on test (HTML report, decoded prompts) -> predict and decode a
-folder of images (the Kaggle sample when ../shared is present). Each step calls the same function as its CLI
-verb and writes into ``<out>/<step>``; a step whose output already exists is skipped, so a killed run
-resumes where it stopped. The same stages with the configs in configs/ run the real recipe on GPUs.
+curate scenes-grammar prompts -> render scenes shards -> train two regressors -> predict the held-out splits
+straight from the shards -> fit an ensemble on validation -> evaluate on test (HTML report, decoded prompts)
+-> predict and decode a folder of images (the Kaggle sample when ../shared is present). Each step calls the
+same function as its CLI verb and writes into ``<out>/<step>``; a step whose output already exists is skipped,
+so a killed run resumes where it stopped. The same stages with the configs in configs/ run the real recipe on GPUs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import Field
 
 from img2prompt.config import StrictModel, load_config, packaged_configs, write_resolved
-from img2prompt.errors import fail
+from img2prompt.errors import Img2PromptError
 from img2prompt.files import write_text_atomic
 
 DEFAULT_CONFIG = packaged_configs() / "quickstart.yaml"
@@ -63,29 +63,17 @@ class Steps:
         print(f"[quickstart] {name}: {self.timings[name]} s", flush=True)
 
 
-def export_split(shards: Path, split: str, folder: Path) -> Path:
-    """Write the images of one split as PNG files plus ``truth.csv`` (imgId,prompt) into ``folder``."""
-    from img2prompt.shards import find_shards, iter_samples
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for sample in iter_samples(find_shards(shards)):
-        if sample.meta.get("split") != split:
-            continue
-        sample.image.save(folder / f"{sample.key}.png")
-        rows.append((sample.key, sample.meta["prompt"]))
-    if not rows:
-        raise fail(shards, f"no {split!r} samples to evaluate on")
-    return write_text_atomic(folder / "truth.csv", pd.DataFrame(rows, columns=["imgId", "prompt"]).to_csv(index=False))
-
-
 def _present(sources: list) -> list:
     """The bank's sources whose files exist: a user's clone has no ../shared, and the bank is optional data."""
-    import glob
+    from img2prompt.curate.sources import expand_paths
 
-    kept = [s for s in sources if s.path is None or glob.glob(s.path)]
+    kept = []
     for source in sources:
-        if source not in kept:
+        try:
+            if source.path is not None:
+                expand_paths(source.path)
+            kept.append(source)
+        except Img2PromptError:
             print(f"[quickstart] bank: skipping {source.name} ({source.path} not found)", flush=True)
     return kept
 
@@ -129,36 +117,30 @@ def quickstart(config_path: Path | None = None, overrides: list[str] | None = No
         tcfg.data.shards = [str(shards)]
         steps(f"train {run.name}", lambda tcfg=tcfg: train(tcfg))
 
-    images = {split: out / "heldout" / split for split in ("val", "test")}
-    truth = {split: folder / "truth.csv" for split, folder in images.items()}
-    for split, folder in images.items():
-        steps(f"export {split} images", lambda split=split, folder=folder: export_split(shards, split, folder))
-
     baselines = {"mean_baseline": f"mean:{tables['curate']}", "nearest_baseline": f"nearest:{shards}"}
     specs = {**{name: str(folder) for name, folder in models.items()}, **baselines}
     predictions = {}
     for name, spec in specs.items():
-        for split, folder in images.items():
+        for split in ("val", "test"):
             if name in baselines and split == "val":  # only the trained models are ensemble members
                 continue
             target = predictions[name, split] = out / "predictions" / f"{name}-{split}.parquet"
-            steps(f"predict {name} {split}", lambda spec=spec, folder=folder, target=target: run_predict(
-                spec, [folder], out=target))
+            steps(f"predict {name} {split}", lambda spec=spec, split=split, target=target: run_predict(
+                spec, [shards], out=target, splits=[split]))
 
     ensemble = out / "ensemble.yaml"
     steps("fit ensemble on val", lambda: run_ensemble(
-        [predictions[name, "val"] for name in models], truth["val"], ensemble))
+        [predictions[name, "val"] for name in models], shards, ensemble))
     predictions["ensemble", "test"] = out / "predictions" / "ensemble-test.parquet"
     steps("predict ensemble test", lambda: run_predict(
-        str(ensemble), [images["test"]], out=predictions["ensemble", "test"]))
+        str(ensemble), [shards], out=predictions["ensemble", "test"], splits=["test"]))
 
     dcfg = config.decode
     dcfg.budget_s = cfg.decode_budget_s
     report = out / "report"
     test_files = [file for (_, split), file in predictions.items() if split == "test"]
     steps("evaluate on test", lambda: run_evaluate(
-        test_files, truth["test"], report, images=sorted(images["test"].glob("*.png")), bank=tables["bank"],
-        grid=cfg.report_grid, decode_config=dcfg))
+        test_files, shards, report, images=[shards], bank=tables["bank"], grid=cfg.report_grid, decode_config=dcfg))
 
     inputs = [p for p in cfg.images if Path(p).exists()]
     decoded = out / "decoded.csv"

@@ -49,7 +49,7 @@ class SourceConfig(StrictModel):
 
     name: str
     type: SourceType
-    path: str | None = None
+    path: str | list[str] | None = None  # a file, a glob, or a list of them
     tier: Tier = "hq"
     column: str | None = None
     delimiter: str = ","

@@ -106,8 +106,11 @@ def bad_rows_file(path: Path) -> Iterator[BadRows]:
 Reader = Callable[[Path, ReadOptions, BadRows], Iterator[str]]
 
 
-def expand_paths(pattern: str) -> list[Path]:
-    """The files a source names: a path or a glob (``coyo/part-*.parquet``), sorted for a stable order."""
+def expand_paths(pattern: str | list[str]) -> list[Path]:
+    """The files a source names: a path, a glob (``coyo/part-*.parquet``) or a list of them; each glob sorted,
+    for a stable order."""
+    if isinstance(pattern, list):
+        return [path for item in pattern for path in expand_paths(item)]
     matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
     paths = [Path(m) for m in matches]
     if not paths or not all(p.is_file() for p in paths):
@@ -294,7 +297,7 @@ READERS: dict[str, Reader] = {
 }
 
 
-def read_source(kind: str, pattern: str | None, options: ReadOptions, bad: BadRows) -> Iterator[str]:
+def read_source(kind: str, pattern: str | list[str] | None, options: ReadOptions, bad: BadRows) -> Iterator[str]:
     """All prompts of one configured source, file after file, in a stable order."""
     if kind == "scenes":
         yield from scene_prompts(options.count, options.seed)

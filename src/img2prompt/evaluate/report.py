@@ -39,12 +39,30 @@ def write_histogram(scores: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def _thumbnail(path: Path) -> str:
+def thumbnails(ids: set[str], sources: list[Path]) -> dict[str, str]:
+    """JPEG data URIs of the images ``ids`` names, found in image files/folders (by stem) or shards (by key);
+    an unreadable image has none."""
+    from img2prompt.images import list_images, load_image
+    from img2prompt.shards import find_shards, is_shards, iter_records, record_image
+
+    found: dict[str, str] = {}
+    for source in sources:
+        if is_shards(source):
+            wanted = ((raw["__key__"], lambda raw=raw: record_image(raw)) for raw in iter_records(find_shards(source)))
+        else:
+            wanted = ((path.stem, lambda path=path: load_image(path)) for path in list_images([source]))
+        for image_id, load in wanted:
+            if image_id in ids and image_id not in found:
+                found[image_id] = _data_uri(load)
+    return {image_id: uri for image_id, uri in found.items() if uri}
+
+
+def _data_uri(load) -> str:
+    """The thumbnail of ``load()`` as a data URI; "" when the image cannot be read."""
     from img2prompt.errors import Img2PromptError
-    from img2prompt.images import load_image
 
     try:
-        image = load_image(path)
+        image = load()
     except Img2PromptError:
         return ""
     image.thumbnail((THUMBNAIL, THUMBNAIL))
@@ -58,20 +76,19 @@ def write_html_report(
     summary: dict[str, dict],
     path: Path,
     *,
-    images: list[Path],
+    thumbnails: dict[str, str],
     decoded: dict[int, tuple[str, float]],
     grid: int,
     histogram: str,
 ) -> Path:
     """Summary tables per model and a grid of its ``grid`` worst images."""
-    by_stem = {p.stem: p for p in images}
     models = []
     for model, stats in summary.items():
         cards = []
         for index, row in scores[scores.model == model].nsmallest(grid, "cosine").iterrows():
             text, cosine = decoded.get(int(index), ("", float("nan")))
             cards.append({"image_id": row.image_id, "cosine": row.cosine, "prompt": row.prompt,
-                          "thumbnail": _thumbnail(by_stem[row.image_id]) if row.image_id in by_stem else "",
+                          "thumbnail": thumbnails.get(row.image_id, ""),
                           "decoded": text, "decoded_cosine": cosine})
         models.append({"name": model, **stats, "cards": cards})
     return render("evaluation.html", path, histogram=histogram, models=models)

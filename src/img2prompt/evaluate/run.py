@@ -61,13 +61,13 @@ def run_evaluate(
     truth_path: Path,
     out: Path,
     *,
-    images: list[Path] | None = None,
+    images: list[Path] | None = None,  # image files/folders (ids = stems) or shards (ids = sample keys)
     bank: Path | None = None,
     grid: int = 24,
     decode_config: DecodeConfig | None = None,
 ) -> dict[str, dict]:
     """Score every predictions file; write scores.csv, metrics.json, histogram.png and report.html."""
-    from img2prompt.evaluate.report import write_histogram, write_html_report
+    from img2prompt.evaluate.report import thumbnails, write_histogram, write_html_report
     from img2prompt.predictions import read_predictions
 
     frames, vectors = [], []
@@ -85,8 +85,10 @@ def run_evaluate(
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
     write_histogram(scores, out / "histogram.png")
     decoded = _decode_predictions(scores, predicted, bank, grid, decode_config) if bank else {}
-    write_html_report(scores, summary, out / "report.html", images=images or [], decoded=decoded, grid=grid,
-                      histogram="histogram.png")
+    shown = {scores.image_id[i] for _, group in scores.groupby("model", sort=False)
+             for i in group.nsmallest(grid, "cosine").index}
+    write_html_report(scores, summary, out / "report.html", thumbnails=thumbnails(shown, images or []),
+                      decoded=decoded, grid=grid, histogram="histogram.png")
     return summary
 
 
