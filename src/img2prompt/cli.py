@@ -229,6 +229,20 @@ def train(
 
 
 @app.command()
+def recipe(
+    config: Annotated[Path, typer.Argument(help="YAML with a recipe: section, e.g. configs/recipe/full.yaml.")],
+    gpus: Annotated[int, typer.Option(help="GPUs of this node: N > 1 runs steps under torchrun/accelerate.")] = 1,
+    dry_run: Annotated[bool, typer.Option(help="Print every command of the chain, run nothing.")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Run the whole recipe chain (curate -> generate -> train -> predict -> ensemble -> evaluate -> submit)."""
+    from img2prompt.recipe import run_recipe
+
+    run_recipe(config, set_ or [], gpus=gpus, dry_run=dry_run,
+               run_in_process=lambda argv: app(argv, standalone_mode=False))
+
+
+@app.command()
 def quickstart(config: ConfigArg = None, overrides: SetOpt = None) -> None:
     """Run every stage offline at laptop scale: curate, generate, train two models, ensemble, evaluate, decode."""
     import json

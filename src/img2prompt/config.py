@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from img2prompt.decode import DecodeConfig
     from img2prompt.generate.run import GenerateConfig
     from img2prompt.quickstart import QuickstartConfig
+    from img2prompt.recipe import RecipeConfig
     from img2prompt.serve.settings import ServeConfig
     from img2prompt.train.loop import TrainConfig
 
@@ -50,6 +51,7 @@ SECTIONS: dict[str, str] = {
     "decode": "img2prompt.decode:DecodeConfig",
     "serve": "img2prompt.serve.settings:ServeConfig",
     "quickstart": "img2prompt.quickstart:QuickstartConfig",
+    "recipe": "img2prompt.recipe:RecipeConfig",
 }
 
 
@@ -206,6 +208,10 @@ class Config:
     @property
     def quickstart(self) -> QuickstartConfig:
         return self.section("quickstart")  # type: ignore[return-value]
+
+    @property
+    def recipe(self) -> RecipeConfig:
+        return self.section("recipe")  # type: ignore[return-value]
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -10,8 +10,6 @@ so a killed run resumes where it stopped. The same stages with the configs in co
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from pydantic import Field
 
 from img2prompt.config import StrictModel, load_config, packaged_configs, write_resolved
 from img2prompt.errors import Img2PromptError
-from img2prompt.files import write_text_atomic
+from img2prompt.steps import Steps
 
 DEFAULT_CONFIG = packaged_configs() / "quickstart.yaml"
 
@@ -38,29 +36,6 @@ class QuickstartConfig(StrictModel):
     images: list[str] = Field(default_factory=list)  # folders/globs to predict and decode at the end
     decode_budget_s: float = 0.5
     report_grid: int = 24
-
-
-class Steps:
-    """Runs pipeline steps with a heading and a timing each. A finished step leaves a marker in
-    ``<out>/.steps`` and is skipped next time, which is what makes the whole quickstart resumable."""
-
-    def __init__(self, out: Path):
-        self.markers = out / ".steps"
-        self.markers.mkdir(parents=True, exist_ok=True)
-        self.timings: dict[str, float] = {}
-
-    def __call__(self, name: str, work: Callable[[], Any]) -> None:
-        marker = self.markers / (name.replace(" ", "_") + ".done")
-        if marker.exists():
-            self.timings[name] = float(marker.read_text())
-            print(f"[quickstart] {name}: already done ({self.timings[name]} s)", flush=True)
-            return
-        print(f"[quickstart] {name} ...", flush=True)
-        start = time.perf_counter()
-        work()
-        self.timings[name] = round(time.perf_counter() - start, 1)
-        write_text_atomic(marker, f"{self.timings[name]}\n")
-        print(f"[quickstart] {name}: {self.timings[name]} s", flush=True)
 
 
 def _present(sources: list) -> list:
@@ -93,7 +68,7 @@ def quickstart(config_path: Path | None = None, overrides: list[str] | None = No
     config = load_config(path, overrides)
     cfg = config.quickstart
     out = cfg.out
-    steps = Steps(out)
+    steps = Steps(out, "quickstart")
     write_resolved(cfg, "quickstart", out)
 
     tables = {}

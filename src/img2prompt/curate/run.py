@@ -57,6 +57,9 @@ class SourceConfig(StrictModel):
     count: int = 0  # scenes only: how many grammar prompts
     seed: int = 0  # scenes only
     limit: int | None = None  # read at most this many prompts (quick runs)
+    # stop once this many of the source's prompts passed the rules and exact dedup: caps a huge corpus (COYO)
+    # at the size the recipe needs, since curation memory grows with the candidates (~2.15 GB per million)
+    max_kept: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _needs_input(self) -> SourceConfig:
@@ -187,13 +190,16 @@ def _read_one(
     bad_before = bad.total
     stream = read_source(source.type, source.path, source.options(), bad)
     for n, raw in enumerate(tqdm(stream, desc=f"read {source.name}", unit="prompt", disable=not progress)):
-        if source.limit is not None and n >= source.limit:
+        if (source.limit is not None and n >= source.limit) or (
+                source.max_kept is not None and counts["candidates"] >= source.max_kept):
             break
         counts["read"] += 1
         text = rules.apply(raw)
         if text is None:
             continue
-        if not candidates.add(text, prompt_id(text), index, rules.tier(text, source.tier)):
+        if candidates.add(text, prompt_id(text), index, rules.tier(text, source.tier)):
+            counts["candidates"] += 1
+        else:
             counts["exact_duplicates"] += 1
     counts["bad_rows"] = bad.total - bad_before
     counts.update({k: rules.counts[k] - rules_before[k] for k in rules.counts})
