@@ -28,7 +28,7 @@ from img2prompt.generate.run import GenerateConfig
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import Regressor
 from img2prompt.train.loop import load_train_config
-from img2prompt.train.optim import apply_lora, freeze_blocks
+from img2prompt.train.optim import freeze_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 H100_BF16_PEAK = 989.4e12
@@ -39,9 +39,10 @@ def train_flops_per_sample(config_path: Path) -> tuple[str, str, float]:
     """Model FLOPs of one training sample (forward + backward, no recomputation) for a stage config."""
     config = load_train_config(config_path)
     model = Regressor(config.model, pretrained=False).train()
-    if config.finetune.method == "lora":
-        apply_lora(model, config.finetune)
-    freeze_blocks(model, config.finetune.freeze_blocks)
+    ft = config.finetune
+    if ft.method == "lora":
+        model.add_lora(ft.lora_rank, ft.lora_alpha, ft.lora_dropout)
+    freeze_blocks(model, ft.freeze_blocks)
     size = model.image_size
     counter = FlopCounterMode(display=False)
     with FakeTensorMode(allow_non_fake_inputs=True), counter:

@@ -127,7 +127,7 @@ def test_gradient_checkpointing_recomputes_blocks_with_the_same_gradients(name: 
     model = Regressor(ModelConfig(backbone=name, pretrained=False, tiny=True)).train()
     pixels = torch.randn(2, 3, model.image_size, model.image_size, generator=torch.Generator().manual_seed(2))
     calls_off, loss_off, grads_off = one_step(model, pixels)
-    model.spec.set_grad_checkpointing(True)
+    model.set_grad_checkpointing(True)
     calls_on, loss_on, grads_on = one_step(model, pixels)
     # Checkpointed blocks run again in the backward pass; without checkpointing nothing does.
     assert calls_on > calls_off

@@ -28,7 +28,6 @@ from img2prompt.errors import Img2PromptError
 from img2prompt.models.regressor import ModelConfig, Regressor
 from img2prompt.train.data import ShardIndex
 from img2prompt.train.loop import TrainConfig, evaluate, train
-from img2prompt.train.optim import FinetuneConfig, apply_lora
 from img2prompt.train.sharding import check_lora_shardable, enable_fsdp_on_cpu
 from test_train_data import make_color_shards
 
@@ -120,14 +119,14 @@ def test_fsdp_config_wraps_every_block_of_its_backbone(path: Path) -> None:
     assert fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT" and not fsdp["fsdp_activation_checkpointing"]
     backbone = path.stem.removeprefix("fsdp_")
     assert (REPO / "configs" / "train" / f"{backbone}_stage1.yaml").exists()
-    spec = build_backbone(backbone, pretrained=False, tiny=True)
+    module, spec = build_backbone(backbone, pretrained=False, tiny=True)
     plugin = FullyShardedDataParallelPlugin(
         fsdp_version=2, auto_wrap_policy=fsdp["fsdp_auto_wrap_policy"],
         transformer_cls_names_to_wrap=fsdp["fsdp_transformer_layer_cls_to_wrap"].split(","))
-    plugin.set_auto_wrap_policy(spec.module)
-    policy = fsdp2_prepare_auto_wrap_policy(plugin, spec.module)
-    wrapped = {id(m) for m in spec.module.modules() if policy(m)}
-    blocks = {id(b) for b in spec.blocks if not isinstance(b, torch.nn.ModuleList | torch.nn.Sequential)}
+    plugin.set_auto_wrap_policy(module)
+    policy = fsdp2_prepare_auto_wrap_policy(plugin, module)
+    wrapped = {id(m) for m in module.modules() if policy(m)}
+    blocks = {id(b) for b in spec.blocks(module) if not isinstance(b, torch.nn.ModuleList | torch.nn.Sequential)}
     assert wrapped == blocks and len(blocks) >= 2
 
 
@@ -159,7 +158,7 @@ def test_fsdp_is_switched_on_for_cpu_processes_only_when_the_launcher_asks(monke
 def test_lora_on_multihead_attention_is_refused_under_fsdp_in_one_line() -> None:
     def lora_model(backbone: str) -> Regressor:
         model = Regressor(ModelConfig(backbone=backbone, pretrained=False, tiny=True, image_size=28))
-        apply_lora(model, FinetuneConfig(method="lora", lora_rank=2))
+        model.add_lora(rank=2, alpha=32)
         return model
 
     with pytest.raises(Img2PromptError, match=r"nn\.MultiheadAttention"):

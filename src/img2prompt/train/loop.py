@@ -27,14 +27,7 @@ from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import ModelConfig, Regressor
 from img2prompt.train.data import DataConfig, ShardIndex, TrainStream, build_train_transform, iter_eval_batches
 from img2prompt.train.data import train_loader as make_loader
-from img2prompt.train.optim import (
-    FinetuneConfig,
-    OptimConfig,
-    apply_lora,
-    build_optimizer,
-    freeze_blocks,
-    trainable_summary,
-)
+from img2prompt.train.optim import FinetuneConfig, OptimConfig, build_optimizer, freeze_blocks, trainable_summary
 from img2prompt.train.sharding import (
     check_lora_shardable,
     enable_fsdp_on_cpu,
@@ -161,12 +154,12 @@ def train(config: TrainConfig) -> Path:
         model.head.start_at(torch.from_numpy(baseline))
     ft = config.finetune
     if ft.method == "lora":
-        apply_lora(model, ft)
+        model.add_lora(ft.lora_rank, ft.lora_alpha, ft.lora_dropout)
         if sharded:
             check_lora_shardable(model)
     freeze_blocks(model, ft.freeze_blocks)
     if config.grad_checkpointing:
-        model.spec.set_grad_checkpointing(True)
+        model.set_grad_checkpointing(True)
     layout = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(memory_format=layout)
 
@@ -308,8 +301,9 @@ def _tensorboard(out: Path, config: TrainConfig):
 def _unsharded_copy(config: TrainConfig, model_state: dict) -> Regressor:
     """A plain model holding the gathered weights of a sharded one, to write ``model.safetensors`` from."""
     plain = Regressor(config.model, pretrained=False)
-    if config.finetune.method == "lora":
-        apply_lora(plain, config.finetune)
+    ft = config.finetune
+    if ft.method == "lora":
+        plain.add_lora(ft.lora_rank, ft.lora_alpha, ft.lora_dropout)
     plain.load_state_dict(model_state)
     return plain.eval()
 
