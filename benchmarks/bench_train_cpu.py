@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from img2prompt.train.loop import load_train_config, train
+from img2prompt.train.config import load_train_config
+from img2prompt.train.trainer import train
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train" / "cpu_quickstart.yaml"
 

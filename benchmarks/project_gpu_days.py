@@ -27,7 +27,7 @@ from img2prompt.config import load_section
 from img2prompt.generate.run import GenerateConfig
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import Regressor
-from img2prompt.train.loop import load_train_config
+from img2prompt.train.config import load_train_config
 from img2prompt.train.optim import freeze_blocks
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from img2prompt.models.backbones import REGISTRY
-from img2prompt.train.loop import load_train_config
+from img2prompt.train.config import load_train_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
 REAL = ["vit_l_14_336", "convnext_xxlarge", "eva02_large_336", "blip2_qformer", "efficientnet_lite2"]

@@ -215,8 +215,8 @@ def train(
 
     import torch
 
-    from img2prompt.train.loop import load_train_config
-    from img2prompt.train.loop import train as run_train
+    from img2prompt.train.config import load_train_config
+    from img2prompt.train.trainer import train as run_train
 
     out = run_train(load_train_config(config, set_ or []))
     typer.echo(f"checkpoint: {out}")
