@@ -1,6 +1,6 @@
 """The training loop: it learns and logs to TensorBoard, checkpoints load, a killed run resumes onto the same
-curve, stage 2 starts from stage 1, gradient accumulation matches a bigger batch, and bf16 + gradient
-checkpointing run (in their own process: accelerate keeps one precision per process)."""
+curve and the same weights bit for bit, stage 2 starts from stage 1, gradient accumulation matches a bigger
+batch, and bf16 + gradient checkpointing run (in their own process: accelerate keeps one precision per process)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
+from safetensors.torch import load_file
 
 from img2prompt.errors import Img2PromptError
 from img2prompt.models.regressor import Regressor
@@ -122,6 +124,50 @@ def test_a_killed_run_resumes_onto_the_same_loss_curve(shards: Path, tmp_path: P
     assert done.returncode == 0, done.stderr[-2000:]
     assert "train: resumed at optimizer step 2 (epoch 0, batch 2)" in done.stdout
     assert losses(tmp_path / "killed") == losses(reference)
+
+
+def same_weights(run: Path, reference: Path) -> list[str]:
+    """Names of the tensors of ``run``'s model.safetensors that are not bit-identical to ``reference``'s."""
+    ours, theirs = load_file(run / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    return [name for name in ours if not torch.equal(ours[name], theirs[name])]
+
+
+# Dropout in the head draws from torch's global RNG at every step, so a resumed run that restores the RNG at the
+# wrong moment (or draws from it once more, as a new DataLoader iterator does) follows another path. The run is
+# killed after its first save: mid-epoch (step 2 of 6), or at the end of its first epoch (step 12 of 24).
+RESUMES = {
+    "mid_epoch": ({"save_every": 2, "model": {"dropout": 0.2}, "optim": {"epochs": 1, "max_steps": 6}},
+                  "step 2 (epoch 0, batch 2)"),
+    "epoch_end": ({"model": {"dropout": 0.2}, "optim": {"epochs": 2}}, "step 12 (epoch 1, batch 0)"),
+}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(shards: Path, tmp_path_factory: pytest.TempPathFactory):
+    """name -> the uninterrupted run of that ``RESUMES`` setting, trained once for the module."""
+    runs: dict[str, Path] = {}
+
+    def run(name: str) -> Path:
+        if name not in runs:
+            runs[name] = train(config(shards, tmp_path_factory.mktemp(name) / "run", **RESUMES[name][0]))
+        return runs[name]
+
+    return run
+
+
+@pytest.mark.parametrize("name", sorted(RESUMES))
+def test_a_killed_and_resumed_run_ends_with_bit_identical_weights(shards: Path, uninterrupted, tmp_path: Path,
+                                                                   name: str) -> None:
+    settings, position = RESUMES[name]
+    cfg = config(shards, tmp_path / "killed", **settings)
+    killed = cli_train(cfg, tmp_path, KILL_AFTER_FIRST_SAVE)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    done = cli_train(cfg, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"train: resumed at optimizer {position}" in done.stdout
+    assert losses(tmp_path / "killed") == losses(uninterrupted(name))
+    assert same_weights(tmp_path / "killed", uninterrupted(name)) == []
 
 
 def test_gradient_accumulation_matches_the_bigger_batch(shards: Path, tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ resumes from ``state.pt`` when the run folder has one, then loops over ``step`` 
 The run folder is itself a checkpoint (``config.yaml``, ``model.safetensors``, ``metrics.json``) plus ``state.pt``
 (model, optimizer, schedule, EMA and RNG state, position in the epoch), ``curves.png`` and the trackers' logs
 (TensorBoard under ``tb/``). ``state.pt`` is replaced atomically every ``save_every`` optimizer steps and at each
-epoch end; a killed run started again with the same config resumes from it and produces the same loss curve
-as an uninterrupted run.
+epoch end; a killed run started again resumes from it and ends with the same weights, bit for bit, as a run
+that was never stopped.
 
 accelerate keeps its state once per process, so one process trains with one precision: the CLI runs one
 training per process, and a second training in the same process that asks for another precision is refused.
@@ -110,6 +110,7 @@ class Trainer:
         if self.ema is not None and self.sharded:
             self.ema.module = shard_like_model(self.accelerator, self.ema.module)
         self.run = Run()
+        self._rng: dict[str, Any] | None = None  # a resumed run's saved RNG state, until put back
         self._loss_sum = torch.zeros((), device=self.device)  # summed micro-batch losses of the open group
         self._micro = 0  # micro-batches in the open accumulation group
         self.seen = 0  # training samples (all ranks) this process has trained on, for samples/s
@@ -195,9 +196,19 @@ class Trainer:
         return self.out
 
     def _epoch_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The rest of this epoch's micro-batches of this rank."""
+        """The rest of this epoch's micro-batches of this rank.
+
+        Starting a DataLoader iterator draws its base seed from torch's global RNG. A resumed run puts its saved
+        RNG state back where the saved run took it: after that draw when it was saved mid-epoch, before it when
+        it was saved at an epoch end. Every later draw (dropout, drop-connect) is then the uninterrupted run's.
+        """
         self.stream.set_position(self.run.epoch, self.run.batch)
-        return iter(train_loader(self.stream, self.config.data.num_workers))
+        loader = train_loader(self.stream, self.config.data.num_workers)
+        if self.run.batch == 0:
+            self._restore_rng()
+        batches = iter(loader)
+        self._restore_rng()
+        return batches
 
     def step(self, pixels: torch.Tensor, targets: torch.Tensor) -> float | None:
         """One micro-batch: forward and backward, then the optimizer step if it closes its accumulation group.
@@ -302,17 +313,21 @@ class Trainer:
             plot_curves(self.out / "curves.png", run)
 
     def _unsharded_copy(self, model_state: dict[str, Any]) -> Regressor:
-        """A plain model holding the gathered weights of a sharded one, to write ``model.safetensors`` from."""
+        """A plain model holding the gathered weights of a sharded one, to write ``model.safetensors`` from.
+
+        Built under a forked RNG: its random init must not move the run's RNG, or saving would change the run.
+        """
         ft = self.config.finetune
-        plain = Regressor(self.config.model, pretrained=False)
-        if ft.method == "lora":
-            plain.add_lora(ft.lora_rank, ft.lora_alpha, ft.lora_dropout)
+        with torch.random.fork_rng(devices=[]):
+            plain = Regressor(self.config.model, pretrained=False)
+            if ft.method == "lora":
+                plain.add_lora(ft.lora_rank, ft.lora_alpha, ft.lora_dropout)
         plain.load_state_dict(model_state)
         return plain.eval()
 
     def resume(self) -> None:
-        """Continue from ``state.pt`` when the run folder had one: weights, optimizer, schedule, EMA, RNG state,
-        position and curves."""
+        """Continue from ``state.pt`` when the run folder had one: weights, optimizer, schedule, EMA, position and
+        curves; its RNG state is put back when the loop reaches the saved position (``_epoch_batches``)."""
         state, self._saved = self._saved, None
         if state is None:
             return
@@ -322,9 +337,16 @@ class Trainer:
             load_full_model_state(self.ema.module, state["ema"])
         self.run.load(state["run"])
         self.run.metrics = dict(state["metrics"])
-        torch.set_rng_state(state["rng"])
-        if state["cuda_rng"]:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self._rng = {"cpu": state["rng"], "cuda": state["cuda_rng"]}
+
+    def _restore_rng(self) -> None:
+        """Put a resumed run's saved RNG state back (once)."""
+        if self._rng is None:
+            return
+        torch.set_rng_state(self._rng["cpu"])
+        if self._rng["cuda"]:
+            torch.cuda.set_rng_state_all(self._rng["cuda"])
+        self._rng = None
 
     def _announce(self) -> None:
         if not self.accelerator.is_main_process:
