@@ -1,6 +1,7 @@
 """The training loop: it learns and logs to TensorBoard, checkpoints load, a killed run resumes onto the same
-curve and the same weights bit for bit, stage 2 starts from stage 1, gradient accumulation matches a bigger
-batch, and bf16 + gradient checkpointing run (in their own process: accelerate keeps one precision per process)."""
+curve and the same weights bit for bit, a resumed run may change only what leaves the weights alone, stage 2
+starts from stage 1, gradient accumulation matches a bigger batch, and bf16 + gradient checkpointing run (in their
+own process: accelerate keeps one precision per process)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from safetensors.torch import load_file
 
 from img2prompt.errors import Img2PromptError
 from img2prompt.models.regressor import Regressor
-from img2prompt.train.config import TrainConfig, load_train_config
-from img2prompt.train.trainer import build_accelerator, train
+from img2prompt.train.config import RESUMABLE, TrainConfig, load_train_config
+from img2prompt.train.trainer import Trainer, build_accelerator, train
 from test_train_data import make_color_shards
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,6 +169,45 @@ def test_a_killed_and_resumed_run_ends_with_bit_identical_weights(shards: Path, 
     assert f"train: resumed at optimizer {position}" in done.stdout
     assert losses(tmp_path / "killed") == losses(uninterrupted(name))
     assert same_weights(tmp_path / "killed", uninterrupted(name)) == []
+
+
+class Crash(Exception):
+    """Stands for a kill, in this process."""
+
+
+def test_a_resumed_run_may_change_only_what_leaves_the_weights_alone(
+        shards: Path, uninterrupted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    settings, save = RESUMES["mid_epoch"][0], Trainer.save
+
+    def save_then_crash(self: Trainer) -> None:
+        save(self)
+        raise Crash
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "save", save_then_crash)
+        with pytest.raises(Crash):
+            train(config(shards, tmp_path / "first", **settings))
+    (tmp_path / "first").rename(tmp_path / "moved")
+    # Every setting of RESUMABLE changed (out too: the run folder moved): the run continues on the uninterrupted
+    # run's path.
+    neutral = {"log_every": 1, "save_every": 3, "eval_batch_size": 5, "plots": True, "log_with": ["tensorboard"]}
+    assert {"out", *neutral} == set(RESUMABLE)
+    resumed = config(shards, tmp_path / "moved", **{**settings, **neutral})
+    with pytest.raises(Img2PromptError) as info:
+        train(resumed.model_copy(update={"optim": resumed.optim.model_copy(update={"lr": 2e-2})}))
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'moved' / 'state.pt'}: written by a different train config "
+                              "(train.optim.lr changed;") and "\n" not in message
+    # Gradient checkpointing recomputes EfficientNet's BatchNorm layers, updating their running statistics twice.
+    with pytest.raises(Img2PromptError, match=r"state\.pt: .*\(train\.grad_checkpointing changed;"):
+        train(resumed.model_copy(update={"grad_checkpointing": True}))
+    capsys.readouterr()
+    train(resumed)
+    assert "train: resumed at optimizer step 2 (epoch 0, batch 2)" in capsys.readouterr().out
+    assert losses(tmp_path / "moved") == losses(uninterrupted("mid_epoch"))
+    assert same_weights(tmp_path / "moved", uninterrupted("mid_epoch")) == []
+    assert (tmp_path / "moved" / "curves.png").exists() and tensorboard_scalars(tmp_path / "moved" / "tb")
 
 
 def test_gradient_accumulation_matches_the_bigger_batch(shards: Path, tmp_path: Path) -> None:

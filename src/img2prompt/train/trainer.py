@@ -9,7 +9,7 @@ The run folder is itself a checkpoint (``config.yaml``, ``model.safetensors``, `
 (model, optimizer, schedule, EMA and RNG state, position in the epoch), ``curves.png`` and the trackers' logs
 (TensorBoard under ``tb/``). ``state.pt`` is replaced atomically every ``save_every`` optimizer steps and at each
 epoch end; a killed run started again resumes from it and ends with the same weights, bit for bit, as a run
-that was never stopped.
+that was never stopped. A resumed run may change only the settings in ``config.RESUMABLE``.
 
 accelerate keeps its state once per process, so one process trains with one precision: the CLI runs one
 training per process, and a second training in the same process that asks for another precision is refused.
@@ -33,7 +33,7 @@ from img2prompt.errors import fail
 from img2prompt.files import atomic_path
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import Regressor
-from img2prompt.train.config import TrainConfig
+from img2prompt.train.config import RESUMABLE, TrainConfig, maths_changes
 from img2prompt.train.data import ShardIndex, TrainStream, build_train_transform, iter_eval_batches, train_loader
 from img2prompt.train.optim import build_optimizer, freeze_blocks, trainable_summary
 from img2prompt.train.sharding import (
@@ -374,15 +374,18 @@ def check_config(config: TrainConfig) -> None:
 
 
 def read_state(path: Path, config: TrainConfig) -> dict[str, Any] | None:
-    """``state.pt`` of a run to resume (None when there is none), refused when written by another config."""
+    """``state.pt`` of a run to resume (None when there is none), refused when ``config`` changes its maths."""
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a torn or foreign file: say which, never unpickle arbitrary objects
         raise fail(path, f"unreadable training state ({str(exc).splitlines()[0]}); delete it to start over") from None
-    if state["config"] != config.model_dump(mode="json"):
-        raise fail(path, "written by a different train config: use a new out or delete state.pt")
+    changed = maths_changes(state["config"], config)
+    if changed:
+        resumable = ", ".join(f"train.{key}" for key in RESUMABLE)
+        raise fail(path, f"written by a different train config ({', '.join(changed)} changed; a resumed run may "
+                         f"change only {resumable}): use a new out or delete state.pt")
     return state
 
 
