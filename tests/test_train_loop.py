@@ -136,11 +136,12 @@ def same_weights(run: Path, reference: Path) -> list[str]:
 
 # Dropout in the head draws from torch's global RNG at every step, so a resumed run that restores the RNG at the
 # wrong moment (or draws from it once more, as a new DataLoader iterator does) follows another path. The run is
-# killed after its first save: mid-epoch (step 2 of 6), or at the end of its first epoch (step 12 of 24).
+# killed after its first save: mid-epoch (step 2 of 6), or at the end of its first epoch (step 6 of 12).
 RESUMES = {
     "mid_epoch": ({"save_every": 2, "model": {"dropout": 0.2}, "optim": {"epochs": 1, "max_steps": 6}},
                   "step 2 (epoch 0, batch 2)"),
-    "epoch_end": ({"model": {"dropout": 0.2}, "optim": {"epochs": 2}}, "step 12 (epoch 1, batch 0)"),
+    "epoch_end": ({"model": {"dropout": 0.2}, "data": {"batch_size": 32}, "optim": {"epochs": 2}},
+                  "step 6 (epoch 1, batch 0)"),
 }
 
 
