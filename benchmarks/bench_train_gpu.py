@@ -21,7 +21,7 @@ import torch
 
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import ModelConfig, Regressor
-from img2prompt.train.optim import FinetuneConfig, OptimConfig, apply_lora, build_optimizer, trainable_summary
+from img2prompt.train.optim import FinetuneConfig, OptimConfig, build_optimizer, trainable_summary
 
 # backbone -> (resolution, per-GPU batch that fits an 80 GB H100 in bf16 without checkpointing)
 BACKBONES = {
@@ -59,7 +59,7 @@ def measure(backbone: str, mode: str, *, resolution: int, batch: int, steps: int
     model = Regressor(config)
     finetune = FinetuneConfig(method="lora" if mode == "lora" else "full", lora_rank=16)
     if mode == "lora":
-        apply_lora(model, finetune)
+        model.add_lora(finetune.lora_rank, finetune.lora_alpha, finetune.lora_dropout)
     model.to(device).train()
     if backbone in ("convnext_xxlarge", "efficientnet_lite2"):  # convnets run faster channels-last
         model.to(memory_format=torch.channels_last)

@@ -23,12 +23,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench_generate_sd import flops_per_image
-from img2prompt.config import load_section
-from img2prompt.generate.run import GenerateConfig
+from img2prompt.config import load_config
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import Regressor
-from img2prompt.train.loop import load_train_config
-from img2prompt.train.optim import apply_lora, freeze_blocks
+from img2prompt.train.config import load_train_config
+from img2prompt.train.optim import freeze_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 H100_BF16_PEAK = 989.4e12
@@ -39,9 +38,10 @@ def train_flops_per_sample(config_path: Path) -> tuple[str, str, float]:
     """Model FLOPs of one training sample (forward + backward, no recomputation) for a stage config."""
     config = load_train_config(config_path)
     model = Regressor(config.model, pretrained=False).train()
-    if config.finetune.method == "lora":
-        apply_lora(model, config.finetune)
-    freeze_blocks(model, config.finetune.freeze_blocks)
+    ft = config.finetune
+    if ft.method == "lora":
+        model.add_lora(ft.lora_rank, ft.lora_alpha, ft.lora_dropout)
+    freeze_blocks(model, ft.freeze_blocks)
     size = model.image_size
     counter = FlopCounterMode(display=False)
     with FakeTensorMode(allow_non_fake_inputs=True), counter:
@@ -78,7 +78,7 @@ def main() -> None:
     assumed_rate = args.mfu * args.peak_tflops * 1e12
 
     print("| step | samples | TFLOP per sample | rate | GPU-days |\n|---|---|---|---|---|")
-    gen = load_section(GenerateConfig, "generate", ROOT / "configs/generate/sd2.yaml")
+    gen = load_config(ROOT / "configs/generate/sd2_hq.yaml").generate
     per_prompt = gen.images_per_prompt
     images = args.hq_prompts * per_prompt["hq"] + args.lq_prompts * per_prompt["lq"]
     gen_flops = flops_per_image("sd2", gen.size, gen.diffusion.steps)["image"]

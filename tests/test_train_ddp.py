@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from img2prompt.train.loop import TrainConfig, train
+from img2prompt.train.config import TrainConfig
+from img2prompt.train.trainer import train
 from test_train_data import make_color_shards
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def test_two_process_ddp_follows_the_one_process_loss_curve(tmp_path: Path) -> N
         pytest.skip("the img2prompt console script is not installed beside this Python (pip install -e .)")
     shards = make_color_shards(tmp_path / "shards", n_prompts=120, size=28)
     section = {
-        "seed": 0, "tensorboard": False, "plots": False,
+        "seed": 0, "log_with": [], "plots": False,
         "model": {"backbone": "vit_l_14_336", "pretrained": False, "tiny": True, "image_size": 28},
         "data": {"shards": [str(shards)], "batch_size": 16, "shuffle_buffer": 32},
         "optim": {"lr": 3e-3, "max_steps": 5, "warmup_steps": 1},

@@ -15,8 +15,9 @@ from img2prompt.errors import Img2PromptError
 from img2prompt.models.backbones import REGISTRY
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import ModelConfig, Regressor, build_transform
+from img2prompt.train.config import TrainConfig
 from img2prompt.train.data import AugmentConfig, ShardIndex, build_train_transform
-from img2prompt.train.loop import STATE_NAME, TrainConfig, evaluate, train
+from img2prompt.train.trainer import STATE_NAME, train, validate
 from test_train_data import make_color_shards
 
 
@@ -27,7 +28,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def config(shards: Path, out: Path, **extra) -> TrainConfig:
     return TrainConfig.model_validate({
-        "out": str(out), "seed": 0, "tensorboard": False, "plots": False,
+        "out": str(out), "seed": 0, "log_with": [], "plots": False,
         "model": {"backbone": "efficientnet_lite0", "pretrained": False, "tiny": True, "image_size": 32},
         "data": {"shards": [str(shards)], "batch_size": 8, "shuffle_buffer": 16},
         "optim": {"lr": 1e-2, "epochs": 1, "max_steps": 4, "weight_decay": 0.0},
@@ -59,8 +60,8 @@ def test_with_ema_the_ema_weights_are_validated_and_saved(shards: Path, tmp_path
     index = ShardIndex.build([shards])
     device = torch.device("cpu")
     reported = json.loads((run / "metrics.json").read_text())["val_mean_cosine"]
-    ema_score = evaluate(saved, index, "val", 64, device)["val_mean_cosine"]
-    raw_score = evaluate(raw.eval(), index, "val", 64, device)["val_mean_cosine"]
+    ema_score = validate(saved, index, "val", 64, device)["val_mean_cosine"]
+    raw_score = validate(raw.eval(), index, "val", 64, device)["val_mean_cosine"]
     assert reported == pytest.approx(ema_score, abs=1e-6)
     assert abs(raw_score - ema_score) > 1e-4
 
@@ -127,7 +128,7 @@ def test_gradient_checkpointing_recomputes_blocks_with_the_same_gradients(name: 
     model = Regressor(ModelConfig(backbone=name, pretrained=False, tiny=True)).train()
     pixels = torch.randn(2, 3, model.image_size, model.image_size, generator=torch.Generator().manual_seed(2))
     calls_off, loss_off, grads_off = one_step(model, pixels)
-    model.spec.set_grad_checkpointing(True)
+    model.set_grad_checkpointing(True)
     calls_on, loss_on, grads_on = one_step(model, pixels)
     # Checkpointed blocks run again in the backward pass; without checkpointing nothing does.
     assert calls_on > calls_off

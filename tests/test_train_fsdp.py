@@ -26,15 +26,25 @@ import yaml
 
 from img2prompt.errors import Img2PromptError
 from img2prompt.models.regressor import ModelConfig, Regressor
+from img2prompt.train.config import TrainConfig
 from img2prompt.train.data import ShardIndex
-from img2prompt.train.loop import TrainConfig, evaluate, train
-from img2prompt.train.optim import FinetuneConfig, apply_lora
 from img2prompt.train.sharding import check_lora_shardable, enable_fsdp_on_cpu
+from img2prompt.train.trainer import train, validate
 from test_train_data import make_color_shards
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIGS = REPO / "configs" / "accelerate"
 STEPS = 12
+
+
+@pytest.fixture(autouse=True)
+def no_sharded_state_outlives_a_test():
+    """accelerate's state is one per process, shared by every later training here: no test may leave it FSDP."""
+    yield
+    from accelerate.state import AcceleratorState, is_initialized
+    from accelerate.utils import DistributedType
+
+    assert not is_initialized() or AcceleratorState().distributed_type != DistributedType.FSDP
 
 
 def free_port() -> int:
@@ -53,7 +63,7 @@ def test_two_process_fsdp_resumes_after_a_kill_onto_the_one_process_curve(tmp_pa
         pytest.skip("the img2prompt and accelerate console scripts are not installed beside this Python")
     shards = make_color_shards(tmp_path / "shards", n_prompts=120, size=28)
     section = {
-        "seed": 0, "tensorboard": False, "plots": False, "save_every": 2, "grad_checkpointing": True,
+        "seed": 0, "log_with": [], "plots": False, "save_every": 2, "grad_checkpointing": True,
         "model": {"backbone": "vit_l_14_336", "pretrained": False, "tiny": True, "image_size": 28},
         "data": {"shards": [str(shards)], "batch_size": 16, "shuffle_buffer": 32},
         "optim": {"lr": 3e-3, "max_steps": STEPS, "warmup_steps": 1},
@@ -100,7 +110,7 @@ def test_two_process_fsdp_resumes_after_a_kill_onto_the_one_process_curve(tmp_pa
 
     # model.safetensors (the gathered EMA weights) scores what the sharded EMA model scored in memory.
     exported = Regressor.from_pretrained(out)
-    rescored = evaluate(exported, ShardIndex.build([shards]), "val", 64, torch.device("cpu"))
+    rescored = validate(exported, ShardIndex.build([shards]), "val", 64, torch.device("cpu"))
     assert rescored["val_mean_cosine"] == pytest.approx(two["val_mean_cosine"], abs=1e-6)
     probe = torch.randn(4, 3, 28, 28, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -120,14 +130,14 @@ def test_fsdp_config_wraps_every_block_of_its_backbone(path: Path) -> None:
     assert fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT" and not fsdp["fsdp_activation_checkpointing"]
     backbone = path.stem.removeprefix("fsdp_")
     assert (REPO / "configs" / "train" / f"{backbone}_stage1.yaml").exists()
-    spec = build_backbone(backbone, pretrained=False, tiny=True)
+    module, spec = build_backbone(backbone, pretrained=False, tiny=True)
     plugin = FullyShardedDataParallelPlugin(
         fsdp_version=2, auto_wrap_policy=fsdp["fsdp_auto_wrap_policy"],
         transformer_cls_names_to_wrap=fsdp["fsdp_transformer_layer_cls_to_wrap"].split(","))
-    plugin.set_auto_wrap_policy(spec.module)
-    policy = fsdp2_prepare_auto_wrap_policy(plugin, spec.module)
-    wrapped = {id(m) for m in spec.module.modules() if policy(m)}
-    blocks = {id(b) for b in spec.blocks if not isinstance(b, torch.nn.ModuleList | torch.nn.Sequential)}
+    plugin.set_auto_wrap_policy(module)
+    policy = fsdp2_prepare_auto_wrap_policy(plugin, module)
+    wrapped = {id(m) for m in module.modules() if policy(m)}
+    blocks = {id(b) for b in spec.blocks(module) if not isinstance(b, torch.nn.ModuleList | torch.nn.Sequential)}
     assert wrapped == blocks and len(blocks) >= 2
 
 
@@ -159,7 +169,7 @@ def test_fsdp_is_switched_on_for_cpu_processes_only_when_the_launcher_asks(monke
 def test_lora_on_multihead_attention_is_refused_under_fsdp_in_one_line() -> None:
     def lora_model(backbone: str) -> Regressor:
         model = Regressor(ModelConfig(backbone=backbone, pretrained=False, tiny=True, image_size=28))
-        apply_lora(model, FinetuneConfig(method="lora", lora_rank=2))
+        model.add_lora(rank=2, alpha=32)
         return model
 
     with pytest.raises(Img2PromptError, match=r"nn\.MultiheadAttention"):

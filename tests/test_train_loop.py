@@ -1,5 +1,7 @@
-"""The training loop: it learns, checkpoints load, a killed run resumes onto the same curve, stage 2 starts
-from stage 1, gradient accumulation matches a bigger batch, and bf16 + gradient checkpointing run."""
+"""The training loop: it learns and logs to TensorBoard, checkpoints load, a killed run resumes onto the same
+curve and the same weights bit for bit, a resumed run may change only what leaves the weights alone, stage 2
+starts from stage 1, gradient accumulation matches a bigger batch, and bf16 + gradient checkpointing run (in their
+own process: accelerate keeps one precision per process)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
+from safetensors.torch import load_file
 
+from img2prompt.config import load_config
 from img2prompt.errors import Img2PromptError
 from img2prompt.models.regressor import Regressor
-from img2prompt.train.loop import TrainConfig, load_train_config, train
+from img2prompt.train.config import RESUMABLE, TrainConfig
+from img2prompt.train.trainer import Trainer, build_accelerator, train
 from test_train_data import make_color_shards
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +36,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def config(shards: Path, out: Path, **sections) -> TrainConfig:
     base = {
-        "out": str(out), "seed": 0, "tensorboard": False, "plots": False,
+        "out": str(out), "seed": 0, "log_with": [], "plots": False,
         "model": {"backbone": "efficientnet_lite0", "pretrained": False, "tiny": True, "image_size": 32},
         "data": {"shards": [str(shards)], "batch_size": 16, "shuffle_buffer": 64},
         "optim": {"lr": 1e-2, "epochs": 3, "warmup_steps": 3, "weight_decay": 0.0},
@@ -44,8 +50,30 @@ def losses(run: Path) -> list[float]:
     return [loss for _, loss in json.loads((run / "metrics.json").read_text())["train_loss"]]
 
 
+def cli_train(cfg: TrainConfig, tmp_path: Path, script: str | None = None) -> subprocess.CompletedProcess:
+    """``img2prompt train`` on ``cfg`` in a fresh process (``script``: Python to run instead of the plain CLI)."""
+    path = tmp_path / f"{Path(cfg.out).name}.yaml"
+    path.write_text(yaml.safe_dump({"train": cfg.model_dump(mode="json")}))
+    command = [sys.executable, "-c", script, "train", str(path)] if script else [
+        sys.executable, "-m", "img2prompt", "train", str(path)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the TensorBoard event files under ``folder``: tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted(folder.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    return scalars
+
+
 def test_training_beats_the_constant_baseline_and_stage_2_continues(shards: Path, tmp_path: Path) -> None:
-    run = train(config(shards, tmp_path / "stage1", tensorboard=True, plots=True))
+    run = train(config(shards, tmp_path / "stage1", log_with=["tensorboard"], plots=True))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == 36 and len(metrics["train_loss"]) == 36 and len(metrics["val_curve"]) == 3
     assert metrics["val_mean_cosine"] >= metrics["baseline_mean_cosine"] + 0.08
@@ -55,6 +83,13 @@ def test_training_beats_the_constant_baseline_and_stage_2_continues(shards: Path
     assert model.embed([]).shape == (0, 384)
     resolved = yaml.safe_load((run / "config.yaml").read_text())["train"]
     assert resolved["optim"]["lr"] == 1e-2 and resolved["model"]["backbone"] == "efficientnet_lite0"
+    # TensorBoard (accelerate's tracker) has the train loss every log_every=10 steps and at the end, and the
+    # val scores at each epoch end.
+    scalars = tensorboard_scalars(run / "tb")
+    assert set(scalars) == {"train/loss", "train/lr", "val/mean_cosine", "val/small", "val/large"}
+    assert [s for s, _ in scalars["train/loss"]] == [10, 20, 30, 36]
+    assert [v for _, v in scalars["train/loss"]] == pytest.approx([losses(run)[s - 1] for s in (10, 20, 30, 36)])
+    assert scalars["val/mean_cosine"] == [(s, pytest.approx(v)) for s, v in metrics["val_curve"]]
 
     stage2 = train(config(shards, tmp_path / "stage2", init_from=str(run),
                           optim={"lr": 1e-3, "epochs": 1, "warmup_steps": 0}, finetune={"ema_decay": 0.9}))
@@ -64,16 +99,16 @@ def test_training_beats_the_constant_baseline_and_stage_2_continues(shards: Path
     assert json.loads((stage2 / "metrics.json").read_text())["val_mean_cosine"] > metrics["baseline_mean_cosine"]
 
 
-# The child SIGKILLs itself right after its first state.pt (step 2 of 6) is in place: a kill mid-run at a
-# fixed point, so the run can never finish first and the test never depends on timing.
+# The child SIGKILLs itself right after its first save (state.pt at step 2 of 6) is in place: a kill mid-run at
+# a fixed point, so the run can never finish first and the test never depends on timing.
 KILL_AFTER_FIRST_SAVE = """
-import os, signal, sys
-import img2prompt.train.loop as loop
-write = loop._save_state
-def write_then_die(*args, **kwargs):
-    write(*args, **kwargs)
+import os, signal
+from img2prompt.train.trainer import Trainer
+save = Trainer.save
+def save_then_die(self):
+    save(self)
     os.kill(os.getpid(), signal.SIGKILL)
-loop._save_state = write_then_die
+Trainer.save = save_then_die
 from img2prompt.cli import main
 main()
 """
@@ -83,18 +118,98 @@ def test_a_killed_run_resumes_onto_the_same_loss_curve(shards: Path, tmp_path: P
     optim = {"epochs": 1, "max_steps": 6}
     reference = train(config(shards, tmp_path / "reference", save_every=2, optim=optim))
     cfg = config(shards, tmp_path / "killed", save_every=2, optim=optim)
-    cfg_path = tmp_path / "train.yaml"
-    cfg_path.write_text(yaml.safe_dump({"train": cfg.model_dump(mode="json")}))
     state = tmp_path / "killed" / "state.pt"
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_SAVE, "train", str(cfg_path)], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    killed = cli_train(cfg, tmp_path, KILL_AFTER_FIRST_SAVE)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert state.exists() and "resumed" not in killed.stdout
-    command = [sys.executable, "-c", "from img2prompt.cli import main; main()", "train", str(cfg_path)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = cli_train(cfg, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "train: resumed at optimizer step 2 (epoch 0, batch 2)" in done.stdout
     assert losses(tmp_path / "killed") == losses(reference)
+
+
+def same_weights(run: Path, reference: Path) -> list[str]:
+    """Names of the tensors of ``run``'s model.safetensors that are not bit-identical to ``reference``'s."""
+    ours, theirs = load_file(run / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    return [name for name in ours if not torch.equal(ours[name], theirs[name])]
+
+
+# Dropout in the head draws from torch's global RNG at every step, so a resumed run that restores the RNG at the
+# wrong moment (or draws from it once more, as a new DataLoader iterator does) follows another path. The run is
+# killed after its first save: mid-epoch (step 2 of 6), or at the end of its first epoch (step 6 of 12).
+RESUMES = {
+    "mid_epoch": ({"save_every": 2, "model": {"dropout": 0.2}, "optim": {"epochs": 1, "max_steps": 6}},
+                  "step 2 (epoch 0, batch 2)"),
+    "epoch_end": ({"model": {"dropout": 0.2}, "data": {"batch_size": 32}, "optim": {"epochs": 2}},
+                  "step 6 (epoch 1, batch 0)"),
+}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(shards: Path, tmp_path_factory: pytest.TempPathFactory):
+    """name -> the uninterrupted run of that ``RESUMES`` setting, trained once for the module."""
+    runs: dict[str, Path] = {}
+
+    def run(name: str) -> Path:
+        if name not in runs:
+            runs[name] = train(config(shards, tmp_path_factory.mktemp(name) / "run", **RESUMES[name][0]))
+        return runs[name]
+
+    return run
+
+
+@pytest.mark.parametrize("name", sorted(RESUMES))
+def test_a_killed_and_resumed_run_ends_with_bit_identical_weights(shards: Path, uninterrupted, tmp_path: Path,
+                                                                   name: str) -> None:
+    settings, position = RESUMES[name]
+    cfg = config(shards, tmp_path / "killed", **settings)
+    killed = cli_train(cfg, tmp_path, KILL_AFTER_FIRST_SAVE)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    done = cli_train(cfg, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"train: resumed at optimizer {position}" in done.stdout
+    assert losses(tmp_path / "killed") == losses(uninterrupted(name))
+    assert same_weights(tmp_path / "killed", uninterrupted(name)) == []
+
+
+class Crash(Exception):
+    """Stands for a kill, in this process."""
+
+
+def test_a_resumed_run_may_change_only_what_leaves_the_weights_alone(
+        shards: Path, uninterrupted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    settings, save = RESUMES["mid_epoch"][0], Trainer.save
+
+    def save_then_crash(self: Trainer) -> None:
+        save(self)
+        raise Crash
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "save", save_then_crash)
+        with pytest.raises(Crash):
+            train(config(shards, tmp_path / "first", **settings))
+    (tmp_path / "first").rename(tmp_path / "moved")
+    # Every setting of RESUMABLE changed (out too: the run folder moved): the run continues on the uninterrupted
+    # run's path.
+    neutral = {"log_every": 1, "save_every": 3, "eval_batch_size": 5, "plots": True, "log_with": ["tensorboard"]}
+    assert {"out", *neutral} == set(RESUMABLE)
+    resumed = config(shards, tmp_path / "moved", **{**settings, **neutral})
+    with pytest.raises(Img2PromptError) as info:
+        train(resumed.model_copy(update={"optim": resumed.optim.model_copy(update={"lr": 2e-2})}))
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'moved' / 'state.pt'}: written by a different train config "
+                              "(train.optim.lr changed;") and "\n" not in message
+    # Gradient checkpointing recomputes EfficientNet's BatchNorm layers, updating their running statistics twice.
+    with pytest.raises(Img2PromptError, match=r"state\.pt: .*\(train\.grad_checkpointing changed;"):
+        train(resumed.model_copy(update={"grad_checkpointing": True}))
+    capsys.readouterr()
+    train(resumed)
+    assert "train: resumed at optimizer step 2 (epoch 0, batch 2)" in capsys.readouterr().out
+    assert losses(tmp_path / "moved") == losses(uninterrupted("mid_epoch"))
+    assert same_weights(tmp_path / "moved", uninterrupted("mid_epoch")) == []
+    assert (tmp_path / "moved" / "curves.png").exists() and tensorboard_scalars(tmp_path / "moved" / "tb")
 
 
 def test_gradient_accumulation_matches_the_bigger_batch(shards: Path, tmp_path: Path) -> None:
@@ -107,19 +222,32 @@ def test_gradient_accumulation_matches_the_bigger_batch(shards: Path, tmp_path: 
 
 
 def test_bf16_lora_and_gradient_checkpointing_train(shards: Path, tmp_path: Path) -> None:
-    run = train(config(shards, tmp_path / "lora", precision="bf16", grad_checkpointing=True,
-                       model={"backbone": "vit_l_14_336", "pretrained": False, "tiny": True, "image_size": 28},
-                       finetune={"method": "lora", "lora_rank": 4}, optim={"max_steps": 3, "epochs": 1}))
+    # This test process trains in fp32, and accelerate keeps one precision per process: bf16 gets its own.
+    cfg = config(shards, tmp_path / "lora", precision="bf16", grad_checkpointing=True,
+                 model={"backbone": "vit_l_14_336", "pretrained": False, "tiny": True, "image_size": 28},
+                 finetune={"method": "lora", "lora_rank": 4}, optim={"max_steps": 3, "epochs": 1})
+    done = cli_train(cfg, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = Path(cfg.out)
     assert np.isfinite(losses(run)).all() and len(losses(run)) == 3
     assert (run / "adapter" / "adapter_config.json").exists()
     assert Regressor.from_pretrained(run).embed([]).shape == (0, 384)
+
+
+def test_another_precision_in_the_same_process_is_a_one_line_error(shards: Path, tmp_path: Path) -> None:
+    build_accelerator(config(shards, tmp_path / "fp32"))  # this process trains in fp32, as every test here
+    with pytest.raises(Img2PromptError) as info:
+        train(config(shards, tmp_path / "bf16", precision="bf16"))
+    message = str(info.value)
+    assert message.startswith("train.precision: 'bf16', but this process already trained with 'no'")
+    assert "\n" not in message and not (tmp_path / "bf16").exists()
 
 
 def test_config_errors_name_the_file(tmp_path: Path, shards: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  optim:\n    lr_typo: 1\n")
     with pytest.raises(Img2PromptError, match=r"bad\.yaml: train\.optim\.lr_typo"):
-        load_train_config(bad)
+        load_config(bad)
     cfg = config(shards, tmp_path / "run", optim={"max_steps": 1})
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "state.pt").write_bytes(b"torn")

@@ -10,7 +10,7 @@ import torch
 from img2prompt.models.backbones import REGISTRY
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import ModelConfig, Regressor
-from img2prompt.train.optim import FinetuneConfig, OptimConfig, apply_lora, build_optimizer, freeze_blocks
+from img2prompt.train.optim import FinetuneConfig, OptimConfig, build_optimizer, freeze_blocks
 
 
 def tiny(name: str) -> Regressor:
@@ -30,7 +30,7 @@ def step(model: Regressor, optimizer: torch.optim.Optimizer, scheduler=None, n: 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_every_lora_adapter_gets_a_gradient(name: str) -> None:
     model = tiny(name)
-    apply_lora(model, FinetuneConfig(method="lora", lora_rank=4))
+    model.add_lora(rank=4, alpha=32)
     adapters = {n: p for n, p in model.named_parameters() if "lora_" in n}
     assert adapters and all(p.requires_grad for p in adapters.values())
     frozen = [n for n, p in model.backbone.named_parameters() if "lora_" not in n and p.requires_grad]
@@ -48,7 +48,7 @@ def test_every_lora_adapter_gets_a_gradient(name: str) -> None:
 
 def test_lora_checkpoint_merges_into_plain_weights(tmp_path) -> None:
     model = tiny("vit_l_14_336")
-    apply_lora(model, FinetuneConfig(method="lora", lora_rank=4))
+    model.add_lora(rank=4, alpha=32)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     for _ in range(2):
         step(model, optimizer)
@@ -97,10 +97,10 @@ def test_layerwise_lr_decay_and_warmup_cosine_schedule() -> None:
 def test_freezing_early_blocks_keeps_them_fixed() -> None:
     model = tiny("efficientnet_lite0")
     freeze_blocks(model, 3)
-    frozen = [p for block in model.spec.blocks[:3] for p in block.parameters()]
+    frozen = [p for block in model.blocks()[:3] for p in block.parameters()]
     before = [p.detach().clone() for p in frozen]
     optimizer, _ = build_optimizer(model, OptimConfig(lr=0.1), FinetuneConfig(), 5)
     step(model, optimizer)
     assert all(torch.equal(a, b) for a, b in zip(before, frozen, strict=True))
     assert all(p.grad is None for p in frozen)
-    assert model.spec.blocks[3].parameters().__next__().grad is not None
+    assert model.blocks()[3].parameters().__next__().grad is not None

@@ -215,10 +215,10 @@ def train(
 
     import torch
 
-    from img2prompt.train.loop import load_train_config
-    from img2prompt.train.loop import train as run_train
+    from img2prompt.config import load_config
+    from img2prompt.train.trainer import train as run_train
 
-    out = run_train(load_train_config(config, set_ or []))
+    out = run_train(load_config(config, set_).train)
     typer.echo(f"checkpoint: {out}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         # gloo may abort in interpreter teardown after a finished, saved run (docs/STACK.md pitfall 5):

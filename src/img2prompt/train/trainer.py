@@ -1,0 +1,470 @@
+"""``Trainer``: one training run with accelerate (one process per device; DDP under ``torchrun`` or ``accelerate
+launch``, FSDP2 with an FSDP accelerate config), with validation each epoch, atomic checkpoints and exact resume.
+
+``Trainer(config)`` builds the run: accelerator, data, model surgery, optimizer, EMA, ``prepare``. ``fit()``
+resumes from ``state.pt`` when the run folder has one, then loops over ``step`` (one micro-batch), ``validate``
+(each epoch end) and ``save``. ``train(config)`` is ``Trainer(config).fit()``.
+
+The run folder is itself a checkpoint (``config.yaml``, ``model.safetensors``, ``metrics.json``) plus ``state.pt``
+(model, optimizer, schedule, EMA and RNG state, position in the epoch), ``curves.png`` and the trackers' logs
+(TensorBoard under ``tb/``). ``state.pt`` is replaced atomically every ``save_every`` optimizer steps and at each
+epoch end; a killed run started again resumes from it and ends with the same weights, bit for bit, as a run
+that was never stopped. A resumed run may change only the settings in ``config.RESUMABLE``.
+
+accelerate keeps its state once per process, so one process trains with one precision: the CLI runs one
+training per process, and a second training in the same process that asks for another precision is refused.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from img2prompt.errors import fail
+from img2prompt.files import atomic_path
+from img2prompt.models.heads import cosine_loss
+from img2prompt.models.regressor import Regressor
+from img2prompt.train.config import RESUMABLE, TrainConfig, maths_changes
+from img2prompt.train.data import ShardIndex, TrainStream, build_train_transform, iter_eval_batches, train_loader
+from img2prompt.train.optim import build_optimizer, freeze_blocks, trainable_summary
+from img2prompt.train.sharding import (
+    check_lora_shardable,
+    enable_fsdp_on_cpu,
+    full_model_state,
+    full_state,
+    is_sharded,
+    load_full_model_state,
+    load_full_state,
+    shard_like_model,
+)
+
+STATE_NAME = "state.pt"
+# The W&B project and MLflow experiment; TensorBoard writes to <out>/tb/<this>.
+TRACKER_PROJECT = "img2prompt"
+
+
+def train(config: TrainConfig) -> Path:
+    """Train a regressor as configured; returns the checkpoint directory (``config.out``)."""
+    return Trainer(config).fit()
+
+
+class Run:
+    """Position and curves of a run: what ``state.pt`` needs beyond the tensors."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.batch = 0  # micro-batches done in the current epoch
+        self.step = 0  # optimizer steps done
+        self.losses: list[list[float]] = []  # [step, mean train loss]
+        self.vals: list[list[float]] = []  # [step, val mean cosine]
+        self.metrics: dict[str, Any] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "losses": self.losses,
+                "vals": self.vals}
+
+    def load(self, data: dict[str, Any]) -> None:
+        self.epoch, self.batch, self.step = int(data["epoch"]), int(data["batch"]), int(data["step"])
+        self.losses, self.vals = data["losses"], data["vals"]
+
+
+class Trainer:
+    """One training run: ``Trainer(config).fit()``."""
+
+    def __init__(self, config: TrainConfig):
+        from accelerate.utils import set_seed
+
+        check_config(config)
+        self.config = config
+        self.out = Path(config.out)
+        self._saved = read_state(self.out / STATE_NAME, config)  # checked before the (slow) build, loaded after
+        self.resolved = config.model_dump(mode="json")
+        self.accelerator = build_accelerator(config)
+        enable_fsdp_on_cpu(self.accelerator, config.precision)
+        self.sharded = is_sharded(self.accelerator)
+        self.device = self.accelerator.device
+        set_seed(config.seed)
+        self.index = ShardIndex.build(config.data.shards)
+        self.val_index = ShardIndex.build(config.data.val_shards) if config.data.val_shards else self.index
+        self.baseline = self.index.mean_embedding("train")
+        self.layout = torch.channels_last if config.channels_last else torch.contiguous_format
+        model = self._build_model()
+        self.stream = self._build_stream(model)
+        self.per_epoch = self.stream.steps_per_epoch  # micro-batches per epoch on each rank
+        accum = config.optim.grad_accum
+        self.total = config.optim.max_steps or config.optim.epochs * math.ceil(self.per_epoch / accum)
+        # The raw optimizer holds the state that state.pt keeps; accelerate's wrapper of it takes the steps.
+        self.raw_optimizer, self.scheduler = build_optimizer(model, config.optim, config.finetune, self.total)
+        self.ema = self._build_ema(model)
+        self.ddp_model, self.optimizer = self.accelerator.prepare(model, self.raw_optimizer)
+        self.model: Regressor = self.accelerator.unwrap_model(self.ddp_model)
+        if self.ema is not None and self.sharded:
+            self.ema.module = shard_like_model(self.accelerator, self.ema.module)
+        self.run = Run()
+        self._rng: dict[str, Any] | None = None  # a resumed run's saved RNG state, until put back
+        self._loss_sum = torch.zeros((), device=self.device)  # summed micro-batch losses of the open group
+        self._micro = 0  # micro-batches in the open accumulation group
+        self.seen = 0  # training samples (all ranks) this process has trained on, for samples/s
+
+    # ------------------------------------------------------------------ build
+
+    def _build_model(self) -> Regressor:
+        """The regressor after its surgery: start weights, LoRA, frozen blocks, checkpointing, memory layout."""
+        config, ft = self.config, self.config.finetune
+        # Stage 2 overwrites every weight with stage 1's, so the pretrained weights are not even read.
+        model = Regressor(config.model, pretrained=False if config.init_from else None)
+        if config.init_from:
+            init_from_checkpoint(model, config.init_from)
+        else:
+            model.head.start_at(torch.from_numpy(self.baseline))
+        if ft.method == "lora":
+            model.add_lora(ft.lora_rank, ft.lora_alpha, ft.lora_dropout)
+            if self.sharded:
+                check_lora_shardable(model)
+        freeze_blocks(model, ft.freeze_blocks)
+        if config.grad_checkpointing:
+            model.set_grad_checkpointing(True)
+        return model.to(memory_format=self.layout)
+
+    def _build_stream(self, model: Regressor) -> TrainStream:
+        config = self.config
+        transform = build_train_transform(model.image_size, model.spec.mean, model.spec.std, config.data.augment)
+        return TrainStream(self.index, transform, batch_size=config.data.batch_size,
+                           shuffle_buffer=config.data.shuffle_buffer, seed=config.seed,
+                           rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
+                           num_workers=config.data.num_workers)
+
+    def _build_ema(self, model: Regressor):
+        """timm's weight EMA, copied before ``prepare`` (FSDP cannot copy a sharded model) and sharded alike."""
+        if self.config.finetune.ema_decay <= 0:
+            return None
+        from timm.utils import ModelEmaV3
+
+        # foreach updates would mix sharded parameters (DTensors) and plain buffers in one call
+        return ModelEmaV3(model, decay=self.config.finetune.ema_decay, device=self.device, foreach=not self.sharded)
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> Path:
+        """Resume when ``state.pt`` is there, train to the last optimizer step, validate and save; returns ``out``."""
+        from tqdm.auto import tqdm
+
+        config, run = self.config, self.run
+        self.resume()
+        self.accelerator.init_trackers(
+            TRACKER_PROJECT, init_kwargs={"wandb": {"name": self.out.name}, "mlflow": {"run_name": self.out.name}})
+        self._announce()
+        bar = tqdm(total=self.total, initial=run.step, disable=not self.accelerator.is_main_process, desc="train",
+                   unit="step")
+        started = time.perf_counter()
+        while run.step < self.total:
+            self.ddp_model.train()
+            for pixels, targets in self._epoch_batches():
+                loss = self.step(pixels, targets)
+                if loss is None:  # inside an accumulation group
+                    continue
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", epoch=run.epoch)
+                if run.step % config.log_every == 0 or run.step == self.total:
+                    self.accelerator.log({"train/loss": loss, "train/lr": self.scheduler.get_last_lr()[-1]},
+                                         step=run.step)
+                if run.step >= self.total:
+                    break
+                if config.save_every and run.step % config.save_every == 0 and run.batch < self.per_epoch:
+                    self.save()
+            if run.batch >= self.per_epoch:
+                self.validate()
+                run.epoch, run.batch = run.epoch + 1, 0
+                self.save()
+        bar.close()
+        elapsed = time.perf_counter() - started
+        if run.batch > 0 or not run.vals or run.vals[-1][0] != run.step:
+            self.validate()
+        if self.seen:  # a finished run started again trains nothing and keeps its measured rate
+            run.metrics["samples_per_second"] = self.seen / elapsed
+        self.save()
+        self.accelerator.end_training()
+        return self.out
+
+    def _epoch_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The rest of this epoch's micro-batches of this rank.
+
+        Starting a DataLoader iterator draws its base seed from torch's global RNG. A resumed run puts its saved
+        RNG state back where the saved run took it: after that draw when it was saved mid-epoch, before it when
+        it was saved at an epoch end. Every later draw (dropout, drop-connect) is then the uninterrupted run's.
+        """
+        self.stream.set_position(self.run.epoch, self.run.batch)
+        loader = train_loader(self.stream, self.config.data.num_workers)
+        if self.run.batch == 0:
+            self._restore_rng()
+        batches = iter(loader)
+        self._restore_rng()
+        return batches
+
+    def step(self, pixels: torch.Tensor, targets: torch.Tensor) -> float | None:
+        """One micro-batch: forward and backward, then the optimizer step if it closes its accumulation group.
+
+        An epoch's micro-batches form groups of ``grad_accum`` (its last group may be shorter). Each loss is
+        divided by its group's size, so the group's summed gradients are those of one batch of all its samples;
+        DDP all-reduces only on a group's last micro-batch. Returns the group's mean loss after an optimizer step.
+        """
+        run, accum = self.run, self.config.optim.grad_accum
+        group_start = (run.batch // accum) * accum
+        group = min(accum, self.per_epoch - group_start)
+        sync = run.batch + 1 == group_start + group
+        with nullcontext() if sync else self.accelerator.no_sync(self.ddp_model):
+            pred = self.ddp_model(pixels.to(self.device, memory_format=self.layout))
+            loss = cosine_loss(pred, targets.to(self.device), self.config.optim.mse_weight)
+            self.accelerator.backward(loss / group)
+        self._loss_sum += loss.detach()
+        self._micro += 1
+        run.batch += 1
+        self.seen += pixels.shape[0] * self.accelerator.num_processes
+        return self._optimizer_step() if sync else None
+
+    def _optimizer_step(self) -> float:
+        """Clip, step the optimizer, the schedule and the EMA; record the group's loss (mean over ranks)."""
+        clip = self.config.optim.clip_grad
+        if clip > 0:
+            self.accelerator.clip_grad_norm_(self.ddp_model.parameters(), clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.run.step)
+        self.run.step += 1
+        mean_loss = self.accelerator.reduce(self._loss_sum / self._micro, "mean").item()
+        self._loss_sum.zero_()
+        self._micro = 0
+        self.run.losses.append([self.run.step, mean_loss])
+        return mean_loss
+
+    def validate(self) -> dict[str, Any]:
+        """Score the model (its EMA when there is one) on the val split; every rank records the same result."""
+        from accelerate.utils import broadcast_object_list
+
+        accelerator, run = self.accelerator, self.run
+        accelerator.wait_for_everyone()
+        result: dict[str, Any] = {}
+        if accelerator.is_main_process or self.sharded:  # sharded weights: every rank takes part in each forward
+            scored = self.ema.module if self.ema is not None else self.model
+            result = validate(scored, self.val_index, "val", self.config.eval_batch_size, self.device, self.baseline)
+        if accelerator.num_processes > 1:  # every rank keeps the same record, so all make the same decisions
+            result = broadcast_object_list([result])[0]
+        if not result:
+            return result
+        run.metrics.update(result)
+        run.vals.append([run.step, result["val_mean_cosine"]])
+        if accelerator.is_main_process:
+            print(f"epoch {run.epoch}: val mean cosine {result['val_mean_cosine']:.4f} "
+                  f"(constant-mean baseline {result['baseline_mean_cosine']:.4f}, n={result['val_count']})")
+        accelerator.log({"val/mean_cosine": result["val_mean_cosine"],
+                         **{f"val/{source}": score for source, score in result["val_per_source"].items()}},
+                        step=run.step)
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self) -> None:
+        """Write ``state.pt`` and the checkpoint (the EMA weights when there is an EMA, LoRA merged), atomically.
+
+        Every rank takes part: gathering the state is a collective under FSDP; rank 0 writes.
+        """
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        model_state, optimizer_state = full_state(self.model, self.raw_optimizer)
+        ema_state = full_model_state(self.ema.module) if self.ema is not None else None
+        if accelerator.is_main_process:
+            state = {
+                "config": self.resolved,
+                "run": self.run.to_dict(),
+                "model": model_state,
+                "optimizer": optimizer_state,
+                "scheduler": self.scheduler.state_dict(),
+                "ema": ema_state,
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "metrics": self.run.metrics,
+            }
+            with atomic_path(self.out / STATE_NAME) as tmp:
+                torch.save(state, tmp)
+            self._export(ema_state if self.ema is not None else model_state)
+        accelerator.wait_for_everyone()
+
+    def _export(self, gathered: dict[str, Any]) -> None:
+        """The checkpoint files: config.yaml, model.safetensors, metrics.json (and adapter/), curves.png."""
+        run = self.run
+        exported = self.ema.module if self.ema is not None else self.model
+        if self.sharded:
+            exported = self._unsharded_copy(gathered)
+        exported.save_pretrained(self.out, metrics={**run.metrics, "step": run.step, "epoch": run.epoch,
+                                                    "train_loss": run.losses, "val_curve": run.vals},
+                                 train_config={k: v for k, v in self.resolved.items() if k != "model"})
+        if self.config.plots:
+            plot_curves(self.out / "curves.png", run)
+
+    def _unsharded_copy(self, model_state: dict[str, Any]) -> Regressor:
+        """A plain model holding the gathered weights of a sharded one, to write ``model.safetensors`` from.
+
+        Built under a forked RNG: its random init must not move the run's RNG, or saving would change the run.
+        """
+        ft = self.config.finetune
+        with torch.random.fork_rng(devices=[]):
+            plain = Regressor(self.config.model, pretrained=False)
+            if ft.method == "lora":
+                plain.add_lora(ft.lora_rank, ft.lora_alpha, ft.lora_dropout)
+        plain.load_state_dict(model_state)
+        return plain.eval()
+
+    def resume(self) -> None:
+        """Continue from ``state.pt`` when the run folder had one: weights, optimizer, schedule, EMA, position and
+        curves; its RNG state is put back when the loop reaches the saved position (``_epoch_batches``)."""
+        state, self._saved = self._saved, None
+        if state is None:
+            return
+        load_full_state(self.model, self.raw_optimizer, state["model"], state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            load_full_model_state(self.ema.module, state["ema"])
+        self.run.load(state["run"])
+        self.run.metrics = dict(state["metrics"])
+        self._rng = {"cpu": state["rng"], "cuda": state["cuda_rng"]}
+
+    def _restore_rng(self) -> None:
+        """Put a resumed run's saved RNG state back (once)."""
+        if self._rng is None:
+            return
+        torch.set_rng_state(self._rng["cpu"])
+        if self._rng["cuda"]:
+            torch.cuda.set_rng_state_all(self._rng["cuda"])
+        self._rng = None
+
+    def _announce(self) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        trainable, n_params = trainable_summary(self.model)
+        processes = self.accelerator.num_processes
+        print(f"train: {n_params:,} parameters ({trainable:,} trainable), {len(self.stream.images)} training prompts,"
+              f" {self.per_epoch} batches/epoch x {processes} process(es){' (FSDP-sharded)' if self.sharded else ''},"
+              f" {self.total} optimizer steps")
+        run = self.run
+        if run.step:
+            print(f"train: resumed at optimizer step {run.step} (epoch {run.epoch}, batch {run.batch})")
+
+
+def check_config(config: TrainConfig) -> None:
+    """The config errors that need no data: one line each, before anything is built or written."""
+    if not config.data.shards:
+        raise fail("train.data.shards", "no shard folders given")
+    if config.precision == "fp16" and not torch.cuda.is_available():
+        # accelerate would quietly train in fp32 and the run would be mislabelled.
+        raise fail("train.precision", "fp16 needs a CUDA GPU; use bf16 or no on the CPU")
+    for tracker in config.log_with:
+        if importlib.util.find_spec(tracker) is None:
+            raise fail("train.log_with", f"{tracker} is not installed (pip install {tracker}), or drop it")
+
+
+def read_state(path: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """``state.pt`` of a run to resume (None when there is none), refused when ``config`` changes its maths."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a torn or foreign file: say which, never unpickle arbitrary objects
+        raise fail(path, f"unreadable training state ({str(exc).splitlines()[0]}); delete it to start over") from None
+    changed = maths_changes(state["config"], config)
+    if changed:
+        resumable = ", ".join(f"train.{key}" for key in RESUMABLE)
+        raise fail(path, f"written by a different train config ({', '.join(changed)} changed; a resumed run may "
+                         f"change only {resumable}): use a new out or delete state.pt")
+    return state
+
+
+def build_accelerator(config: TrainConfig):
+    """The run's ``Accelerator``, with its trackers logging under ``out``.
+
+    accelerate's state is one per process: a second run in this process gets it with the first run's precision.
+    Asking for another precision is refused here in one line (accelerate itself would raise a ValueError).
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, is_initialized
+    from accelerate.utils import ProjectConfiguration
+
+    if is_initialized() and AcceleratorState().mixed_precision != config.precision:
+        raise fail("train.precision", f"{config.precision!r}, but this process already trained with "
+                                      f"{AcceleratorState().mixed_precision!r} and accelerate keeps one precision per "
+                                      "process: run this training in its own process (img2prompt train)")
+    out = Path(config.out)
+    return Accelerator(mixed_precision=config.precision, cpu=not torch.cuda.is_available(),
+                       log_with=config.log_with or None,
+                       project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "tb")))
+
+
+def init_from_checkpoint(model: Regressor, path: str | Path) -> None:
+    """Stage 2 starts from the stage-1 weights; the architectures must match."""
+    source = Regressor.from_pretrained(path)
+    missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+    if missing or unexpected:
+        raise fail(path, f"stage-1 weights do not fit this model (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}): use the same model section")
+
+
+@torch.no_grad()
+def validate(model: Regressor, index: ShardIndex, split: str, batch_size: int, device: torch.device,
+             baseline: np.ndarray | None = None) -> dict[str, Any]:
+    """Mean cosine of ``model`` on one image per prompt of ``split``, overall and per source."""
+    was_training = model.training
+    model.eval()
+    cosines, sources = [], []
+    base = []
+    for pixels, targets, names in iter_eval_batches(index, split, model.image_transform, batch_size):
+        pred = model(pixels.to(device)).float().cpu()
+        targets = F.normalize(targets, dim=-1)
+        cosines.append((pred * targets).sum(dim=-1))
+        if baseline is not None:
+            base.append(targets @ torch.from_numpy(baseline))
+        sources += names
+    model.train(was_training)
+    if not cosines:
+        return {}
+    scores = torch.cat(cosines).numpy()
+    per_source = {s: float(scores[[n == s for n in sources]].mean()) for s in sorted(set(sources))}
+    result = {"val_mean_cosine": float(scores.mean()), "val_per_source": per_source, "val_count": len(scores)}
+    if baseline is not None:
+        result["baseline_mean_cosine"] = float(torch.cat(base).mean())
+    return result
+
+
+def plot_curves(path: Path, run: Run) -> None:
+    """``curves.png``: the train loss per optimizer step beside the val score and the constant-mean baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    if run.losses:
+        steps, losses = zip(*run.losses, strict=True)
+        left.plot(steps, losses)
+    left.set(title="train loss (1 - cosine)", xlabel="optimizer step")
+    if run.vals:
+        steps, scores = zip(*run.vals, strict=True)
+        right.plot(steps, scores, marker="o", label="model")
+    if "baseline_mean_cosine" in run.metrics:
+        right.axhline(run.metrics["baseline_mean_cosine"], color="grey", linestyle="--",
+                      label="constant-mean baseline")
+        right.legend()
+    right.set(title="validation mean cosine", xlabel="optimizer step")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
