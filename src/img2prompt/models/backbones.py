@@ -173,6 +173,15 @@ for _variant in (0, 1, 2):
 
 # --------------------------------------------------------------------------- open_clip towers
 
+# Registry name -> (open_clip model name, pretrained tag). The model name carries the activation the tag was
+# trained with: OpenAI's CLIP weights need QuickGELU (``-quickgelu``); with plain GELU open_clip only warns and
+# every fine-tune would start from a damaged network. tests/test_backbone_weights.py checks each pair.
+OPEN_CLIP_WEIGHTS = {
+    "vit_l_14_336": ("ViT-L-14-336-quickgelu", "openai"),
+    "convnext_xxlarge": ("convnext_xxlarge", "laion2b_s34b_b82k_augreg_soup"),
+}
+TIMM_WEIGHTS = {"eva02_large_336": "eva02_large_patch14_clip_336.merged2b"}  # timm "architecture.tag"
+
 TINY_TEXT = {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}
 
 
@@ -203,7 +212,7 @@ def _vit_blocks(visual: nn.Module) -> list[nn.Module]:
 def vit_l_14_336(pretrained: bool, tiny: bool, image_size: int | None) -> tuple[nn.Module, BackboneSpec]:
     """open_clip ViT-L/14 at 336 px with OpenAI's weights (the backbone most top solutions fine-tuned)."""
     tiny_cfg = {"image_size": image_size or 56, "layers": 2, "width": 64, "head_width": 32, "patch_size": 14}
-    visual = _open_clip_visual("ViT-L-14-336", "openai", pretrained, image_size, tiny_cfg if tiny else None)
+    visual = _open_clip_visual(*OPEN_CLIP_WEIGHTS["vit_l_14_336"], pretrained, image_size, tiny_cfg if tiny else None)
     size = visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size
     return visual, BackboneSpec(
         feature_dim=visual.output_dim,
@@ -228,8 +237,8 @@ def convnext_xxlarge(pretrained: bool, tiny: bool, image_size: int | None) -> tu
     tiny_cfg = {"timm_model_name": "convnext_atto", "timm_model_pretrained": False, "timm_pool": "",
                 "timm_proj": "linear", "timm_drop": 0.0, "timm_drop_path": 0.0,
                 "image_size": image_size or 64}
-    visual = _open_clip_visual("convnext_xxlarge", "laion2b_s34b_b82k_augreg_soup", pretrained,
-                               image_size, tiny_cfg if tiny else None)
+    visual = _open_clip_visual(*OPEN_CLIP_WEIGHTS["convnext_xxlarge"], pretrained, image_size,
+                               tiny_cfg if tiny else None)
     size = visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size
     return visual, BackboneSpec(
         feature_dim=visual.head.proj.out_features,
@@ -259,11 +268,11 @@ def eva02_large_336(pretrained: bool, tiny: bool, image_size: int | None) -> tup
     elif image_size:
         kwargs["img_size"] = image_size
     try:
-        model = timm.create_model("eva02_large_patch14_clip_336", pretrained=pretrained, **kwargs)
+        model = timm.create_model(TIMM_WEIGHTS["eva02_large_336"], pretrained=pretrained, **kwargs)
     except (RuntimeError, OSError, ValueError) as exc:
         if not pretrained:
             raise
-        raise _weights_error("eva02_large_patch14_clip_336", "the Hugging Face hub (timm)", exc) from None
+        raise _weights_error(TIMM_WEIGHTS["eva02_large_336"], "the Hugging Face hub (timm)", exc) from None
     cfg = model.pretrained_cfg
     return model, BackboneSpec(
         feature_dim=model.num_features,
@@ -311,6 +320,7 @@ def _qformer_blocks(module: nn.Module) -> list[nn.Module]:
 
 
 BLIP2_HUB_ID = "Salesforce/blip2-opt-2.7b"
+BLIP2_REVISION = "59a1ef6c1e5117b3f65523d1c6066825bcf315e3"  # a pinned commit; its weights are safetensors
 
 
 @register("blip2_qformer")
@@ -330,12 +340,13 @@ def blip2_qformer(pretrained: bool, tiny: bool, image_size: int | None) -> tuple
     elif pretrained:
         try:
             # This class has no language-model parameters, so only vision/Q-Former tensors are loaded.
-            blip = Blip2VisionModelWithProjection.from_pretrained(BLIP2_HUB_ID)
+            blip = Blip2VisionModelWithProjection.from_pretrained(BLIP2_HUB_ID, revision=BLIP2_REVISION,
+                                                                  use_safetensors=True)
         except (OSError, ValueError) as exc:
             raise _weights_error("blip2_qformer", f"hub '{BLIP2_HUB_ID}'", exc) from None
     else:
         try:
-            config = Blip2Config.from_pretrained(BLIP2_HUB_ID)
+            config = Blip2Config.from_pretrained(BLIP2_HUB_ID, revision=BLIP2_REVISION)
         except OSError:
             config = Blip2Config()  # the library defaults are BLIP-2's ViT-g + 32-query Q-Former
         blip = Blip2VisionModelWithProjection(config)
