@@ -1,7 +1,9 @@
-"""GPU-days of the whole real recipe: generation with configs/generate/sd2.yaml, then every shipped training stage.
+"""GPU-days of a chained recipe (configs/recipe/full.yaml by default), step by step, from its own configs.
 
-FLOPs are counted, never guessed: per image for SD2 at the config's size and steps (``bench_generate_sd``'s
-counter on the meta device) and per training sample for each ``configs/train/*_stage*.yaml``, by building
+Images per shard set come from the recipe's generate configs (their tier and images per prompt) and the number
+of hq and lq prompts; samples per training stage from the shard set the stage reads (one image per prompt per
+epoch) and its epochs. FLOPs are counted, never guessed: per image for SD2 at the config's size and steps
+(``bench_generate_sd``'s counter on the meta device) and per training sample for each stage config, by building
 the real-size model of the config with random weights, applying its LoRA / frozen blocks as the trainer does,
 and running one forward + backward under ``torch.utils.flop_counter`` on fake tensors (no compute, no GPU).
 The rate that turns FLOPs into days is the measured one where a benchmark's JSON is given
@@ -9,6 +11,7 @@ The rate that turns FLOPs into days is the measured one where a benchmark's JSON
 dense bf16 peak, and the table says which.
 
     python benchmarks/project_gpu_days.py                          # assumed 40% of an H100's bf16 peak
+    python benchmarks/project_gpu_days.py --recipe configs/recipe/one_gpu.yaml --hq-prompts 5e5 --lq-prompts 0
     python benchmarks/project_gpu_days.py --generate-json gen.json --train-json train.jsonl   # measured
 """
 
@@ -26,7 +29,6 @@ from bench_generate_sd import flops_per_image
 from img2prompt.config import load_config
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import Regressor
-from img2prompt.train.config import load_train_config
 from img2prompt.train.optim import freeze_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +38,7 @@ SECONDS_PER_DAY = 86400
 
 def train_flops_per_sample(config_path: Path) -> tuple[str, str, float]:
     """Model FLOPs of one training sample (forward + backward, no recomputation) for a stage config."""
-    config = load_train_config(config_path)
+    config = load_config(config_path).train
     model = Regressor(config.model, pretrained=False).train()
     ft = config.finetune
     if ft.method == "lora":
@@ -68,6 +70,7 @@ def measured_generate_rate(path: Path | None, size: int) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", type=Path, default=ROOT / "configs/recipe/full.yaml")
     parser.add_argument("--hq-prompts", type=float, default=2.0e6)
     parser.add_argument("--lq-prompts", type=float, default=6.6e6, help="10.6M images - 2 x hq")
     parser.add_argument("--mfu", type=float, default=0.40, help="assumed fraction of the bf16 peak")
@@ -76,30 +79,41 @@ def main() -> None:
     parser.add_argument("--train-json", type=Path)
     args = parser.parse_args()
     assumed_rate = args.mfu * args.peak_tflops * 1e12
+    recipe = load_config(args.recipe).recipe
+    prompts = {"hq": args.hq_prompts, "lq": args.lq_prompts}
 
     print("| step | samples | TFLOP per sample | rate | GPU-days |\n|---|---|---|---|---|")
-    gen = load_config(ROOT / "configs/generate/sd2_hq.yaml").generate
-    per_prompt = gen.images_per_prompt
-    images = args.hq_prompts * per_prompt["hq"] + args.lq_prompts * per_prompt["lq"]
-    gen_flops = flops_per_image("sd2", gen.size, gen.diffusion.steps)["image"]
-    rate = measured_generate_rate(args.generate_json, gen.size)
-    seconds = images / rate if rate else images * gen_flops / assumed_rate
-    label = f"measured {rate:.2f} img/s" if rate else f"assumed {args.mfu:.0%} MFU"
-    print(f"| generate SD2 {gen.size} px, {gen.diffusion.steps} steps | {images / 1e6:.1f}M images "
-          f"| {gen_flops / 1e12:.1f} | {label} | {seconds / SECONDS_PER_DAY:.1f} |", flush=True)
+    total = 0.0
+    tier_of: dict[Path, list[str]] = {}
+    for path in recipe.generate:
+        gen = load_config(ROOT / path).generate
+        tiers = gen.tiers or sorted(prompts)
+        tier_of[Path(gen.out)] = tiers
+        images = sum(prompts[t] * gen.images_per_prompt[t] for t in tiers)
+        gen_flops = flops_per_image("sd2", gen.size, gen.diffusion.steps)["image"]
+        rate = measured_generate_rate(args.generate_json, gen.size)
+        seconds = images / rate if rate else images * gen_flops / assumed_rate
+        total += seconds
+        label = f"measured {rate:.2f} img/s" if rate else f"assumed {args.mfu:.0%} MFU"
+        print(f"| generate {Path(gen.out).name} ({'+'.join(tiers)}): SD2 {gen.size} px, {gen.diffusion.steps} steps "
+              f"| {images / 1e6:.2f}M images | {gen_flops / 1e12:.1f} | {label} | {seconds / SECONDS_PER_DAY:.1f} |",
+              flush=True)
 
     rates = measured_train_rates(args.train_json)
-    for path in sorted((ROOT / "configs/train").glob("*_stage*.yaml")):
-        backbone, method, flops = train_flops_per_sample(path)
-        config = load_train_config(path)
-        # One random image per prompt per epoch: an epoch is one pass over the prompts.
-        prompts = args.lq_prompts if "stage1" in path.stem else args.hq_prompts
-        samples = prompts * config.optim.epochs
-        rate = rates.get((backbone, "lora" if method == "lora" else "full"))
-        seconds = samples / rate if rate else samples * flops / assumed_rate
-        label = f"measured {rate:.1f} samples/s" if rate else f"assumed {args.mfu:.0%} MFU"
-        print(f"| train {path.stem} ({method}) | {samples / 1e6:.1f}M | {flops / 1e12:.3f} | {label} "
-              f"| {seconds / SECONDS_PER_DAY:.1f} |", flush=True)
+    for name, stages in recipe.models.items():
+        for number, path in enumerate(stages, start=1):
+            backbone, method, flops = train_flops_per_sample(ROOT / path)
+            config = load_config(ROOT / path).train
+            # One random image per prompt per epoch: an epoch is one pass over the prompts of its shard sets.
+            samples = config.optim.epochs * sum(prompts[t] for s in config.data.shards for t in tier_of[Path(s)])
+            rate = rates.get((backbone, "lora" if method == "lora" else "full"))
+            seconds = samples / rate if rate else samples * flops / assumed_rate
+            total += seconds
+            label = f"measured {rate:.1f} samples/s" if rate else f"assumed {args.mfu:.0%} MFU"
+            print(f"| train {name} stage {number} ({method}, {config.optim.epochs} epoch(s)) | "
+                  f"{samples / 1e6:.2f}M | {flops / 1e12:.3f} | {label} | {seconds / SECONDS_PER_DAY:.1f} |",
+                  flush=True)
+    print(f"| **total** | | | | **{total / SECONDS_PER_DAY:.1f}** |")
 
 
 if __name__ == "__main__":
