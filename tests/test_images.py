@@ -124,3 +124,22 @@ def test_list_images_expands_absolute_and_relative_globs_to_image_files_only(tmp
     assert list_images(["notes.txt"]) == [Path("notes.txt")]  # a named file is kept: predict reports it
     with pytest.raises(Img2PromptError, match="no image file matches"):
         list_images(["*.txt"])
+
+
+def elongated_png(width: int, height: int) -> bytes:
+    """A real, tiny PNG of an extreme shape (the 62 KB 1 x 16,000,000 attack compresses to almost nothing)."""
+    image = Image.new("L", (width, height), 128)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 1_000_000), (20, 80_000), (11_000, 1000)])
+def test_extreme_aspect_ratios_are_refused_before_decoding(width, height):
+    with pytest.raises(Img2PromptError, match=rf"^tall\.png: image {width}x{height} is too elongated") as info:
+        load_image(elongated_png(width, height), name="tall.png")
+    assert "\n" not in str(info.value)
+
+
+def test_a_panorama_within_the_bound_loads():
+    assert load_image(elongated_png(1000, 100), name="pano.png").size == (1000, 100)

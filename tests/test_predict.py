@@ -225,3 +225,15 @@ def test_predict_reads_one_split_straight_from_the_shards(tmp_path: Path, shards
         run_predict(str(checkpoint), [shards, tmp_path], out=tmp_path / "x.parquet")
     with pytest.raises(Img2PromptError, match=r"none of the samples of splits \['nope'\] in 6 shards"):
         run_predict(str(checkpoint), [shards], out=tmp_path / "x.parquet", splits=["nope"])
+
+
+def test_an_extreme_aspect_image_in_a_folder_is_skipped_and_the_rest_predicted(tmp_path: Path, table: Path) -> None:
+    from test_images import elongated_png
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    noise_image(1).save(folder / "good.png")
+    (folder / "long.png").write_bytes(elongated_png(1, 2_000_000))
+    ids, _, skipped = run_predict(f"mean:{table}", [folder], out=tmp_path / "p.parquet")
+    assert ids == ["good"] and len(skipped) == 1 and "too elongated" in skipped[0]
+    assert read_predictions(tmp_path / "p.parquet")[0].image_id.tolist() == ["good"]

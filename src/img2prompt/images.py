@@ -16,6 +16,11 @@ from img2prompt.errors import Img2PromptError, fail
 
 # 64 MP is 8x the largest image any stage needs (768x768 SD2 output, 336px crops); larger is a bomb.
 DEFAULT_MAX_PIXELS = 64_000_000
+# Preprocessing scales the shorter side to the model's size, so the longer side grows by the same factor: a
+# 1 x 16,000,000 PNG is only 62 KB but would become billions of pixels. The one bound, checked wherever images
+# enter (predict, serve, train, evaluate all decode through load_image): the longer side may be at most this
+# many times the shorter (panoramas pass; SD images are square).
+MAX_ASPECT = 10
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
@@ -38,9 +43,7 @@ def load_image(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise fail(label, f"image too large ({width}x{height} > {max_pixels:,} pixels)")
+            check_size(*image.size, label=label, max_pixels=max_pixels)
             image.load()
     except Img2PromptError:
         raise
@@ -51,6 +54,16 @@ def load_image(
     except (OSError, SyntaxError, ValueError) as exc:
         raise fail(label, f"corrupt or truncated image ({exc})") from None
     return to_rgb(image)
+
+
+def check_size(width: int, height: int, *, label: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse, before any decoding, images with too many pixels or a longer side beyond ``MAX_ASPECT`` times
+    the shorter (including a zero side)."""
+    if width * height > max_pixels:
+        raise fail(label, f"image too large ({width}x{height} > {max_pixels:,} pixels)")
+    if min(width, height) < 1 or max(width, height) > MAX_ASPECT * min(width, height):
+        raise fail(label, f"image {width}x{height} is too elongated (the longer side may be at most "
+                          f"{MAX_ASPECT}x the shorter)")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
