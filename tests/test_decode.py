@@ -58,7 +58,7 @@ def bank_table(tmp_path_factory, text_embedder) -> Path:
     return write_table(frame, text_embedder.encode(BANK), path)
 
 
-CONFIG = DecodeConfig(modifiers=["mediums", "movements"], min_segment_count=2, cache_dir=None)
+CONFIG = DecodeConfig(mode="best", modifiers=["mediums", "movements"], min_segment_count=2, cache_dir=None)
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +90,11 @@ class VirtualTimeEmbedder:
         return self.inner.encode(texts, **kwargs)
 
 
-def virtual_time_decoder(bank_table: Path, text_embedder, per_text: float, **config) -> PromptDecoder:
+def virtual_time_decoder(bank_table: Path, text_embedder, per_text: float, **effort) -> PromptDecoder:
+    """A decoder on a virtual clock; ``effort`` changes the ``best`` mode's search (the mode CONFIG uses)."""
+    modes = {**CONFIG.modes, "best": CONFIG.modes["best"].model_copy(update=effort)}
     decoder = PromptDecoder.from_table(bank_table, embedder=VirtualTimeEmbedder(text_embedder, per_text),
-                                       config=CONFIG.model_copy(update=config))
+                                       config=CONFIG.model_copy(update={"modes": modes}))
     decoder.clock = decoder.embedder.now
     return decoder
 
@@ -100,7 +102,7 @@ def virtual_time_decoder(bank_table: Path, text_embedder, per_text: float, **con
 @pytest.fixture(scope="module")
 def slow_decoder(bank_table: Path, text_embedder) -> PromptDecoder:
     # A batch of 2 texts: 0.125 virtual seconds, exact in binary, so budget comparisons are exact.
-    return virtual_time_decoder(bank_table, text_embedder, per_text=0.0625, patience=50)
+    return virtual_time_decoder(bank_table, text_embedder, per_text=0.0625, patience=50, rounds=100)
 
 
 def test_nearest_finds_a_bank_prompt_from_its_own_embedding(decoder: PromptDecoder, text_embedder) -> None:
@@ -129,7 +131,8 @@ def test_the_budget_is_hard_and_a_tiny_one_returns_the_nearest_prompt(slow_decod
                                                                      text_embedder) -> None:
     target = text_embedder.encode(HELD_OUT[:1])[0]
     nearest = slow_decoder.nearest(target, k=1)[0]
-    batch_s = slow_decoder.config.batch * slow_decoder.embedder.per_text
+    batch = slow_decoder.config.effort().batch
+    batch_s = batch * slow_decoder.embedder.per_text
     for budget in (0.0, 0.05, 0.3, 0.6):
         slow_decoder.embedder.calls.clear()
         started = slow_decoder.clock()
@@ -137,7 +140,8 @@ def test_the_budget_is_hard_and_a_tiny_one_returns_the_nearest_prompt(slow_decod
         elapsed = slow_decoder.clock() - started
         # No step starts that the longest so far could not finish in time: only the first batch can overrun.
         assert elapsed <= max(budget, batch_s), (budget, elapsed)
-        assert all(n <= slow_decoder.config.batch for n in slow_decoder.embedder.calls)
+        assert all(n <= batch for n in slow_decoder.embedder.calls)
+        assert result.capped or budget == 0.6  # a 0.6 s cap lets this search finish
         if budget == 0.0:
             assert (result.text, result.cosine) == (nearest[0], pytest.approx(nearest[1], abs=1e-6))
             assert slow_decoder.embedder.calls == []
@@ -168,5 +172,35 @@ def test_cli_decodes_a_text_and_writes_csv(tmp_path: Path, decoder: PromptDecode
                                       "-c", str(config)])
     assert result.exit_code == 0, result.output
     decoded = pd.read_csv(tmp_path / "d.csv")
-    assert list(decoded.columns) == ["image_id", "text", "cosine"] and decoded.image_id[0] == HELD_OUT[0]
+    assert list(decoded.columns) == ["image_id", "text", "cosine", "capped"] and decoded.image_id[0] == HELD_OUT[0]
     assert decoded.cosine[0] >= decoder.nearest(decoder.embedder.encode(HELD_OUT[:1])[0], k=1)[0][1] - 1e-6
+
+
+def test_a_mode_is_a_fixed_amount_of_work_whatever_the_clock(bank_table: Path, text_embedder) -> None:
+    """Without a cap the same embedding gives the same prompt on a fast and on a 1000x slower machine."""
+    fast_machine = virtual_time_decoder(bank_table, text_embedder, per_text=0.0001)
+    slow_machine = virtual_time_decoder(bank_table, text_embedder, per_text=0.1)
+    for target in text_embedder.encode(HELD_OUT):
+        for mode in ("fast", "best"):
+            quick, slow = fast_machine.decode(target, mode=mode), slow_machine.decode(target, mode=mode)
+            assert (quick.text, quick.cosine) == (slow.text, pytest.approx(slow.cosine, abs=1e-6))
+            assert not quick.capped and not slow.capped
+
+
+def test_fast_searches_less_than_best_and_best_is_no_worse(bank_table: Path, text_embedder) -> None:
+    decoder = virtual_time_decoder(bank_table, text_embedder, per_text=0.001)
+    for target in text_embedder.encode(HELD_OUT):
+        work = {}
+        for mode in ("fast", "best"):
+            decoder.embedder.calls.clear()
+            work[mode] = (decoder.decode(target, mode=mode).cosine, sum(decoder.embedder.calls))
+        assert work["fast"][1] < work["best"][1] and work["best"][0] >= work["fast"][0] - 1e-6
+
+
+def test_an_unknown_mode_and_a_negative_cap_are_refused(decoder: PromptDecoder) -> None:
+    with pytest.raises(Img2PromptError, match="unknown decode mode 'slow' \\(choose from fast, best\\)"):
+        decoder.decode(np.ones(384, np.float32), mode="slow")
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        DecodeConfig(budget_s=-1)
+    result = CliRunner().invoke(app, ["decode", "bank.parquet", "--text", "x", "--budget", "-1"])
+    assert result.exit_code == 2 and "--budget" in result.output

@@ -21,7 +21,6 @@ REDUCED = [
     "train.model.image_size=96",
     "train.optim.epochs=2",
     "quickstart.report_grid=4",
-    "quickstart.decode_budget_s=0.2",
     "decode.modifiers=[mediums]",
 ]
 

@@ -18,7 +18,7 @@ TINY_QUICKSTART = [
     "curate.sources.0.count=120", "bank.sources.0.count=60", "generate.size=64", "train.model.image_size=64",
     "train.optim.epochs=1",
     "quickstart.models.1.overrides=[finetune.method=lp_ft,finetune.lp_steps=100,optim.epochs=1]",
-    "quickstart.report_grid=2", "quickstart.decode_budget_s=0.05", "decode.modifiers=[mediums]",
+    "quickstart.report_grid=2", "decode.modifiers=[mediums]",
 ]
 
 

@@ -142,8 +142,9 @@ def decode(
     bank: Annotated[Path, typer.Argument(help="Prompt table to draw prompts and phrases from.")],
     predictions: Annotated[Path | None, typer.Option(help="Predictions Parquet or Kaggle CSV to decode.")] = None,
     text: Annotated[list[str] | None, typer.Option(help="Decode the embedding of this prompt (repeatable).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Write image_id,text,cosine CSV here.")] = None,
-    budget: Annotated[float | None, typer.Option(help="Seconds per embedding (default: config).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write image_id,text,cosine,capped CSV here.")] = None,
+    mode: Annotated[str | None, typer.Option(help="Search effort: fast or best (default: decode.mode).")] = None,
+    budget: Annotated[float | None, typer.Option(min=0, help="Cap in seconds per embedding (default: none).")] = None,
     config: ConfigArg = None,
     set_: SetOpt = None,
 ) -> None:
@@ -154,8 +155,8 @@ def decode(
     settings = load_config(config, set_).decode
     if budget is not None:
         settings.budget_s = budget
-    for row in run_decode(bank, settings, predictions=predictions, texts=text or [], out=out):
-        typer.echo(f"{row['image_id']}\t{row['cosine']:.4f}\t{row['text']}")
+    for row in run_decode(bank, settings, predictions=predictions, texts=text or [], out=out, mode=mode):
+        typer.echo(f"{row['image_id']}\t{row['cosine']:.4f}\t{row['text']}" + ("\t(capped)" if row["capped"] else ""))
 
 
 @app.command()

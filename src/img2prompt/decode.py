@@ -19,6 +19,7 @@ budget is hard, and the answer is always the best *exactly* scored text, so its 
 from __future__ import annotations
 
 import heapq
+import os
 import re
 import time
 from collections import Counter
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from img2prompt.config import StrictModel
 from img2prompt.embedding import TextEmbedder
@@ -44,30 +45,64 @@ _WEIGHT_SYNTAX = re.compile(r"[()\[\]{}]|:\d+(\.\d+)?")
 _WORD = re.compile(r"[a-z][a-z'-]+")
 
 
-class DecodeConfig(StrictModel):
-    """The ``decode:`` section: dictionary sources and search effort."""
+class SearchEffort(StrictModel):
+    """How much one decode searches. A fixed amount of work, never a time: the same embedding gives the same
+    prompt on any machine under any load."""
 
-    budget_s: float = 1.0
-    neighbours: int = 8  # bank prompts used as starting points
-    pool: int = 4096  # dictionary phrases kept per query (most similar to the target)
-    beam: int = 4
-    max_phrases: int = 16  # phrases added to a starting prompt per round
+    neighbours: int = Field(8, ge=1)  # bank prompts used as starting points
+    pool: int = Field(4096, ge=1)  # dictionary phrases kept per query (most similar to the target)
+    beam: int = Field(4, ge=1)
+    max_phrases: int = Field(16, ge=0)  # phrases added to a starting prompt per round
+    verify: int = Field(8, ge=1)  # candidate texts embedded exactly per round, most promising first
+    batch: int = Field(2, ge=1)  # texts embedded exactly at once: a budget cap is checked between batches
+    patience: int = Field(4, ge=1)  # rounds without a better text before the search stops
+    rounds: int = Field(32, ge=1)  # rounds at most
+
+
+def default_modes() -> dict[str, SearchEffort]:
+    """``fast`` answers in about a fifth of ``best``'s work (benchmarks/RESULTS.md, issue 15)."""
+    return {"fast": SearchEffort(neighbours=4, pool=1024, beam=2, max_phrases=8, verify=4, patience=2, rounds=4),
+            "best": SearchEffort()}
+
+
+class DecodeConfig(StrictModel):
+    """The ``decode:`` section: dictionary sources and the search modes."""
+
+    mode: str = "fast"  # the mode used when a caller names none
+    modes: dict[str, SearchEffort] = Field(default_factory=default_modes)
+    budget_s: float | None = Field(None, ge=0)  # a cap on one decode's seconds; None: none. A result says when it bit
     max_tokens: int = 77  # stop growing a text at this many tokens (SD prompts are at most 77 CLIP tokens)
-    verify: int = 8  # candidate texts embedded exactly per round, most promising first
-    batch: int = 2  # texts embedded exactly at once: the clock is read between batches
     token_penalty: float = 0.002  # surrogate cosine each token must buy (the surrogate flatters long texts)
-    patience: int = 4  # rounds without a better text before the search stops
     threads: int = 1  # torch/faiss threads while decoding (more stall on shared cores; see _threads)
     min_segment_count: int = 2  # a bank segment/word joins the dictionary if it occurs this often
     modifiers: list[str] = Field(default_factory=lambda: list(TERM_LISTS))
-    dictionary_backend: Literal["exact", "int8"] = "int8"  # the dictionary only screens; answers are exact
-    cache_dir: str | None = "~/.cache/img2prompt"  # the dictionary is embedded once, then read from here
+    dictionary_backend: Literal["exact", "int8"] = "exact"  # exact fp32 is the faster one on AVX-512 cores
+    # The phrase dictionary is embedded once and cached here (None: not cached); $IMG2PROMPT_CACHE overrides
+    # the default folder.
+    cache_dir: str | None = Field(default_factory=lambda: os.environ.get("IMG2PROMPT_CACHE", "~/.cache/img2prompt"))
+
+    @model_validator(mode="after")
+    def _known_mode(self) -> DecodeConfig:
+        if self.mode not in self.modes:
+            raise ValueError(f"mode {self.mode!r} is not one of the modes ({', '.join(self.modes)})")
+        return self
+
+    def effort(self, mode: str | None = None) -> SearchEffort:
+        """The search effort of ``mode`` (the configured default when None); an unknown mode is a user error."""
+        name = mode or self.mode
+        if name not in self.modes:
+            raise Img2PromptError(f"unknown decode mode {name!r} (choose from {', '.join(self.modes)})")
+        return self.modes[name]
 
 
 @dataclass(frozen=True)
 class DecodeResult:
+    """The best exactly scored text, its cosine to the target embedding, and whether the time cap cut the search
+    short (then a faster machine could have found a better text)."""
+
     text: str
     cosine: float
+    capped: bool = False
 
 
 def modifier_terms(name: str) -> list[str]:
@@ -127,20 +162,25 @@ class PromptDecoder:
     def from_table(
         cls, path: str | Path, embedder: TextEmbedder | None = None, config: DecodeConfig | None = None
     ) -> PromptDecoder:
-        """Index every prompt of a prompt table and build the phrase dictionary (embedded once, cached)."""
+        """Index every prompt of a prompt table and build the phrase dictionary.
+
+        The dictionary (bank segments and words, plus the modifier term lists: ~135k phrases with all four) is
+        embedded once, then read from ``config.cache_dir``: the first build takes minutes on a CPU and says so.
+        """
         config = config or DecodeConfig()
         frame, embeddings = read_table(path, columns=["prompt", "embedding"])
         if not len(frame):
             raise fail(path, "the prompt table is empty")
-        cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else None
-        embedder = embedder or TextEmbedder(cache_dir=cache_dir)
         phrases = bank_phrases(frame.prompt, config.min_segment_count)
         for name in config.modifiers:
             phrases.extend(modifier_terms(name))
         phrases = list(dict.fromkeys(phrases))
+        cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else None
+        embedder = embedder or TextEmbedder(cache_dir=cache_dir)
         screen = embedder if config.dictionary_backend == "exact" else TextEmbedder(
             backend="int8", cache_dir=cache_dir)
-        vectors = screen.encode(phrases, progress=len(phrases) > 5000)
+        label = f"phrase dictionary (once; cached in {cache_dir})" if cache_dir else "phrase dictionary (not cached)"
+        vectors = screen.encode(phrases, progress=len(phrases) > 5000, label=label)
         return cls(list(frame.prompt), embeddings, phrases, vectors, embedder, config)
 
     def nearest(self, vec: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
@@ -148,39 +188,43 @@ class PromptDecoder:
         scores, ids = self._bank.search(_unit(vec)[None], min(k, len(self.prompts)))
         return [(self.prompts[i], float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
-    def decode(self, vec: np.ndarray, budget_s: float | None = None) -> DecodeResult:
-        """The best text found within ``budget_s`` seconds and its exact cosine to ``vec``.
+    def decode(self, vec: np.ndarray, mode: str | None = None, budget_s: float | None = None) -> DecodeResult:
+        """The best text ``mode``'s search finds and its exact cosine to ``vec``.
 
         The search is a fixed sequence of small steps (a faiss query, one beam-search step, one exact batch of
-        ``batch`` texts). Between steps the clock is read and the search stops unless the longest step so far
-        would still end in time, so a query overruns only when a step is slower than every step before it;
-        a larger budget runs the same sequence further, so it never returns a worse text.
+        ``batch`` texts), set by the mode alone, so the answer never depends on the clock. A time cap
+        (``budget_s``, else the config's) only cuts that sequence short: between steps the clock is read and the
+        search stops unless the longest step so far would still end in time, and the result says it was capped.
+        A larger cap runs the same sequence further, so it never returns a worse text.
         """
+        effort = self.config.effort(mode)
         budget = self.config.budget_s if budget_s is None else budget_s
         last = self.clock()
-        deadline, longest = last + budget, 0.0
+        deadline, longest = last + (budget if budget is not None else float("inf")), 0.0
         target = _unit(vec)
         best: DecodeResult | None = None
+        capped = False
         with _threads(self.config.threads):
-            for found in self._search(target):
+            for found in self._search(target, effort):
                 if found is not None and (best is None or found.cosine > best.cosine):
                     best = found
                 now = self.clock()
                 longest, last = max(longest, now - last), now
                 if now + longest >= deadline:
+                    capped = True
                     break
         assert best is not None  # the search yields the nearest bank prompt first
-        return best
+        return DecodeResult(best.text, best.cosine, capped)
 
-    def _search(self, target: np.ndarray) -> Iterator[DecodeResult | None]:
+    def _search(self, target: np.ndarray, effort: SearchEffort) -> Iterator[DecodeResult | None]:
         """Yield the nearest bank prompt, then the best text of every exact batch (``None`` between steps).
 
         Each round grows its start phrase by phrase on the surrogate, then embeds the most promising
         candidates exactly, best first. The next round starts from the best exactly scored text not yet
         grown (the winner if the round improved, else the runner-up), with its exact vector in place of
-        its surrogate; the search stops after ``patience`` rounds without a better text.
+        its surrogate; the search stops after ``patience`` rounds without a better text, or ``rounds`` in all.
         """
-        cfg = self.config
+        cfg = effort
         _, bank_ids = self._bank.search(target[None], min(cfg.neighbours, len(self.prompts)))
         bank_ids = bank_ids[0][bank_ids[0] >= 0]
         best = float(self._bank_vectors[bank_ids[0]] @ target)
@@ -196,8 +240,8 @@ class PromptDecoder:
         scored = {self.prompts[i]: float(self._bank_vectors[i] @ target) for i in bank_ids}
         frontier: list[tuple[float, int, _State]] = []  # exactly scored, not grown yet: a max-heap on cosine
         stale = 0
-        while True:
-            candidates = yield from self._beam_search(starts, target, pool)
+        for _ in range(cfg.rounds):
+            candidates = yield from self._beam_search(starts, target, pool, cfg)
             fresh = [state for state in candidates if state.text not in scored][: cfg.verify]
             round_best = -1.0
             for first in range(0, len(fresh), cfg.batch):
@@ -219,7 +263,7 @@ class PromptDecoder:
             starts = [heapq.heappop(frontier)[2]]
 
     def _beam_search(
-        self, starts: list[_State], target: np.ndarray, pool: _Pool
+        self, starts: list[_State], target: np.ndarray, pool: _Pool, cfg: SearchEffort
     ) -> Generator[None, None, list[_State]]:
         """Grow the starts one phrase at a time, keeping the ``beam`` best by penalised surrogate cosine.
 
@@ -227,7 +271,6 @@ class PromptDecoder:
         it pays for its tokens. Returns the best state of every length, most promising first; yields between
         steps so that ``decode`` can read the clock.
         """
-        cfg = self.config
         position = {int(p): j for j, p in enumerate(pool.ids)}
         beam = starts
         seen = {s.text for s in starts}
@@ -240,9 +283,9 @@ class PromptDecoder:
             grown: list[tuple[float, _State, int]] = []
             for k, state in enumerate(beam):
                 scores = (dots[k] + pool.dot_target) / np.sqrt(norms2[k] + 2 * cross[:, k] + pool.norms2)
-                scores -= cfg.token_penalty * pool.weights
+                scores -= self.config.token_penalty * pool.weights
                 scores[[position[u] for u in state.used if u in position]] = -np.inf
-                scores[pool.weights > cfg.max_tokens - state.tokens] = -np.inf
+                scores[pool.weights > self.config.max_tokens - state.tokens] = -np.inf
                 count = min(cfg.beam, len(scores))
                 for j in np.argpartition(-scores, count - 1)[:count]:
                     if scores[j] > dots[k] / np.sqrt(norms2[k]):
@@ -331,26 +374,34 @@ def run_decode(
     predictions: str | Path | None = None,
     texts: Sequence[str] = (),
     out: str | Path | None = None,
+    mode: str | None = None,
 ) -> list[dict[str, object]]:
-    """Decode every row of a predictions file and/or the embeddings of ``texts``; optionally write a CSV."""
+    """Decode every row of a predictions file and/or the embeddings of ``texts``; optionally write a CSV
+    (``cosine``: of the text's embedding to the decoded one; ``capped``: the time cap cut the search short).
+
+    The inputs are read and checked before the phrase dictionary is built, which takes minutes the first time.
+    """
     import pandas as pd
 
     from img2prompt.predictions import read_predictions
 
     if predictions is None and not texts:
         raise Img2PromptError("decode: give --predictions FILE and/or --text PROMPT")
-    decoder = PromptDecoder.from_table(bank, config=config)
+    config.effort(mode)  # an unknown mode fails now, not after the dictionary build
     jobs: list[tuple[str, np.ndarray]] = []
     if predictions is not None:
         frame, vectors = read_predictions(predictions)
+        if not len(frame):
+            raise fail(predictions, "no predictions to decode (the table has no rows)")
         jobs.extend(zip(frame.image_id, vectors, strict=True))
+    decoder = PromptDecoder.from_table(bank, config=config)
     if texts:
         jobs.extend(zip(texts, decoder.embedder.encode(list(texts)), strict=True))
     rows: list[dict[str, object]] = []
     for name, vector in jobs:
-        result = decoder.decode(vector)
-        rows.append({"image_id": name, "text": result.text, "cosine": result.cosine})
+        result = decoder.decode(vector, mode=mode)
+        rows.append({"image_id": name, "text": result.text, "cosine": result.cosine, "capped": result.capped})
     if out is not None:
         with atomic_path(out) as tmp:
-            pd.DataFrame(rows, columns=["image_id", "text", "cosine"]).to_csv(tmp, index=False)
+            pd.DataFrame(rows, columns=["image_id", "text", "cosine", "capped"]).to_csv(tmp, index=False)
     return rows

@@ -134,14 +134,15 @@ class TextEmbedder:
         tag = f"{backend}:{HUB_ID if model == PACKAGED else model}:{self.max_seq_length}"
         self.cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite", tag) if cache_dir else None
 
-    def encode(self, prompts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        """Return an (n, 384) float32 array of unit vectors, one per prompt, in input order."""
+    def encode(self, prompts: Sequence[str], *, progress: bool = False, label: str = "embed") -> np.ndarray:
+        """Return an (n, 384) float32 array of unit vectors, one per prompt, in input order; ``label`` names the
+        progress bar (shown only for prompts not in the cache)."""
         prompts = list(prompts)
         unique = list(dict.fromkeys(prompts))
         known = self.cache.get_many(unique) if self.cache else {}
         todo = [p for p in unique if p not in known]
         if todo:
-            vectors = self._encode_uncached(todo, progress=progress)
+            vectors = self._encode_uncached(todo, progress=progress, label=label)
             if self.cache:
                 self.cache.put_many(todo, vectors)
             known.update(zip(todo, vectors, strict=True))
@@ -149,11 +150,11 @@ class TextEmbedder:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
         return np.stack([known[p] for p in prompts]).astype(np.float32, copy=False)
 
-    def _encode_uncached(self, prompts: list[str], *, progress: bool) -> np.ndarray:
+    def _encode_uncached(self, prompts: list[str], *, progress: bool, label: str) -> np.ndarray:
         ids = self.tokenizer(prompts, truncation=True, max_length=self.max_seq_length)["input_ids"]
         lengths = [len(x) for x in ids]
         out = np.zeros((len(prompts), EMBEDDING_DIM), np.float32)
-        with tqdm(total=len(prompts), desc="embed", unit="prompt", disable=not progress) as bar:
+        with tqdm(total=len(prompts), desc=label, unit="prompt", disable=not progress) as bar:
             for batch in token_budget_batches(lengths, self.max_tokens):
                 width = lengths[batch[-1]]
                 input_ids = np.zeros((len(batch), width), np.int64)

@@ -34,7 +34,6 @@ class QuickstartConfig(StrictModel):
     out: Path = Path("runs/quickstart")
     models: list[ModelRun] = Field(min_length=2)
     images: list[str] = Field(default_factory=list)  # folders/globs to predict and decode at the end
-    decode_budget_s: float = 0.5
     report_grid: int = 24
 
 
@@ -111,7 +110,6 @@ def quickstart(config_path: Path | None = None, overrides: list[str] | None = No
         str(ensemble), [shards], out=predictions["ensemble", "test"], splits=["test"]))
 
     dcfg = config.decode
-    dcfg.budget_s = cfg.decode_budget_s
     report = out / "report"
     test_files = [file for (_, split), file in predictions.items() if split == "test"]
     steps("evaluate on test", lambda: run_evaluate(

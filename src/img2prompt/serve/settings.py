@@ -1,6 +1,6 @@
 """The ``serve:`` config section: where to listen and the limits that keep one bad client from hurting others.
 
-How long a prompt is composed per image is the ``decode:`` section's ``budget_s`` (0: the nearest bank prompt).
+How hard a prompt is searched for per image is the ``decode:`` section's ``mode`` (its ``budget_s`` is a time cap).
 """
 
 from __future__ import annotations
