@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "img2prompt"
-STAGES = ("curate", "generate", "train", "predict", "ensemble", "evaluate", "serve", "embed_command")
-ORCHESTRATORS = ("cli", "quickstart", "__main__")
+STAGES = ("curate", "generate", "train", "predict", "ensemble", "evaluate", "serve", "embed_command", "push",
+          "interrogate")
+ORCHESTRATORS = ("cli", "quickstart", "recipe", "__main__")
 
 
 def module_name(path: Path) -> str:
@@ -47,15 +48,18 @@ def imports(name: str) -> set[str]:
             for alias in node.names:
                 child = f"{node.module}.{alias.name}"
                 found.add(child if child in MODULES else node.module)
-    return {m for m in found if m in MODULES and m != name and m != "img2prompt"}
+    return {m for m in found if m in MODULES and m != name}
 
 
 GRAPH = {name: imports(name) for name in MODULES}
 
 
 def area(name: str) -> str:
-    """``stage:<name>``, ``orchestrator`` or ``library`` for a module."""
-    top = name.split(".")[1] if "." in name else ""
+    """``stage:<name>``, ``orchestrator`` or ``library`` for a module (the package root is the public API: it
+    may hand out a stage's class, as ``img2prompt.Interrogator``)."""
+    if name == "img2prompt":
+        return "orchestrator"
+    top = name.split(".")[1]
     if top in STAGES:
         return f"stage:{top}"
     return "orchestrator" if top in ORCHESTRATORS else "library"

@@ -116,7 +116,7 @@ def test_nearest_neighbour_returns_the_prompt_of_the_most_similar_bank_image() -
 def test_unknown_models_and_colliding_ids_are_one_line_errors(tmp_path: Path, table: Path) -> None:
     with pytest.raises(Img2PromptError, match="not a checkpoint directory, ensemble YAML"):
         load_model(tmp_path / "nope")
-    with pytest.raises(Img2PromptError, match="a baseline is"):
+    with pytest.raises(Img2PromptError, match="mean: needs a source after the colon: a baseline"):
         load_model("mean:")
     (tmp_path / "x").mkdir()
     noise_image(1).save(tmp_path / "x" / "same.png")

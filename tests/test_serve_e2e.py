@@ -96,8 +96,9 @@ def test_cli_rejects_a_missing_model_in_one_line(tmp_path):
     result = subprocess.run([IMG2PROMPT, "serve", str(tmp_path / "nope")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: not a checkpoint directory, "
-                                                  "ensemble YAML, or baseline (mean:TABLE, nearest:SHARDS)"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'nope'}: not a checkpoint directory, ensemble YAML, or baseline (mean:TABLE, "
+        "nearest:SHARDS), clip:MODEL/PRETRAINED or hf-hub:ORG/NAME[@REVISION]"]
 
 
 @pytest.fixture()

@@ -230,6 +230,49 @@ def train(
 
 
 @app.command()
+def interrogate(
+    images: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
+    model: Annotated[str, typer.Option(help="Any model spec: checkpoint, ensemble YAML, hf-hub:..., clip:...")]
+    = "clip:ViT-H-14/laion2b_s32b_b79k",
+    bank: Annotated[Path | None, typer.Option(help="Prompt table to decode with (img2prompt curate makes one).")]
+    = None,
+    mode: Annotated[str | None, typer.Option(help="Search effort: fast or best (default: decode.mode).")] = None,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per image (prompt, cosine, "
+                                             "nearest prompts, timings).")] = False,
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+) -> None:
+    """Image -> prompt in one call: predict the prompt embedding, decode it; prints path<TAB>prompt per image."""
+    import json
+
+    from img2prompt.config import load_config
+    from img2prompt.interrogate import run_interrogate
+
+    if bank is None:
+        raise Img2PromptError("interrogate: give --bank PROMPTS.parquet, a prompt table to decode with (img2prompt "
+                              "curate makes one; the quickstart writes runs/quickstart/bank/prompts.parquet)")
+    answers, skipped = run_interrogate(images, model, bank, mode=mode, decode=load_config(config, set_).decode)
+    for reason in skipped:
+        typer.echo(f"skipped {reason}", err=True)
+    for answer in answers:
+        typer.echo(json.dumps(answer.to_json()) if json_lines else f"{answer.image}\t{answer.prompt}")
+
+
+@app.command()
+def push(
+    checkpoint: Annotated[Path, typer.Argument(help="A trained checkpoint folder.")],
+    repo_id: Annotated[str, typer.Argument(help="Hugging Face Hub repository, ORG/NAME (created if needed).")],
+    private: Annotated[bool, typer.Option(help="Create the repository as private.")] = False,
+    dry_run: Annotated[Path | None, typer.Option(help="Write what would be uploaded (card included) here.")] = None,
+) -> None:
+    """Upload a checkpoint to the Hugging Face Hub with a generated model card; load it with hf-hub:ORG/NAME."""
+    from img2prompt.push import push as run_push
+
+    where = run_push(checkpoint, repo_id, private=private, dry_run=dry_run)
+    typer.echo(f"{'staged' if dry_run else 'pushed'} {checkpoint} -> {where}")
+
+
+@app.command()
 def recipe(
     config: Annotated[Path, typer.Argument(help="YAML with a recipe: section, e.g. configs/recipe/full.yaml.")],
     gpus: Annotated[int, typer.Option(help="GPUs of this node: N > 1 runs steps under torchrun/accelerate.")] = 1,

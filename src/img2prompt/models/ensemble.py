@@ -27,6 +27,7 @@ from img2prompt.config import StrictModel, read_yaml, validate
 from img2prompt.errors import fail
 from img2prompt.files import write_text_atomic
 from img2prompt.models.embedder import ImageEmbedder
+from img2prompt.models.specs import map_paths
 from img2prompt.space import EMBEDDING_DIM, normalise
 
 SECTION = "ensemble"
@@ -93,16 +94,10 @@ def write_spec(spec: EnsembleSpec, path: Path) -> Path:
 
 
 def member_spec(model: str, folder: Path) -> str:
-    """A member's model string as written in the YAML, resolved against the YAML's folder."""
-    kind, sep, source = model.partition(":")
-    if sep and not (folder / model).exists() and (folder / source).exists():
-        return f"{kind}:{folder / source}"
-    return str(folder / model) if (folder / model).exists() else model
+    """A member's model string as written in the YAML, its paths resolved against the YAML's folder."""
+    return map_paths(model, lambda path: str(folder / path) if (folder / path).exists() else path)
 
 
 def _portable(model: str, folder: Path) -> str:
-    """A member path relative to the YAML's folder when it is a path on disk (baseline specs included)."""
-    kind, sep, source = model.partition(":")
-    if sep and not Path(model).exists() and Path(source).exists():
-        return f"{kind}:{os.path.relpath(source, folder)}"
-    return os.path.relpath(model, folder) if Path(model).exists() else model
+    """A member's model string with its paths on disk made relative to the YAML's folder."""
+    return map_paths(model, lambda path: os.path.relpath(path, folder) if Path(path).exists() else path)

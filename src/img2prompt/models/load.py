@@ -1,8 +1,10 @@
 """``load_model(spec)``: the one way every verb turns a user's model string into an ``ImageEmbedder``.
 
-A spec is a trained checkpoint directory, an ensemble YAML (written by ``img2prompt ensemble``) or a
-``KIND:SOURCE`` string: the baselines ``mean:PROMPTS.parquet`` and ``nearest:SHARDS``. The model is named by
-its spec, so predictions and ensemble YAMLs can point back at it.
+A spec (``models.specs``) is a trained checkpoint directory, an ensemble YAML (written by ``img2prompt
+ensemble``), a checkpoint on the Hugging Face Hub (``hf-hub:ORG/NAME[@REVISION]``), a baseline
+(``mean:PROMPTS.parquet``, ``nearest:SHARDS``) or the zero-shot model ``clip:MODEL/PRETRAINED`` (which needs a
+prompt bank: ``?bank=PROMPTS.parquet`` in the spec, or the ``bank`` argument). The model is named by its full
+spec, so predictions and ensemble YAMLs can point back at it.
 """
 
 from __future__ import annotations
@@ -12,43 +14,82 @@ from pathlib import Path
 
 from img2prompt.errors import fail
 from img2prompt.models.embedder import CheckpointEmbedder, FlipTTA, ImageEmbedder
+from img2prompt.models.specs import Spec, parse
 
-KindLoader = Callable[[str, str, int], ImageEmbedder]  # (source, device, batch_size) -> model
+KindLoader = Callable[[Spec, str, int], ImageEmbedder]  # (spec, device, batch_size) -> model
+KIND_USAGE = "baseline (mean:TABLE, nearest:SHARDS), clip:MODEL/PRETRAINED or hf-hub:ORG/NAME[@REVISION]"
+HUB_FILES = ["config.yaml", "model.safetensors", "metrics.json", "README.md"]
 
 
-def _mean(source: str, device: str, batch_size: int) -> ImageEmbedder:
+def _mean(spec: Spec, device: str, batch_size: int) -> ImageEmbedder:
     from img2prompt.models.baselines import MeanEmbedding
 
-    return MeanEmbedding.from_table(source)
+    return MeanEmbedding.from_table(spec.source)
 
 
-def _nearest(source: str, device: str, batch_size: int) -> ImageEmbedder:
+def _nearest(spec: Spec, device: str, batch_size: int) -> ImageEmbedder:
     from img2prompt.models.baselines import NearestNeighbour
 
-    return NearestNeighbour.from_shards(source, batch_size=batch_size)
+    return NearestNeighbour.from_shards(spec.source, batch_size=batch_size)
 
 
-KINDS: dict[str, KindLoader] = {"mean": _mean, "nearest": _nearest}
-USAGE = {"mean": "mean:TABLE", "nearest": "nearest:SHARDS"}
+def _clip(spec: Spec, device: str, batch_size: int) -> ImageEmbedder:
+    from img2prompt.models.zero_shot import ZeroShotCLIP
+
+    model_name, sep, pretrained = spec.source.partition("/")
+    if not sep or not model_name or not pretrained:
+        raise fail(str(spec), "a zero-shot model is clip:MODEL/PRETRAINED, e.g. clip:ViT-H-14/laion2b_s32b_b79k")
+    if not spec.params.get("bank"):
+        raise fail(str(spec), "a zero-shot model needs a prompt bank: --bank PROMPTS.parquet (or ?bank= in the spec)")
+    unknown = sorted(set(spec.params) - {"bank", "k", "temperature"})
+    if unknown:
+        raise fail(str(spec), f"unknown parameter {unknown[0]!r} (bank, k, temperature)")
+    try:
+        k, temperature = int(spec.params.get("k", 32)), float(spec.params.get("temperature", 0.01))
+    except ValueError:
+        raise fail(str(spec), "k must be an integer and temperature a number") from None
+    return ZeroShotCLIP(model_name, pretrained, spec.params["bank"], k=k, temperature=temperature, device=device,
+                        batch_size=batch_size, name=str(spec))
 
 
-def load_model(spec: str | Path, *, tta: bool = False, device: str = "cpu", batch_size: int = 32) -> ImageEmbedder:
-    """Load the model ``spec`` names, on ``device``, embedding ``batch_size`` images per forward pass."""
-    text = str(spec)
-    kind, sep, source = text.partition(":")
-    target = Path(text)
+def _hub(spec: Spec, device: str, batch_size: int) -> ImageEmbedder:
+    """A checkpoint folder pushed with ``img2prompt push``, downloaded once into the Hugging Face cache."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    repo, _, revision = spec.source.partition("@")
+    if repo.count("/") != 1:
+        raise fail(str(spec), "a hub checkpoint is hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION")
+    try:
+        folder = snapshot_download(repo, revision=revision or None, allow_patterns=HUB_FILES)
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise fail(str(spec), f"cannot download the checkpoint ({first})") from None
+    return CheckpointEmbedder(folder, device=device, batch_size=batch_size, name=str(spec))
+
+
+KINDS: dict[str, KindLoader] = {"mean": _mean, "nearest": _nearest, "clip": _clip, "hf-hub": _hub}
+
+
+def load_model(spec: str | Path, *, tta: bool = False, device: str = "cpu", batch_size: int = 32,
+               bank: str | Path | None = None) -> ImageEmbedder:
+    """Load the model ``spec`` names, on ``device``, embedding ``batch_size`` images per forward pass; ``bank``
+    is the prompt table of a zero-shot model whose spec names none."""
+    parsed = parse(spec)
     model: ImageEmbedder
-    if sep and kind in KINDS and not target.exists():
-        if not source:
-            raise fail(text, f"a baseline is {' or '.join(USAGE.values())}")
-        model = KINDS[kind](source, device, batch_size)
-        model.name = text
-    elif target.is_dir():
-        model = CheckpointEmbedder(target, device=device, batch_size=batch_size)
-    elif target.suffix in (".yaml", ".yml") and target.is_file():
-        model = _ensemble(target, device, batch_size)
+    if parsed.kind is not None:
+        if not parsed.source:
+            raise fail(str(spec), f"{parsed.kind}: needs a source after the colon: a {KIND_USAGE}")
+        if parsed.kind == "clip" and bank is not None and "bank" not in parsed.params:
+            parsed = Spec(parsed.kind, parsed.source, {**parsed.params, "bank": str(bank)})
+        model = KINDS[parsed.kind](parsed, device, batch_size)
+        model.name = str(parsed)
+    elif Path(parsed.source).is_dir():
+        model = CheckpointEmbedder(parsed.source, device=device, batch_size=batch_size)
+    elif Path(parsed.source).suffix in (".yaml", ".yml") and Path(parsed.source).is_file():
+        model = _ensemble(Path(parsed.source), device, batch_size)
     else:
-        raise fail(text, f"not a checkpoint directory, ensemble YAML, or baseline ({', '.join(USAGE.values())})")
+        raise fail(str(spec), f"not a checkpoint directory, ensemble YAML, or {KIND_USAGE}")
     return FlipTTA(model) if tta else model
 
 

@@ -1,0 +1,87 @@
+"""``img2prompt interrogate`` and ``Interrogator``: one call from image to prompt, the same answer twice."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from img2prompt import Interrogator
+from img2prompt.decode import DecodeConfig
+from img2prompt.models.regressor import ModelConfig, Regressor
+from img2prompt.prompt_table import prompt_id, write_table
+from test_decode import BANK
+from test_predict import noise_image
+
+CONFIG = "decode:\n  modifiers: [mediums]\n  cache_dir: null\n"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, text_embedder) -> tuple[Path, Path, Path, Path]:
+    root = tmp_path_factory.mktemp("interrogate")
+    frame = pd.DataFrame({"prompt_id": [prompt_id(p) for p in BANK], "prompt": BANK, "source": "test",
+                          "tier": "hq", "cluster": range(len(BANK)), "split": "train"})
+    bank = write_table(frame, text_embedder.encode(BANK), root / "bank.parquet")
+    torch.manual_seed(0)
+    checkpoint = Regressor(ModelConfig(backbone="efficientnet_lite0", pretrained=False, tiny=True)).save_pretrained(
+        root / "ckpt")
+    images = root / "images"
+    images.mkdir()
+    for i in range(3):
+        noise_image(i, 48).save(images / f"im{i}.png")
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    (root / "decode.yaml").write_text(CONFIG)
+    return bank, checkpoint, images, root / "decode.yaml"
+
+
+def interrogate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "img2prompt", "interrogate", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_one_line_per_image_identical_on_a_second_run_and_unreadable_images_listed(setup):
+    bank, checkpoint, images, config = setup
+    args = [str(images), "--model", str(checkpoint), "--bank", str(bank), "--mode", "fast", "-c", str(config)]
+    first, second = interrogate(*args), interrogate(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    lines = first.stdout.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(images / f"im{i}.png") for i in range(3)]
+    assert all(line.split("\t")[1] for line in lines)
+    assert first.stdout == second.stdout
+    assert "skipped" in first.stderr and "broken.png" in first.stderr
+
+
+def test_json_lines_carry_the_prompt_its_cosine_the_nearest_prompts_and_timings(setup):
+    bank, checkpoint, images, config = setup
+    run = interrogate(str(images / "im0.png"), "--model", str(checkpoint), "--bank", str(bank), "--json",
+                      "-c", str(config))
+    assert run.returncode == 0, run.stderr[-2000:]
+    answer = json.loads(run.stdout)
+    assert set(answer) == {"image", "prompt", "cosine", "nearest", "capped", "seconds"}
+    assert len(answer["nearest"]) == 5 and set(answer["seconds"]) == {"load", "embed", "decode"}
+    assert answer["nearest"][0]["prompt"] in BANK and -1 <= answer["cosine"] <= 1 and answer["capped"] is False
+
+
+def test_the_python_api_gives_the_cli_answer(setup):
+    bank, checkpoint, images, config = setup
+    run = interrogate(str(images / "im1.png"), "--model", str(checkpoint), "--bank", str(bank), "-c", str(config))
+    interrogator = Interrogator(checkpoint, bank, mode="fast",
+                                decode=DecodeConfig(modifiers=["mediums"], cache_dir=None))
+    from PIL import Image
+
+    assert interrogator.prompt(images / "im1.png") == run.stdout.strip().split("\t")[1]
+    assert interrogator.prompt(Image.open(images / "im1.png")) == run.stdout.strip().split("\t")[1]
+    assert interrogator.embed([images / "im0.png", images / "im1.png"]).shape == (2, 384)
+
+
+def test_missing_bank_and_unknown_mode_are_one_line_errors(setup):
+    bank, checkpoint, images, _ = setup
+    run = interrogate(str(images), "--model", str(checkpoint))
+    assert run.returncode == 1 and run.stderr.startswith("error: interrogate: give --bank PROMPTS.parquet")
+    run = interrogate(str(images), "--model", str(checkpoint), "--bank", str(bank), "--mode", "slow")
+    assert run.returncode == 1 and run.stderr.strip() == "error: unknown decode mode 'slow' (choose from fast, best)"
