@@ -96,7 +96,7 @@ def main() -> None:
         total += seconds
         label = f"measured {rate:.2f} img/s" if rate else f"assumed {args.mfu:.0%} MFU"
         print(f"| generate {Path(gen.out).name} ({'+'.join(tiers)}): SD2 {gen.size} px, {gen.diffusion.steps} steps "
-              f"| {images / 1e6:.2f}M images | {gen_flops / 1e12:.1f} | {label} | {seconds / SECONDS_PER_DAY:.1f} |",
+              f"| {images / 1e6:.2f}M images | {gen_flops / 1e12:.1f} | {label} | {seconds / SECONDS_PER_DAY:.2f} |",
               flush=True)
 
     rates = measured_train_rates(args.train_json)
@@ -111,9 +111,9 @@ def main() -> None:
             total += seconds
             label = f"measured {rate:.1f} samples/s" if rate else f"assumed {args.mfu:.0%} MFU"
             print(f"| train {name} stage {number} ({method}, {config.optim.epochs} epoch(s)) | "
-                  f"{samples / 1e6:.2f}M | {flops / 1e12:.3f} | {label} | {seconds / SECONDS_PER_DAY:.1f} |",
+                  f"{samples / 1e6:.2f}M | {flops / 1e12:.3f} | {label} | {seconds / SECONDS_PER_DAY:.2f} |",
                   flush=True)
-    print(f"| **total** | | | | **{total / SECONDS_PER_DAY:.1f}** |")
+    print(f"| **total** | | | | **{total / SECONDS_PER_DAY:.2f}** |")
 
 
 if __name__ == "__main__":

@@ -27,3 +27,25 @@ def text_embedder():
     from img2prompt.embedding import TextEmbedder
 
     return TextEmbedder()
+
+
+TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
+                                             "patch_size": 8},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> tuple[str, Path]:
+    """A tiny open_clip model: its name, registered as an open_clip config, and a weights file of it, so the
+    zero-shot kind ``clip:NAME/WEIGHTS`` runs offline through open_clip's own loading calls."""
+    import json
+
+    import open_clip
+    import torch
+
+    root = tmp_path_factory.mktemp("tiny_clip")
+    (root / "img2prompt-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(root / "img2prompt-tiny-clip.json")
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("img2prompt-tiny-clip").state_dict(), root / "weights.pt")
+    return "img2prompt-tiny-clip", root / "weights.pt"

@@ -152,3 +152,26 @@ def test_a_config_that_stops_chaining_fails_in_one_line_before_anything_runs(ove
         plan(load_config(recipe_path, [o for o in [override] if o.startswith("recipe.")]).recipe, [override],
              recipe_path)
     assert "\n" not in str(info.value)
+
+
+def test_the_one_gpu_recipe_runs_with_the_zero_shot_model_as_first_member(tmp_path, monkeypatch, tiny_clip):
+    """The same overrides, plus the zero-shot member swapped for the tiny open_clip twin (registered in this
+    process, so this run is in-process: exactly what `img2prompt recipe` does on one GPU)."""
+    from img2prompt.cli import app
+    from img2prompt.generate.random_sd import build_random_pipeline
+    from img2prompt.recipe import run_recipe
+
+    write_corpora(tmp_path)
+    build_random_pipeline("tiny", tmp_path / "tokenizer").save_pretrained(tmp_path / "tiny_sd")
+    monkeypatch.chdir(tmp_path)
+    name, weights = tiny_clip
+    member = f"clip:{name}/{weights}?bank=runs/one_gpu/curate/prompts.parquet"
+    overrides = [*SIZES, *DEVICE, *TINY, f"generate.diffusion.model={tmp_path / 'tiny_sd'}",
+                 f"recipe.members=['{member}']"]
+    steps = run_recipe("configs/recipe/one_gpu.yaml", overrides, gpus=1, dry_run=False,
+                       run_in_process=lambda argv: app(argv, standalone_mode=False))
+    assert [s.name for s in steps][:3] == ["curate", "generate hq", "train vit_l_14_336 stage 1"]
+    members = yaml.safe_load((tmp_path / "runs/one_gpu/ensemble.yaml").read_text())["ensemble"]["members"]
+    assert members[0]["model"].startswith(f"clip:{name}/") and Path(members[1]["model"]).name == "vit_l_14_336"
+    metrics = json.loads((tmp_path / "runs/one_gpu/evaluate/metrics.json").read_text())
+    assert len(metrics) == 3

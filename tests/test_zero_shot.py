@@ -3,7 +3,6 @@ registered as an open_clip config and its random weights saved as a pretrained f
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -22,23 +21,8 @@ from img2prompt.prompt_table import prompt_id, write_table
 from img2prompt.space import normalise
 from test_predict import noise_image
 
-TINY = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
-                                        "patch_size": 8},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 PROMPTS = [f"a {colour} {thing} on a table" for colour in ("red", "green", "blue", "white")
            for thing in ("cup", "cat", "book", "lamp", "shoe")]
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> tuple[str, Path]:
-    """An open_clip model name known to open_clip (a config file) and a weights file for it."""
-    root = tmp_path_factory.mktemp("tiny_clip")
-    (root / "img2prompt-tiny-clip.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(root / "img2prompt-tiny-clip.json")
-    torch.manual_seed(0)
-    model = open_clip.create_model("img2prompt-tiny-clip")
-    torch.save(model.state_dict(), root / "weights.pt")
-    return "img2prompt-tiny-clip", root / "weights.pt"
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from img2prompt.config import StrictModel, load_config
 from img2prompt.errors import Img2PromptError, fail
+from img2prompt.models.specs import parse
 from img2prompt.steps import Steps
 
 Launcher = Literal["none", "torchrun", "accelerate"]
@@ -93,7 +94,11 @@ def plan(recipe: RecipeConfig, overrides: list[str], source: str) -> list[Step]:
         raise fail(source, f"exactly one generate config must draw the val and test splits, got {len(held_out)}")
     truth = str(held_out[0])
 
-    finals: dict[str, str] = {}
+    finals = {_slug(spec.partition("?")[0]): spec for spec in recipe.members}  # untrained members come first
+    for spec in recipe.members:
+        bank = parse(spec).params.get("bank")
+        if bank is not None and Path(bank) != table and not Path(bank).is_file():
+            raise fail(source, f"member {spec}: its bank {bank} is neither {table} (which curate writes) nor a file")
     for name, stages in recipe.models.items():
         previous: Path | None = None
         for number, path in enumerate(stages, start=1):
@@ -110,7 +115,6 @@ def plan(recipe: RecipeConfig, overrides: list[str], source: str) -> list[Step]:
                               "accelerate"))
             previous = Path(train.out)
         finals[name] = str(previous)
-    finals.update({_slug(spec): spec for spec in recipe.members})
 
     out = recipe.out
     predictions = {(name, split): str(out / "predictions" / f"{name}-{split}.parquet")
