@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -36,8 +37,9 @@ SOURCES = [
 
 
 def write_config(tmp: Path, out: Path, **extra) -> Path:
+    """The fixtures hold a few malformed rows on purpose (counted below), so this run tolerates any share."""
     sources = [{**s, "path": str(FIXTURES / s["path"])} if "path" in s else s for s in SOURCES]
-    section = {"out": str(out), "progress": False, "sources": sources, **extra}
+    section = {"out": str(out), "progress": False, "sources": sources, "max_bad_share": 1.0, **extra}
     path = tmp / "curate.yaml"
     path.write_text(yaml.safe_dump({"curate": section}), encoding="utf-8")
     return path
@@ -133,11 +135,11 @@ def test_resume_reuses_cached_chunks_and_gives_the_same_table_bit_for_bit(run, t
     encoded: list[int] = []
     original = TextEmbedder._encode_uncached
 
-    def killed_after_first_chunk(self, prompts, *, progress):
+    def killed_after_first_chunk(self, prompts, **options):
         if encoded:
             raise KeyboardInterrupt  # the run is killed while the second chunk is being embedded
         encoded.append(len(prompts))
-        return original(self, prompts, progress=progress)
+        return original(self, prompts, **options)
 
     config = load_config(write_config(tmp_path, tmp_path / "out"), [f"curate.embedding.chunk={CHUNK}"]).curate
     monkeypatch.setattr(TextEmbedder, "_encode_uncached", killed_after_first_chunk)
@@ -145,9 +147,9 @@ def test_resume_reuses_cached_chunks_and_gives_the_same_table_bit_for_bit(run, t
         curate(config)
     assert not (tmp_path / "out" / "prompts.parquet").exists()
 
-    def counting(self, prompts, *, progress):
+    def counting(self, prompts, **options):
         encoded.append(len(prompts))
-        return original(self, prompts, progress=progress)
+        return original(self, prompts, **options)
 
     monkeypatch.setattr(TextEmbedder, "_encode_uncached", counting)
     curate(config)
@@ -210,3 +212,45 @@ def test_max_kept_caps_a_source_at_that_many_candidates(tmp_path):
     capped, stats = read_candidates(config, PromptRules(config.rules), BadRows())
     assert sum(1 for s in capped.source if s == len(config.sources) - 2) == 1 == stats[-2]["candidates"]
     assert len(capped.texts) == len(full.texts) - total + 1
+
+
+def cut_coco_config(tmp_path: Path, **source) -> Path:
+    """A COCO captions file cut mid-way (as a failed download leaves it), as the only source."""
+    text = (FIXTURES / "coco_captions.json").read_text()
+    cut = tmp_path / "captions_train2017.json"
+    cut.write_text(text[: text.index("caption", text.index("caption") + 10) + 30])
+    path = tmp_path / "curate.yaml"
+    path.write_text(yaml.safe_dump({"curate": {"out": str(tmp_path / "out"), "progress": False, "sources": [
+        {"name": "coco", "type": "coco", "path": str(cut), **source}]}}))
+    return path
+
+
+def test_a_truncated_source_stops_the_run_with_one_line_and_keeps_bad_rows_tsv(tmp_path):
+    from img2prompt.errors import Img2PromptError
+
+    config = load_config(cut_coco_config(tmp_path)).curate
+    with pytest.raises(Img2PromptError, match=r"captions_train2017\.json: damaged \(item 2: JSON broken after "
+                                              r"item 1.*allow_partial: true") as info:
+        curate(config)
+    assert "\n" not in str(info.value) and not (tmp_path / "out" / "prompts.parquet").exists()
+    assert "JSON broken after item 1" in (tmp_path / "out" / "bad_rows.tsv").read_text()
+    result = subprocess.run([sys.executable, "-m", "img2prompt", "curate", str(cut_coco_config(tmp_path))],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "damaged" in result.stderr
+
+
+def test_allow_partial_keeps_what_a_damaged_source_held(tmp_path):
+    table = curate(load_config(cut_coco_config(tmp_path, allow_partial=True)).curate)
+    frame, _ = read_table(table)
+    assert len(frame) == 1
+
+
+def test_a_source_of_mostly_bad_rows_stops_the_run(tmp_path):
+    from img2prompt.errors import Img2PromptError
+
+    lines = tmp_path / "llm.jsonl"
+    lines.write_text('{"prompt": "a red fox on a beach at sunset, oil painting"}\n' + "not json\n" * 3)
+    config = load_config(None, [f"curate.out={tmp_path / 'out'}", "curate.progress=false",
+                                f"curate.sources=[{{name: llm, type: jsonl, path: '{lines}'}}]"]).curate
+    with pytest.raises(Img2PromptError, match=r"llm\.jsonl: 3 of 4 rows of source 'llm' are malformed"):
+        curate(config)

@@ -391,8 +391,6 @@ def run_decode(
     jobs: list[tuple[str, np.ndarray]] = []
     if predictions is not None:
         frame, vectors = read_predictions(predictions)
-        if not len(frame):
-            raise fail(predictions, "no predictions to decode (the table has no rows)")
         jobs.extend(zip(frame.image_id, vectors, strict=True))
     decoder = PromptDecoder.from_table(bank, config=config)
     if texts:

@@ -54,5 +54,7 @@ def read_predictions(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
     missing = [c for c in PREDICTION_COLUMNS if c not in table.column_names]
     if missing:
         raise fail(path, f"missing column(s) {', '.join(missing)}: not a predictions table")
+    if not table.num_rows:
+        raise fail(path, "the predictions table has no rows")
     vectors = column_matrix(table.column("embedding"), path)
     return table.select(["image_id", "model"]).to_pandas(), vectors

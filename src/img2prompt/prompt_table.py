@@ -76,14 +76,19 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> tuple[pd.D
     """Read a prompt table; returns the scalar columns and the embedding matrix (None if not requested)."""
     path = Path(path)
     try:
-        table = pq.read_table(path, columns=columns)
+        names = pq.read_schema(path).names
     except FileNotFoundError:
         raise fail(path, "prompt table not found") from None
     except (pa.ArrowInvalid, OSError) as exc:
-        raise fail(path, f"not a readable Parquet prompt table ({exc})") from None
-    missing = [c for c in (columns or COLUMNS) if c not in table.column_names]
-    if missing:
-        raise fail(path, f"missing column(s) {', '.join(missing)}")
+        raise fail(path, f"not a readable Parquet prompt table ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in (columns or COLUMNS) if c not in names]
+    if missing:  # checked on the schema: reading a wrong file's columns would dump its whole schema
+        kind = " (it is a predictions table)" if {"image_id", "model"} <= set(names) else ""
+        raise fail(path, f"missing column(s) {', '.join(missing)}: not a prompt table{kind}")
+    try:
+        table = pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise fail(path, f"not a readable Parquet prompt table ({str(exc).splitlines()[0]})") from None
     embeddings = None
     if "embedding" in table.column_names:
         embeddings = column_matrix(table.column("embedding"), path)

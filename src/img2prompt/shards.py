@@ -236,10 +236,18 @@ def read_labels(path: str | Path) -> list[Label]:
 
 
 def iter_records(paths: Iterable[str | Path]) -> Iterator[dict[str, Any]]:
-    """Raw WebDataset records (bytes per member, ``__key__``, ``__url__``) of tar files, in order."""
+    """Raw WebDataset records (bytes per member, ``__key__``, ``__url__``) of tar files, in order; a damaged tar
+    is a one-line error naming it."""
+    import tarfile
+
     import webdataset as wds
 
-    yield from wds.tarfile_to_samples()([{"url": str(p)} for p in paths])
+    for path in paths:
+        try:
+            yield from wds.tarfile_to_samples()([{"url": str(path)}])
+        except (tarfile.TarError, OSError, ValueError) as exc:
+            raise fail(path, f"unreadable shard ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") \
+                from None
 
 
 def iter_samples(paths: Iterable[str | Path]) -> Iterator[Sample]:

@@ -34,6 +34,7 @@ from img2prompt.curate.dedup import DedupConfig, DedupResult, near_duplicates
 from img2prompt.curate.report import DuplicateExample, ReportData, write_report
 from img2prompt.curate.rules import FILTERS, PromptRules, RulesConfig, words
 from img2prompt.curate.sources import BadRows, ReadOptions, SourceType, bad_rows_file, expand_paths, read_source
+from img2prompt.errors import fail
 from img2prompt.files import write_text_atomic
 from img2prompt.prompt_table import prompt_id, write_table
 from img2prompt.space import EMBEDDING_DIM
@@ -60,6 +61,9 @@ class SourceConfig(StrictModel):
     # stop once this many of the source's prompts passed the rules and exact dedup: caps a huge corpus (COYO)
     # at the size the recipe needs, since curation memory grows with the candidates (~2.15 GB per million)
     max_kept: int | None = Field(None, ge=1)
+    # keep what could be read of a damaged file (a cut JSON, an unreadable Parquet row group) or of a source
+    # whose bad rows pass curate.max_bad_share, instead of stopping
+    allow_partial: bool = False
 
     @model_validator(mode="after")
     def _needs_input(self) -> SourceConfig:
@@ -97,6 +101,7 @@ class CurateConfig(StrictModel):
     splits: SplitConfig = SplitConfig()
     report_examples: int = 40
     progress: bool = True
+    max_bad_share: float = Field(0.01, ge=0, le=1)  # a source with more bad rows than this share stops the run
 
     @model_validator(mode="after")
     def _unique_names(self) -> CurateConfig:
@@ -140,6 +145,7 @@ def curate(config: CurateConfig) -> Path:
     rules = PromptRules(config.rules)
     with bad_rows_file(out / BAD_ROWS_NAME) as bad:
         candidates, stats = read_candidates(config, rules, bad)
+    check_sources(config, stats, bad)  # after the block: bad_rows.tsv is written either way
     timings["read_and_rules"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -179,6 +185,24 @@ def read_candidates(config: CurateConfig, rules: PromptRules, bad: BadRows) -> t
     for i in order:
         _read_one(config.sources[i], i, rules, bad, candidates, stats[i], config.progress)
     return candidates, stats
+
+
+def check_sources(config: CurateConfig, stats: list[Counter], bad: BadRows) -> None:
+    """Stop on a source that yielded mostly bad rows or has a damaged file, unless it allows partial reads: a cut
+    COCO JSON must not pass with exit 0 having kept one prompt."""
+    for index, (source, counts) in enumerate(zip(config.sources, stats, strict=True)):
+        if source.allow_partial or source.path is None:
+            continue
+        hint = f"fix the file, or set curate.sources.{index}.allow_partial: true to keep what was read"
+        files = {str(p) for p in expand_paths(source.path)}
+        damaged = next((f for f in sorted(files) if f in bad.damaged), None)
+        if damaged is not None:
+            raise fail(damaged, f"damaged ({bad.damaged[damaged]}); the rest of the file is unread: {hint}")
+        rows = counts["read"] + counts["bad_rows"]
+        if rows and counts["bad_rows"] / rows > config.max_bad_share:
+            raise fail(source.path if isinstance(source.path, str) else source.name,
+                       f"{counts['bad_rows']} of {rows} rows of source {source.name!r} are malformed (more than "
+                       f"curate.max_bad_share {config.max_bad_share:g}; see {BAD_ROWS_NAME}): {hint}")
 
 
 def _read_one(

@@ -62,17 +62,22 @@ class BadRows:
     one, and only the first ``keep`` held in memory (for the report), so millions of them cost no memory.
 
     ``unit`` says what ``number`` counts: a 1-based ``line``, Parquet ``row`` or JSON ``item``, or a 0-based
-    ``row group`` (as pyarrow numbers them).
+    ``row group`` (as pyarrow numbers them). ``damaged`` holds the files whose rest could not be read at all (a
+    cut JSON, an unreadable Parquet row group): how many prompts they lost is unknown, so curation stops on them
+    unless the source allows partial reads.
     """
 
     keep: int = 20
     per_file: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
+    damaged: dict[str, str] = field(default_factory=dict)  # file -> the first such reason
     sink: TextIO | None = None
 
-    def add(self, path: Path, number: int, why: str, unit: str = "line") -> None:
+    def add(self, path: Path, number: int, why: str, unit: str = "line", *, lost_rest: bool = False) -> None:
         why = " ".join(why.split())  # one line without tabs: pyarrow's messages span lines
         self.per_file[str(path)] += 1
+        if lost_rest:
+            self.damaged.setdefault(str(path), f"{unit} {number}: {why}")
         if len(self.examples) < self.keep:
             where = f"{number}" if unit == "line" else f" {unit} {number}"
             self.examples.append(f"{path}:{where}: {why}")
@@ -216,7 +221,7 @@ def _parquet_reader(default_column: str) -> Reader:
                             bad.add(path, row, f"{column} is {type(value).__name__}, not text", unit="row")
             except (pa.ArrowException, OSError) as exc:
                 why = f"unreadable row group ({exc}); rows {row + 1}-{end} skipped"
-                bad.add(path, group, why, unit="row group")
+                bad.add(path, group, why, unit="row group", lost_rest=True)
 
     return read
 
@@ -236,7 +241,7 @@ def _json_items(path: Path, prefix: str, bad: BadRows) -> Iterator[tuple[int, di
             if index == 0:
                 raise fail(path, f"not a JSON file ({first_line})") from None
             why = f"JSON broken after item {index} ({first_line}); the rest of the file is skipped"
-            bad.add(path, index + 1, why, unit="item")
+            bad.add(path, index + 1, why, unit="item", lost_rest=True)
             return
     if index == 0:
         raise fail(path, f"no items under {prefix.removesuffix('.item')!r}: not the expected JSON layout")
