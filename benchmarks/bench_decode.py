@@ -1,13 +1,14 @@
-"""Decoding quality against time: how close to a held-out real prompt's embedding can decoded text get?
+"""Decoding quality against work: how close to a held-out real prompt's embedding can decoded text get?
 
 Targets: the exact embeddings of the prompts of ``dissim_pairs_025_v7_validation.txt``. Bank: every other
 prompt file of ``../shared/data/prompts`` (targets removed). Reports, on all targets, the constant-mean
-and nearest-bank-prompt baselines, then on a fixed random sample of targets the decoder's mean cosine
-and latency per query for each budget. The bank, target and dictionary embeddings are cached in ``--work``;
-the decoder's own exact embedder has no cache, so a text scored for one budget is not free for the next.
+and nearest-bank-prompt baselines, then on a fixed random sample of targets the decoder's mean cosine, the
+texts it embedded exactly and its latency per query for each mode (a fixed amount of search; ``--budget``
+adds a time cap to every mode). ``--backend-sample N`` also times the one-time dictionary build per backend
+on N phrases (exact fp32 vs int8 ONNX). The bank, target and dictionary embeddings are cached in ``--work``;
+the decoder's own exact embedder has no cache, so a text scored for one mode is not free for the next.
 
-    .venv/bin/python benchmarks/bench_decode.py --targets 500 --budgets 1
-    .venv/bin/python benchmarks/bench_decode.py --targets 200 --budgets 0.1 0.25 0.5 1 2
+    .venv/bin/python benchmarks/bench_decode.py --targets 200 --modes fast best --backend-sample 20000
 """
 
 from __future__ import annotations
@@ -38,12 +39,36 @@ def read_prompts(path: Path) -> list[str]:
     return list(dict.fromkeys(line.strip() for line in lines if line.strip()))
 
 
+class CountingEmbedder:
+    """The decoder's exact embedder, counting the texts it embeds (the search's work)."""
+
+    def __init__(self, inner: TextEmbedder):
+        self.inner, self.count = inner, 0
+        self.tokenizer, self.max_seq_length = inner.tokenizer, inner.max_seq_length
+
+    def encode(self, texts, **options):
+        self.count += len(texts)
+        return self.inner.encode(texts, **options)
+
+
+def time_backends(phrases: list[str]) -> None:
+    """The one-time dictionary build's rate with each backend, uncached (what picked the default)."""
+    print(f"| dictionary backend | phrases/s ({len(phrases)} phrases, no cache) |\n|---|---|")
+    for backend in ("exact", "int8"):
+        embedder = TextEmbedder(backend=backend)
+        start = time.perf_counter()
+        embedder.encode(phrases)
+        print(f"| {backend} | {len(phrases) / (time.perf_counter() - start):.0f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--work", type=Path, default=Path("runs/bench_decode"))
-    parser.add_argument("--targets", type=int, default=200, help="targets decoded per budget")
-    parser.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
+    parser.add_argument("--targets", type=int, default=200, help="targets decoded per mode")
+    parser.add_argument("--modes", nargs="+", default=["fast", "best"])
+    parser.add_argument("--budget", type=float, default=None, help="a time cap per query, for every mode")
+    parser.add_argument("--backend-sample", type=int, default=0, help="time the dictionary build on N phrases")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunk", type=int, nargs=2, default=[0, 1], metavar=("I", "N"),
                         help="decode only the I-th of N equal slices of the sample (to split a long run)")
@@ -69,8 +94,11 @@ def main() -> None:
     mean /= np.linalg.norm(mean)
     print(f"constant mean vector: {float((target_vectors @ mean).mean()):.4f} mean cosine ({len(targets)} targets)")
     start = time.perf_counter()
-    decoder = PromptDecoder.from_table(table, embedder=TextEmbedder(), config=DecodeConfig(cache_dir=str(cache)))
+    decoder = PromptDecoder.from_table(table, embedder=CountingEmbedder(TextEmbedder()),
+                                       config=DecodeConfig(cache_dir=str(cache), budget_s=args.budget))
     print(f"decoder: {len(decoder.phrases)} dictionary phrases, built in {time.perf_counter() - start:.0f} s")
+    if args.backend_sample:
+        time_backends(decoder.phrases[: args.backend_sample])
     nearest = np.array([decoder.nearest(v, k=1)[0][1] for v in target_vectors])
     print(f"nearest bank prompt: {nearest.mean():.4f} mean cosine ({len(targets)} targets)")
 
@@ -78,24 +106,30 @@ def main() -> None:
                                                       replace=False)
     sample = np.array_split(sample, args.chunk[1])[args.chunk[0]]
     print(f"nearest bank prompt on the {len(sample)}-target sample: {nearest[sample].mean():.4f}")
-    print("| budget (s) | mean cosine | median cosine | median s/query | p90 s/query | max s/query |")
-    print("|---|---|---|---|---|---|")
+    print("| mode | mean cosine | median cosine | exact texts/query (median) | median s/query | p90 s/query "
+          "| max s/query | capped |")
+    print("|---|---|---|---|---|---|---|---|")
     rows = []
-    for budget in args.budgets:
-        cosines, seconds = [], []
+    for mode in args.modes:
+        cosines, seconds, work, capped = [], [], [], 0
         for i in sample:
+            decoder.embedder.count = 0
             start = time.perf_counter()
-            result = decoder.decode(target_vectors[i], budget_s=budget)
+            result = decoder.decode(target_vectors[i], mode=mode)
             seconds.append(time.perf_counter() - start)
             cosines.append(result.cosine)
-            rows.append({"target": int(i), "budget_s": budget, "cosine": result.cosine, "seconds": seconds[-1],
-                         "nearest": nearest[i], "text": result.text})
-        print(f"| {budget:g} | {np.mean(cosines):.4f} | {np.median(cosines):.4f} | {np.median(seconds):.2f} | "
-              f"{np.percentile(seconds, 90):.2f} | {np.max(seconds):.2f} |", flush=True)
+            work.append(decoder.embedder.count)
+            capped += result.capped
+            rows.append({"target": int(i), "mode": mode, "cosine": result.cosine, "seconds": seconds[-1],
+                         "exact_texts": work[-1], "capped": result.capped, "nearest": nearest[i],
+                         "text": result.text})
+        print(f"| {mode} | {np.mean(cosines):.4f} | {np.median(cosines):.4f} | {np.median(work):.0f} | "
+              f"{np.median(seconds):.2f} | {np.percentile(seconds, 90):.2f} | {np.max(seconds):.2f} | {capped} |",
+              flush=True)
     if args.csv is not None:
         pd.DataFrame(rows).to_csv(args.csv, index=False)
     for i in sample[:5]:
-        result = decoder.decode(target_vectors[i], budget_s=args.budgets[-1])
+        result = decoder.decode(target_vectors[i], mode=args.modes[-1])
         print(f"\ntarget:  {targets[i]}\nnearest: {decoder.nearest(target_vectors[i], 1)[0][0]}\n"
               f"decoded: {result.text}  ({result.cosine:.3f})")
 
