@@ -18,7 +18,7 @@ def build_app(model: str, bank: Path | None = None, config: Path | None = None,
 
     loaded = load_config(config, overrides)
     settings = loaded.serve
-    embedder = load_model(model, device=settings.device, batch_size=settings.batch_size)
+    embedder = load_model(model, device=settings.device, batch_size=settings.batch_size, bank=bank)
     decoder = None
     if bank is not None:
         from img2prompt.decode import PromptDecoder
