@@ -87,6 +87,14 @@ def test_base_files_are_merged_under_the_including_file(tmp_path):
     assert config.data.shards == ["z"]  # lists replace
 
 
+def test_a_users_config_can_start_from_a_shipped_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mine = write(tmp_path / "mine" / "vit.yaml", "base: configs/train/vit_l_14_336_stage1.yaml\n"
+                                                 "train:\n  data: {shards: [my/shards]}\n")
+    config = load_config(mine).train
+    assert config.model.backbone == "vit_l_14_336" and config.data.shards == ["my/shards"]
+
+
 def test_a_base_cycle_is_an_error(tmp_path):
     write(tmp_path / "a.yaml", "base: b.yaml\n")
     write(tmp_path / "b.yaml", "base: a.yaml\n")

@@ -4,9 +4,9 @@ by every verb with ``load_config(path, overrides)``.
 - Each stage owns the pydantic model of its section (``SECTIONS`` says where it lives; it is imported only when
   the file has that section). Unknown sections and unknown keys are errors, with a "did you mean", so a typo
   never silently falls back to a default.
-- ``base:`` (a path or a list of paths, relative to the file) includes other config files first; this file's
-  mappings are merged over theirs key by key, lists and scalars replace. Stage 2 of a recipe is its stage 1
-  plus a few lines.
+- ``base:`` (a path or a list of paths, relative to the file, else a shipped ``configs/...`` name) includes
+  other config files first; this file's mappings are merged over theirs key by key, lists and scalars replace.
+  Stage 2 of a recipe is its stage 1 plus a few lines; a user's config can start from a shipped one.
 - The shipped configs are package data: ``configs/train/x.yaml`` that does not exist on disk is read from the
   installed package, so a wheel install runs every documented command.
 - ``--set a.b.c=value`` overrides, values parsed as YAML; a numeric part indexes a list.
@@ -106,7 +106,9 @@ def read_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str,
         raise fail(path, "base: must be a path or a list of paths")
     merged: dict[str, Any] = {}
     for base in bases:
-        merged = deep_merge(merged, read_with_bases(path.parent / base, (*_seen, path.resolve())))
+        beside = path.parent / base
+        merged = deep_merge(merged, read_with_bases(beside if beside.exists() else resolve_config_path(base),
+                                                    (*_seen, path.resolve())))
     return deep_merge(merged, data)
 
 
