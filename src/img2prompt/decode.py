@@ -334,6 +334,7 @@ def run_decode(
 ) -> list[dict[str, object]]:
     """Decode every row of a predictions file and/or the embeddings of ``texts``; optionally write a CSV."""
     import pandas as pd
+    from tqdm.auto import tqdm
 
     from img2prompt.predictions import read_predictions
 
@@ -347,7 +348,7 @@ def run_decode(
     if texts:
         jobs.extend(zip(texts, decoder.embedder.encode(list(texts)), strict=True))
     rows: list[dict[str, object]] = []
-    for name, vector in jobs:
+    for name, vector in tqdm(jobs, desc="decode", unit="prompt", disable=None):
         result = decoder.decode(vector)
         rows.append({"image_id": name, "text": result.text, "cosine": result.cosine})
     if out is not None:
