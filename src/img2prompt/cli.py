@@ -217,15 +217,15 @@ def evaluate(
 ) -> None:
     """Score predictions against the true prompts and the constant baseline; write a one-page HTML report."""
     from img2prompt.config import load_config
-    from img2prompt.evaluate import BASELINE
     from img2prompt.evaluate.run import run_evaluate
 
     decode_config = load_config(config, set_).decode
     summary = run_evaluate(predictions, truth, out, images=images or [], bank=bank, grid=grid,
                            decode_config=decode_config)
-    for model, stats in summary.items():  # best first, the constant baseline among them
-        gain = f" ({stats['gain_over_baseline']:+.4f} over the constant baseline)" if model != BASELINE else ""
-        typer.echo(f"{model}: mean cosine {stats['mean_cosine']:.4f} over {stats['images']} images{gain}")
+    for model, stats in summary.items():  # best first
+        typer.echo(f"{model}: mean cosine {stats['mean_cosine']:.4f} over {stats['images']} images "
+                   f"({stats['gain_over_baseline']:+.4f} over the constant baseline's "
+                   f"{stats['baseline_mean_cosine']:.4f})")
     typer.echo(f"report: {out / 'report.html'}")
 
 

@@ -33,43 +33,47 @@ def length_bucket(prompt: str) -> str:
 
 def score_table(image_ids: list[str], models: list[str], predicted: np.ndarray, truth: Truth,
                 truth_path: str | Path) -> pd.DataFrame:
-    """One row per prediction (image_id, model, cosine, true prompt, its source and length bucket), then one
-    row per image for the constant baseline. Row i < len(image_ids) is prediction i."""
+    """One row per prediction: image_id, model, cosine, the constant baseline's cosine on that image, the true
+    prompt, its source and length bucket. Row i is prediction i.
+
+    The constant baseline predicts one vector for every image, the normalised mean of these images' true
+    embeddings (the constant that maximises the mean cosine), so a model's gain over it is what it learnt from
+    the image rather than from the prompts' average.
+    """
     rows = match_truth(image_ids, truth, truth_path)
     prompts = [truth.prompts[r] for r in rows]
+    targets = truth.embeddings[rows]
+    constant = normalise(truth.embeddings[np.unique(rows)].mean(axis=0))
     sourced = Path(truth_path).suffix != ".csv"
-    scores = pd.DataFrame({
+    return pd.DataFrame({
         "image_id": image_ids,
         "model": models,
-        "cosine": cosine_per_row(predicted, truth.embeddings[rows]),
+        "cosine": cosine_per_row(predicted, targets),
+        "baseline_cosine": cosine_per_row(targets, np.tile(constant, (len(targets), 1))),
         "prompt": prompts,
         "source": [truth.sources[r] if sourced else CSV_SOURCE for r in rows],
         "length": [length_bucket(p) for p in prompts],
     })
-    return pd.concat([scores, _baseline(scores, truth.embeddings[rows])], ignore_index=True)
 
 
-def _baseline(scores: pd.DataFrame, targets: np.ndarray) -> pd.DataFrame:
-    """The constant baseline's rows: one vector for every image, the normalised mean of these images' true
-    embeddings (the constant that maximises the mean cosine), so a model's gain over it is what it learnt
-    from the image rather than from the prompts' average."""
-    first = ~scores.image_id.duplicated().to_numpy()
-    vectors = targets[first]
-    constant = normalise(vectors.mean(axis=0))
-    return scores[first].assign(model=BASELINE, cosine=cosine_per_row(vectors, np.tile(constant, (len(vectors), 1))))
+def with_baseline(scores: pd.DataFrame) -> pd.DataFrame:
+    """``scores`` and, after them, one row per image for the constant baseline (model ``BASELINE``), so the
+    leaderboard and the plots show it like a model."""
+    baseline = scores[~scores.image_id.duplicated()].assign(model=BASELINE, cosine=lambda f: f.baseline_cosine)
+    return pd.concat([scores, baseline], ignore_index=True)
 
 
 def summarise(scores: pd.DataFrame) -> dict[str, dict]:
-    """Per model, best first (the baseline among them): n, mean cosine, gain over the constant baseline on
-    the same images, and mean cosine per source and per prompt-length bucket (in length order)."""
-    baseline = scores[scores.model == BASELINE].set_index("image_id").cosine
+    """Per model, best first: n, mean cosine, the constant baseline's mean cosine on the same images and the
+    model's gain over it, and mean cosine per source and per prompt-length bucket (in length order)."""
     summary = {}
     for model, group in scores.groupby("model", sort=False):
         by_length = group.groupby("length").cosine.mean()
         summary[str(model)] = {
             "images": len(group),
             "mean_cosine": float(group.cosine.mean()),
-            "gain_over_baseline": float((group.cosine - baseline[group.image_id].to_numpy()).mean()),
+            "baseline_mean_cosine": float(group.baseline_cosine.mean()),
+            "gain_over_baseline": float((group.cosine - group.baseline_cosine).mean()),
             "by_source": {str(k): float(v) for k, v in group.groupby("source").cosine.mean().items()},
             "by_length": {k: float(by_length[k]) for k in (*LENGTH_LABELS, "0") if k in by_length},
         }
@@ -78,9 +82,9 @@ def summarise(scores: pd.DataFrame) -> dict[str, dict]:
 
 def best_and_worst(scores: pd.DataFrame, grid: int) -> dict[str, dict[str, list[int]]]:
     """Score rows of the images each model shows: its ``grid // 2`` best (best first) and the rest of the
-    ``grid`` its worst (worst first), never one image twice; the baseline shows none."""
+    ``grid`` its worst (worst first), never one image twice."""
     shown = {}
-    for model, group in scores[scores.model != BASELINE].groupby("model", sort=False):
+    for model, group in scores.groupby("model", sort=False):
         ranked = list(group.sort_values("cosine", ascending=False, kind="stable").index)
         best = ranked[:min(grid // 2, (len(ranked) + 1) // 2)]
         worst = ranked[len(best):][::-1][:grid - len(best)]
@@ -98,7 +102,8 @@ def run_evaluate(
     grid: int = 24,
     decode_config: DecodeConfig | None = None,
 ) -> dict[str, dict]:
-    """Score every predictions file; write scores.csv, metrics.json, the plots' PNGs and report.html."""
+    """Score every predictions file; write scores.csv, metrics.json (per model, best first), the plots' PNGs
+    and report.html (which shows the constant baseline among the models)."""
     from img2prompt.evaluate.report import thumbnails, write_html_report
     from img2prompt.predictions import read_predictions
 
@@ -118,7 +123,8 @@ def run_evaluate(
     shown = best_and_worst(scores, grid)
     rows = [i for picks in shown.values() for side in picks.values() for i in side]
     decoded = _decode_predictions(rows, predicted, bank, decode_config) if bank else {}
-    write_html_report(scores, summary, out, shown=shown, truth=str(truth_path), decoded=decoded,
+    board = with_baseline(scores)
+    write_html_report(board, summarise(board), out, shown=shown, truth=str(truth_path), decoded=decoded,
                       thumbnails=thumbnails({scores.image_id[i] for i in rows}, images or []))
     return summary
 
