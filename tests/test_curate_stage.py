@@ -119,10 +119,12 @@ def test_every_bad_row_is_in_bad_rows_tsv_and_counted_per_file_in_stats(run):
 
 def test_report_and_resolved_config(run):
     html = (run / "report.html").read_text()
-    for needle in ("Per source", "Removed near duplicates", "A man rides a wave", "length_histogram.png",
-                   "nearest_neighbour_histogram.png", "flickr30k_results.token:3", "val/test prompts were moved",
-                   "<th>moved_to_train</th>"):
+    for needle in ("<h2>Summary</h2>", "<td class=\"t\">prompts read</td>", "Per source", "Removed near duplicates",
+                   "A man rides a wave", "flickr30k_results.token:3", "val/test prompts were moved",
+                   "<th>val/test moved to train</th>", "<th>not English</th>"):
         assert needle in html
+    assert "moved_to_train" not in html and "non_english" not in html  # people read labels, not keys
+    assert html.count('src="data:image/png;base64,') == 2  # both plots inline: the page stands alone
     for png in ("length_histogram.png", "nearest_neighbour_histogram.png"):
         assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     resolved = yaml.safe_load((run / "config.yaml").read_text())["curate"]

@@ -204,3 +204,11 @@ def test_an_unknown_mode_and_a_negative_cap_are_refused(decoder: PromptDecoder) 
         DecodeConfig(budget_s=-1)
     result = CliRunner().invoke(app, ["decode", "bank.parquet", "--text", "x", "--budget", "-1"])
     assert result.exit_code == 2 and "--budget" in result.output
+
+
+def test_a_mode_override_changes_only_what_it_names() -> None:
+    from img2prompt.config import load_config
+
+    config = load_config(None, ["decode.modes.best.beam=8"]).decode
+    assert config.modes["best"].beam == 8 and config.modes["best"].pool == DecodeConfig().modes["best"].pool
+    assert config.modes["fast"] == DecodeConfig().modes["fast"]

@@ -1,29 +1,148 @@
-"""The ``img2prompt`` command: one thin verb per stage. Heavy imports stay inside the verbs."""
+"""The ``img2prompt`` command: one thin verb per stage. Heavy imports stay inside the verbs.
+
+``--help`` lists the verbs in pipeline order (``ORDER``) and every verb's help ends with examples
+(``EXAMPLES``; a test checks that each ``--set`` in them is a valid config key).
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
+from img2prompt import __version__
 from img2prompt.errors import Img2PromptError
 
+STAGES = "Stages, in pipeline order"
+WHOLE = "The whole pipeline"
+CHECKS = "Checks"
+# Verb -> its --help panel, in the order --help lists them (interrogate and push: verbs on their way).
+ORDER = {
+    "embed": STAGES, "curate": STAGES, "generate": STAGES, "train": STAGES, "predict": STAGES,
+    "ensemble": STAGES, "evaluate": STAGES, "decode": STAGES, "interrogate": STAGES, "serve": STAGES,
+    "push": STAGES, "recipe": WHOLE, "quickstart": WHOLE, "validate-submission": CHECKS,
+}
+EXAMPLES = {
+    "embed": [
+        "img2prompt embed prompts.csv --kaggle submission.csv",
+        "img2prompt embed prompts.csv --out prompts.parquet --backend int8",
+    ],
+    "curate": [
+        "img2prompt curate configs/curate/shared_data.yaml",
+        "img2prompt curate configs/curate/shared_data.yaml \\",
+        "    --set curate.dedup.threshold=0.85 --set curate.out=runs/curate2",
+    ],
+    "generate": [
+        "img2prompt generate configs/generate/scenes.yaml --set generate.size=256",
+        "torchrun --nproc-per-node 8 -m img2prompt generate \\",
+        "    configs/generate/sd2_hq.yaml --set generate.diffusion.steps=25",
+    ],
+    "train": [
+        "img2prompt train configs/train/cpu_quickstart.yaml --set train.optim.lr=1e-4",
+        "accelerate launch --config_file configs/accelerate/fsdp_vit_l_14_336.yaml \\",
+        "    -m img2prompt train configs/train/vit_l_14_336_stage1.yaml \\",
+        "    --set train.data.batch_size=16 --set train.optim.grad_accum=4",
+    ],
+    "predict": [
+        "img2prompt predict runs/train/lite0 images/ --kaggle submission.csv",
+        "img2prompt predict ensemble.yaml shards/ --split test --out test.parquet",
+        "img2prompt predict mean:prompts.parquet images/ --out mean.parquet",
+    ],
+    "ensemble": [
+        "img2prompt ensemble vit-val.parquet eva-val.parquet --truth shards/ \\",
+        "    --out ensemble.yaml",
+    ],
+    "evaluate": [
+        "img2prompt evaluate vit-test.parquet eva-test.parquet --truth shards/ \\",
+        "    --out report/ --images shards/ --bank bank.parquet \\",
+        "    --set decode.mode=best",
+    ],
+    "decode": [
+        "img2prompt decode bank.parquet --text 'a castle on a hill at sunset'",
+        "img2prompt decode bank.parquet --predictions test.parquet \\",
+        "    --out decoded.csv --mode best --set decode.modes.best.beam=8",
+    ],
+    "serve": [
+        "img2prompt serve runs/train/lite0 --bank bank.parquet --port 8000",
+        "img2prompt serve ensemble.yaml -c configs/serve/gpu.yaml \\",
+        "    --set serve.batch_size=32",
+    ],
+    "interrogate": [
+        "img2prompt interrogate photo.png --bank runs/quickstart/bank/prompts.parquet",
+        "img2prompt interrogate images/ --model hf-hub:me/vit-l --bank bank.parquet \\",
+        "    --mode best --json --set decode.cache_dir=runs/cache",
+    ],
+    "push": [
+        "img2prompt push runs/recipe/train/vit_l_14_336_stage2 me/img2prompt-vit-l",
+        "img2prompt push runs/train/lite0 me/lite0 --dry-run staged/",
+    ],
+    "recipe": [
+        "img2prompt recipe configs/recipe/full.yaml --dry-run",
+        "img2prompt recipe configs/recipe/full.yaml --gpus 8 \\",
+        "    --set recipe.out=/data/recipe",
+    ],
+    "quickstart": [
+        "img2prompt quickstart",
+        "img2prompt quickstart -c configs/quickstart.yaml \\",
+        "    --set quickstart.out=runs/qs2 --set quickstart.report_grid=12",
+    ],
+    "validate-submission": [
+        "img2prompt validate-submission submission.csv",
+        "img2prompt validate-submission submission.csv --prompts prompts.csv",
+    ],
+}
+
+
+class Verbs(TyperGroup):
+    """The verbs in pipeline order (``ORDER``; a verb it does not name comes last). Typer already answers a
+    mistyped verb or option with the close ones ("Did you mean", "Possible options")."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda name: list(ORDER).index(name) if name in ORDER else len(ORDER))
+
+
 app = typer.Typer(
+    cls=Verbs,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Recover the prompt behind an image made by a text-to-image model.",
 )
 
+
+def verb(name: str) -> Any:
+    """Register a verb under ``name``, in its help panel, with its examples at the end of its help."""
+    examples = "\n".join(EXAMPLES[name])
+    return app.command(name, rich_help_panel=ORDER[name], epilog=f"[b]Examples[/b]\n\n{examples}")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"img2prompt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Options of the command itself (before the verb)."""
+
+
+def set_option(form: str) -> Any:
+    """The repeatable ``--set`` option, saying which keys the verb reads (its examples show real ones)."""
+    return typer.Option("--set", help=f"Override a config key: {form} (repeatable; see the examples).")
+
+
 ConfigArg = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (see configs/).")]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="Dotted override, e.g. --set train.lr=1e-4 (repeatable).")
-]
 
 
-@app.command()
+@verb("embed")
 def embed(
     prompts: Annotated[Path, typer.Argument(help="CSV with columns imgId,prompt.")],
     kaggle: Annotated[Path | None, typer.Option(help="Write the Kaggle imgId_eId,val CSV here.")] = None,
@@ -42,7 +161,7 @@ def embed(
               cache_dir=cache_dir)
 
 
-@app.command("validate-submission")
+@verb("validate-submission")
 def validate_submission(
     submission: Annotated[Path, typer.Argument(help="Kaggle imgId_eId,val CSV.")],
     prompts: Annotated[
@@ -65,7 +184,7 @@ def validate_submission(
         typer.echo(f"mean cosine to the true prompts: {mean_cosine(predicted, truth):.4f}")
 
 
-@app.command()
+@verb("predict")
 def predict(
     model: Annotated[str, typer.Argument(help="Checkpoint dir, ensemble YAML, or mean:TABLE / nearest:SHARDS.")],
     images: Annotated[list[str], typer.Argument(help="Image files, folders or globs; or shard folders / .tar.")],
@@ -94,30 +213,32 @@ def predict(
     typer.echo(f"predicted {len(ids)} images, skipped {len(skipped)}")
 
 
-@app.command()
+@verb("evaluate")
 def evaluate(
     predictions: Annotated[list[Path], typer.Argument(help="Predictions Parquet or Kaggle CSV files.")],
     truth: Annotated[Path, typer.Option(help="True prompts: imgId,prompt CSV, a prompt table or shards.")],
     out: Annotated[Path, typer.Option(help="Report folder (metrics.json, scores.csv, report.html).")],
     images: Annotated[list[Path] | None, typer.Option(help="Image folders or shards for the report grid.")] = None,
     bank: Annotated[Path | None, typer.Option(help="Prompt table to decode predictions with.")] = None,
-    grid: Annotated[int, typer.Option(help="Worst images shown per model.")] = 24,
+    grid: Annotated[int, typer.Option(help="Images shown per model: its best half and its worst half.")] = 24,
     config: ConfigArg = None,
-    set_: SetOpt = None,
+    set_: Annotated[list[str] | None, set_option("decode.KEY=VALUE")] = None,
 ) -> None:
-    """Score predictions: mean cosine overall, per source and per prompt length, plus an HTML report."""
+    """Score predictions against the true prompts and the constant baseline; write a one-page HTML report."""
     from img2prompt.config import load_config
     from img2prompt.evaluate.run import run_evaluate
 
     decode_config = load_config(config, set_).decode
     summary = run_evaluate(predictions, truth, out, images=images or [], bank=bank, grid=grid,
                            decode_config=decode_config)
-    for model, stats in summary.items():
-        typer.echo(f"{model}: mean cosine {stats['mean_cosine']:.4f} over {stats['images']} images")
+    for model, stats in summary.items():  # best first
+        typer.echo(f"{model}: mean cosine {stats['mean_cosine']:.4f} over {stats['images']} images "
+                   f"({stats['gain_over_baseline']:+.4f} over the constant baseline's "
+                   f"{stats['baseline_mean_cosine']:.4f})")
     typer.echo(f"report: {out / 'report.html'}")
 
 
-@app.command()
+@verb("ensemble")
 def ensemble(
     predictions: Annotated[list[Path], typer.Argument(help="Validation predictions, one model per file.")],
     truth: Annotated[Path, typer.Option(help="True prompts: imgId,prompt CSV, a prompt table or shards.")],
@@ -137,7 +258,7 @@ def ensemble(
     typer.echo(f"blend: {spec.score:.4f} over {spec.images} images -> {out}")
 
 
-@app.command()
+@verb("decode")
 def decode(
     bank: Annotated[Path, typer.Argument(help="Prompt table to draw prompts and phrases from.")],
     predictions: Annotated[Path | None, typer.Option(help="Predictions Parquet or Kaggle CSV to decode.")] = None,
@@ -146,7 +267,7 @@ def decode(
     mode: Annotated[str | None, typer.Option(help="Search effort: fast or best (default: decode.mode).")] = None,
     budget: Annotated[float | None, typer.Option(min=0, help="Cap in seconds per embedding (default: none).")] = None,
     config: ConfigArg = None,
-    set_: SetOpt = None,
+    set_: Annotated[list[str] | None, set_option("decode.KEY=VALUE")] = None,
 ) -> None:
     """Turn predicted embeddings into readable prompts (bank prompt + phrases + modifiers)."""
     from img2prompt.config import load_config
@@ -159,10 +280,10 @@ def decode(
         typer.echo(f"{row['image_id']}\t{row['cosine']:.4f}\t{row['text']}" + ("\t(capped)" if row["capped"] else ""))
 
 
-@app.command()
+@verb("generate")
 def generate(
     config: Annotated[Path, typer.Argument(help="YAML with a generate: section, e.g. configs/generate/scenes.yaml.")],
-    overrides: SetOpt = None,
+    overrides: Annotated[list[str] | None, set_option("generate.KEY=VALUE")] = None,
 ) -> None:
     """Draw training images for a prompt table into WebDataset shards (resumable; torchrun for many GPUs)."""
     from img2prompt.config import load_config
@@ -176,10 +297,10 @@ def generate(
     typer.echo(f"rank {rank}/{world}: {out} holds {manifest.total()} samples in {len(manifest.finished())} shards")
 
 
-@app.command()
+@verb("curate")
 def curate(
     config: Annotated[Path, typer.Argument(help="YAML with a curate: section, e.g. configs/curate/shared_data.yaml.")],
-    set_: SetOpt = None,
+    set_: Annotated[list[str] | None, set_option("curate.KEY=VALUE")] = None,
 ) -> None:
     """Curate prompts: read sources, clean, deduplicate, tier and split; write prompts.parquet + report."""
     from img2prompt.config import load_config
@@ -189,7 +310,7 @@ def curate(
     typer.echo(f"wrote {table} and {table.parent / 'report.html'}")
 
 
-@app.command()
+@verb("serve")
 def serve(
     model: Annotated[str, typer.Argument(help="Checkpoint directory, ensemble YAML or baseline spec.")],
     bank: Annotated[
@@ -198,7 +319,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on (default: serve.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: serve.port; 0 picks a free one).")] = None,
     config: ConfigArg = None,
-    set_: SetOpt = None,
+    set_: Annotated[list[str] | None, set_option("serve.KEY=VALUE")] = None,
 ) -> None:
     """Serve the HTTP API (POST /v1/predict) and the web page at / for a trained model."""
     from img2prompt.serve.server import run_server
@@ -206,10 +327,10 @@ def serve(
     run_server(model, bank, config, set_, host=host, port=port)
 
 
-@app.command()
+@verb("train")
 def train(
     config: Annotated[Path, typer.Argument(help="YAML with a train: section (see configs/train/).")],
-    set_: SetOpt = None,
+    set_: Annotated[list[str] | None, set_option("train.KEY=VALUE")] = None,
 ) -> None:
     """Train an image-to-embedding regressor on shards; multi-GPU: accelerate launch / torchrun this verb."""
     import os
@@ -229,7 +350,7 @@ def train(
         os._exit(0)
 
 
-@app.command()
+@verb("interrogate")
 def interrogate(
     images: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
     model: Annotated[str, typer.Option(help="Any model spec: checkpoint, ensemble YAML, hf-hub:..., clip:...")]
@@ -240,7 +361,7 @@ def interrogate(
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per image (prompt, cosine, "
                                              "nearest prompts, timings).")] = False,
     config: ConfigArg = None,
-    set_: SetOpt = None,
+    set_: Annotated[list[str] | None, set_option("decode.KEY=VALUE")] = None,
 ) -> None:
     """Image -> prompt in one call: predict the prompt embedding, decode it; prints path<TAB>prompt per image."""
     import json
@@ -258,7 +379,7 @@ def interrogate(
         typer.echo(json.dumps(answer.to_json()) if json_lines else f"{answer.image}\t{answer.prompt}")
 
 
-@app.command()
+@verb("push")
 def push(
     checkpoint: Annotated[Path, typer.Argument(help="A trained checkpoint folder.")],
     repo_id: Annotated[str, typer.Argument(help="Hugging Face Hub repository, ORG/NAME (created if needed).")],
@@ -272,12 +393,14 @@ def push(
     typer.echo(f"{'staged' if dry_run else 'pushed'} {checkpoint} -> {where}")
 
 
-@app.command()
+@verb("recipe")
 def recipe(
     config: Annotated[Path, typer.Argument(help="YAML with a recipe: section, e.g. configs/recipe/full.yaml.")],
     gpus: Annotated[int, typer.Option(help="GPUs of this node: N > 1 runs steps under torchrun/accelerate.")] = 1,
     dry_run: Annotated[bool, typer.Option(help="Print every command of the chain, run nothing.")] = False,
-    set_: SetOpt = None,
+    set_: Annotated[
+        list[str] | None, set_option("SECTION.KEY=VALUE, given to each step whose config has SECTION")
+    ] = None,
 ) -> None:
     """Run the whole recipe chain (curate -> generate -> train -> predict -> ensemble -> evaluate -> submit)."""
     from img2prompt.recipe import run_recipe
@@ -286,8 +409,11 @@ def recipe(
                run_in_process=lambda argv: app(argv, standalone_mode=False))
 
 
-@app.command()
-def quickstart(config: ConfigArg = None, overrides: SetOpt = None) -> None:
+@verb("quickstart")
+def quickstart(
+    config: ConfigArg = None,
+    overrides: Annotated[list[str] | None, set_option("SECTION.KEY=VALUE of the quickstart config")] = None,
+) -> None:
     """Run every stage offline at laptop scale: curate, generate, train two models, ensemble, evaluate, decode."""
     import json
 

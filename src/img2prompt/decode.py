@@ -27,7 +27,7 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -80,6 +80,18 @@ class DecodeConfig(StrictModel):
     # The phrase dictionary is embedded once and cached here (None: not cached); $IMG2PROMPT_CACHE overrides
     # the default folder.
     cache_dir: str | None = Field(default_factory=lambda: os.environ.get("IMG2PROMPT_CACHE", "~/.cache/img2prompt"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _modes_over_the_defaults(cls, data: Any) -> Any:
+        """``modes`` given in a config or ``--set decode.modes.best.beam=8`` change only what they name: the
+        other modes and the other fields of a named mode keep their defaults."""
+        if not isinstance(data, dict) or not isinstance(data.get("modes"), dict):
+            return data
+        merged: dict[str, Any] = {name: effort.model_dump() for name, effort in default_modes().items()}
+        for name, effort in data["modes"].items():
+            merged[name] = {**merged.get(name, {}), **effort} if isinstance(effort, dict) else effort
+        return {**data, "modes": merged}
 
     @model_validator(mode="after")
     def _known_mode(self) -> DecodeConfig:
@@ -382,6 +394,7 @@ def run_decode(
     The inputs are read and checked before the phrase dictionary is built, which takes minutes the first time.
     """
     import pandas as pd
+    from tqdm.auto import tqdm
 
     from img2prompt.predictions import read_predictions
 
@@ -396,7 +409,7 @@ def run_decode(
     if texts:
         jobs.extend(zip(texts, decoder.embedder.encode(list(texts)), strict=True))
     rows: list[dict[str, object]] = []
-    for name, vector in jobs:
+    for name, vector in tqdm(jobs, desc="decode", unit="prompt", disable=None):
         result = decoder.decode(vector, mode=mode)
         rows.append({"image_id": name, "text": result.text, "cosine": result.cosine, "capped": result.capped})
     if out is not None:

@@ -8,10 +8,12 @@ Under ``accelerate launch`` each process embeds its share of the inputs and the 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.models.embedder import ImageEmbedder
@@ -28,9 +30,11 @@ def embed_files(
     done: list[Path] = []
     chunks: list[np.ndarray] = []
     skipped: list[str] = []
+    bar = _progress(len(paths))
     for start in range(0, len(paths), batch_size):
         images, names = [], []
-        for path in paths[start:start + batch_size]:
+        batch = paths[start:start + batch_size]
+        for path in batch:
             try:
                 images.append(load_image(path))
                 names.append(path)
@@ -39,6 +43,8 @@ def embed_files(
         if images:
             chunks.append(np.asarray(model.embed(images), dtype=np.float32))
             done.extend(names)
+        bar.update(len(batch))
+    bar.close()
     return done, np.concatenate(chunks) if chunks else empty(), skipped
 
 
@@ -53,6 +59,7 @@ def embed_shards(
     chunks: list[np.ndarray] = []
     skipped: list[str] = []
     images: list = []
+    bar = _progress(None)
     for raw in iter_records(shards):
         try:
             if splits is not None and record_meta(raw).get("split") not in splits:
@@ -63,10 +70,20 @@ def embed_shards(
             skipped.append(str(exc))
         if len(images) == batch_size:
             chunks.append(np.asarray(model.embed(images), dtype=np.float32))
+            bar.update(len(images))
             images = []
     if images:
         chunks.append(np.asarray(model.embed(images), dtype=np.float32))
+        bar.update(len(images))
+    bar.close()
     return done, np.concatenate(chunks) if chunks else empty(), skipped
+
+
+def _progress(total: int | None) -> tqdm:
+    """The images-embedded bar on stderr: only on a terminal, and only in the main process (torchrun and
+    accelerate launch set ``RANK``), so parallel ranks do not draw over each other."""
+    main = os.environ.get("RANK", "0") == "0"
+    return tqdm(total=total, desc="predict", unit="image", disable=None if main else True)
 
 
 def image_ids(paths: Sequence[Path]) -> list[str]:

@@ -1,63 +1,123 @@
-"""The evaluation report: a score histogram (PNG) and one self-contained HTML page.
+"""The evaluation report: one self-contained HTML page (every plot and thumbnail inlined as a data URI, so the
+file can be mailed or attached to a CI run), with the plots also written beside it as PNGs.
 
-The page holds the summary tables and, per model, a grid of the worst-scored images (thumbnails inlined as
-JPEG data URIs, so the file can be mailed or attached to a CI run) with the true prompt, the decoded
-predicted prompt and the cosine.
+It leads with the leaderboard (every model and the constant baseline: mean cosine, gain over the baseline, per
+source and per prompt length), then the score distributions (one box per model and one histogram per model, so
+many models stay readable), then per model its best and worst images with the true prompt and the decoded
+predicted prompt.
 """
 
 from __future__ import annotations
 
-import base64
 import io
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from img2prompt.files import atomic_path
-from img2prompt.reports import render
+from img2prompt.evaluate import BASELINE, CSV_SOURCE
+from img2prompt.reports import data_uri, inline_figure, render
 
 THUMBNAIL = 192
+BOXPLOT_PNG = "boxplot.png"
+HISTOGRAM_PNG = "histogram.png"
+BASELINE_COLOUR = "#8a8f98"
 
 
-def write_histogram(scores: pd.DataFrame, path: Path) -> Path:
-    """Histogram of per-image cosines, one series per model."""
+def short_name(model: str) -> str:
+    """What a heading calls a model: the last part of its spec's path, keeping its kind (``mean:``)."""
+    kind, sep, path = model.partition(":") if ":" in model else ("", "", model)
+    return f"{kind}{sep}{Path(path).name or path}"
+
+
+def colours(models: list[str]) -> dict[str, str]:
+    """One colour per model, the same in every plot and the leaderboard; the baseline is grey."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    palette = matplotlib.colormaps["tab10"].colors
+    others = [m for m in models if m != BASELINE]
+    chosen = {m: matplotlib.colors.to_hex(palette[i % len(palette)]) for i, m in enumerate(others)}
+    return {**chosen, BASELINE: BASELINE_COLOUR}
+
+
+def boxplot(scores: pd.DataFrame, order: list[str], colour: dict[str, str], path: Path) -> str:
+    """One horizontal box per model (best on top) with every image as a dot and the mean as a diamond."""
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
-    for model, group in scores.groupby("model", sort=False):
-        axes.hist(group.cosine, bins=40, range=(-0.2, 1.0), alpha=0.6, label=f"{model} ({group.cosine.mean():.3f})")
-    axes.set_xlabel("cosine to the true prompt embedding")
-    axes.set_ylabel("images")
-    axes.legend(fontsize=8)
+    figure, axes = plt.subplots(figsize=(7.2, 0.9 + 0.5 * len(order)))
+    rng = np.random.default_rng(0)
+    for y, model in enumerate(reversed(order)):
+        values = scores.cosine[scores.model == model].to_numpy()
+        parts = axes.boxplot(values, positions=[y], vert=False, widths=0.6, showfliers=False, patch_artist=True)
+        parts["boxes"][0].set(facecolor=colour[model] + "40", edgecolor=colour[model])
+        for line in parts["medians"]:
+            line.set(color=colour[model])
+        axes.scatter(values, y + rng.uniform(-0.2, 0.2, len(values)), s=6, color=colour[model], alpha=0.5, lw=0)
+        axes.scatter([values.mean()], [y], marker="D", s=36, color="black", zorder=3)
+        axes.annotate(f"{values.mean():.3f}", (1.0, y), xycoords=("axes fraction", "data"), xytext=(6, 0),
+                      textcoords="offset points", va="center", fontsize=9)
+    axes.set_yticks(range(len(order)), [short_name(m) for m in reversed(order)], fontsize=9)
+    axes.set_xlabel("cosine to the true prompt (◆ mean, box: quartiles)")
+    axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    plt.close(figure)
-    return path
+    return inline_figure(figure, path)
+
+
+def histograms(scores: pd.DataFrame, order: list[str], colour: dict[str, str], path: Path) -> str:
+    """One small histogram per model on shared axes (integer counts), the baseline's mean dotted on each."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    columns = min(3, len(order))
+    rows = math.ceil(len(order) / columns)
+    figure, grid = plt.subplots(rows, columns, figsize=(3.6 * columns, 0.5 + 1.9 * rows), sharex=True, sharey=True,
+                                squeeze=False)
+    low = math.floor(float(scores.cosine.min()) * 10) / 10
+    edges = np.linspace(low, 1.0, 31)
+    baseline_mean = scores.cosine[scores.model == BASELINE].mean()
+    for axes, model in zip(grid.flat, order, strict=False):
+        values = scores.cosine[scores.model == model]
+        axes.hist(values, bins=edges, color=colour[model])
+        axes.axvline(values.mean(), color="black", lw=1)
+        axes.axvline(baseline_mean, color=BASELINE_COLOUR, lw=1, ls=":")
+        axes.set_title(f"{short_name(model)}: mean {values.mean():.3f}", fontsize=9)
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    for axes in grid.flat[len(order):]:
+        axes.set_visible(False)
+    for axes in grid[-1]:
+        axes.set_xlabel("cosine to the true prompt", fontsize=9)
+    for axes in grid[:, 0]:
+        axes.set_ylabel("images", fontsize=9)
+    figure.tight_layout()
+    return inline_figure(figure, path)
 
 
 def thumbnails(ids: set[str], sources: list[Path]) -> dict[str, str]:
     """JPEG data URIs of the images ``ids`` names, found in image files/folders (by stem) or shards (by key);
-    an unreadable image has none."""
+    an unreadable image has none. The search stops once every image is found."""
     from img2prompt.images import list_images, load_image
     from img2prompt.shards import find_shards, is_shards, iter_records, record_image
 
     found: dict[str, str] = {}
-    for source in sources:
-        if is_shards(source):
-            wanted = ((raw["__key__"], lambda raw=raw: record_image(raw)) for raw in iter_records(find_shards(source)))
-        else:
-            wanted = ((path.stem, lambda path=path: load_image(path)) for path in list_images([source]))
-        for image_id, load in wanted:
-            if image_id in ids and image_id not in found:
-                found[image_id] = _data_uri(load)
+    with tqdm(total=len(ids), desc="evaluate: thumbnails", unit="image", disable=None) as bar:
+        for source in sources:
+            if is_shards(source):
+                wanted = ((raw["__key__"], lambda raw=raw: record_image(raw))
+                          for raw in iter_records(find_shards(source)))
+            else:
+                wanted = ((path.stem, lambda path=path: load_image(path)) for path in list_images([source]))
+            for image_id, load in wanted:
+                if image_id in ids and image_id not in found:
+                    found[image_id] = _thumbnail_uri(load)
+                    bar.update()
+                    if len(found) == len(ids):
+                        break
     return {image_id: uri for image_id, uri in found.items() if uri}
 
 
-def _data_uri(load) -> str:
+def _thumbnail_uri(load) -> str:
     """The thumbnail of ``load()`` as a data URI; "" when the image cannot be read."""
     from img2prompt.errors import Img2PromptError
 
@@ -68,27 +128,70 @@ def _data_uri(load) -> str:
     image.thumbnail((THUMBNAIL, THUMBNAIL))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return data_uri(buffer.getvalue(), "image/jpeg")
+
+
+def shade(value: float, low: float, high: float) -> str:
+    """A cell's background: white for the column's lowest value to green for its highest."""
+    share = 0.0 if high <= low else (value - low) / (high - low)
+    return f"hsl(140, 55%, {97 - 25 * share:.0f}%)"
+
+
+def leaderboard(scores: pd.DataFrame, summary: dict[str, dict], colour: dict[str, str]) -> dict:
+    """The leaderboard's columns (sources, length buckets with their image counts) and rows (best first)."""
+    images = scores[scores.model == BASELINE]
+    sources = [{"name": name, "images": int(n)} for name, n in images.source.value_counts().sort_index().items()]
+    lengths = [{"name": name, "images": int((images.length == name).sum())}
+               for name in summary[BASELINE]["by_length"]]
+    columns = [("mean_cosine", None)] + [("by_source", s["name"]) for s in sources] + \
+              [("by_length", b["name"]) for b in lengths]
+    values = {column: [_value(stats, *column) for stats in summary.values()] for column in columns}
+    ranges = {column: (np.nanmin(v), np.nanmax(v)) for column, v in values.items()}
+    rows, rank = [], 0
+    for model, stats in summary.items():
+        rank += model != BASELINE
+        cells = [{"value": v, "shade": shade(v, *ranges[column]) if not math.isnan(v) else ""}
+                 for column in columns for v in [_value(stats, *column)]]
+        rows.append({"name": model, "label": short_name(model), "rank": rank if model != BASELINE else None,
+                     "colour": colour[model], "images": stats["images"], "gain": stats["gain_over_baseline"],
+                     "mean": cells[0], "cells": cells[1:], "anchor": f"model-{len(rows)}"})
+    return {"sources": sources, "lengths": lengths, "rows": rows}
+
+
+def _value(stats: dict, key: str, name: str | None) -> float:
+    return stats[key] if name is None else stats[key].get(name, float("nan"))
 
 
 def write_html_report(
     scores: pd.DataFrame,
     summary: dict[str, dict],
-    path: Path,
+    out: Path,
     *,
-    thumbnails: dict[str, str],
+    shown: dict[str, dict[str, list[int]]],
+    truth: str,
     decoded: dict[int, tuple[str, float]],
-    grid: int,
-    histogram: str,
+    thumbnails: dict[str, str],
 ) -> Path:
-    """Summary tables per model and a grid of its ``grid`` worst images."""
+    """``out/report.html``: the leaderboard, the distributions, and each model's best and worst images."""
+    order = list(summary)
+    colour = colours(order)
+    board = leaderboard(scores, summary, colour)
     models = []
-    for model, stats in summary.items():
-        cards = []
-        for index, row in scores[scores.model == model].nsmallest(grid, "cosine").iterrows():
-            text, cosine = decoded.get(int(index), ("", float("nan")))
-            cards.append({"image_id": row.image_id, "cosine": row.cosine, "prompt": row.prompt,
-                          "thumbnail": thumbnails.get(row.image_id, ""),
-                          "decoded": text, "decoded_cosine": cosine})
-        models.append({"name": model, **stats, "cards": cards})
-    return render("evaluation.html", path, histogram=histogram, models=models)
+    for row in board["rows"]:
+        if row["name"] in shown:
+            picks = {side: [_card(scores, i, decoded, thumbnails) for i in rows]
+                     for side, rows in shown[row["name"]].items()}
+            models.append({**row, **picks})
+    plots = {"boxplot": boxplot(scores, order, colour, out / BOXPLOT_PNG),
+             "histograms": histograms(scores, order, colour, out / HISTOGRAM_PNG)}
+    images = int((scores.model == BASELINE).sum())
+    return render("evaluation.html", out / "report.html", board=board, models=models, plots=plots, truth=truth,
+                  images=images, baseline=BASELINE, sourced=all(s["name"] != CSV_SOURCE for s in board["sources"]))
+
+
+def _card(scores: pd.DataFrame, index: int, decoded: dict[int, tuple[str, float]],
+          thumbnails: dict[str, str]) -> dict:
+    row = scores.loc[index]
+    text, cosine = decoded.get(index, ("", float("nan")))
+    return {"image_id": row.image_id, "cosine": row.cosine, "prompt": row.prompt, "source": row.source,
+            "thumbnail": thumbnails.get(row.image_id, ""), "decoded": text, "decoded_cosine": cosine}

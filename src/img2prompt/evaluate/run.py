@@ -1,5 +1,5 @@
 """The evaluate stage: score predictions against the true prompts (``truth``) overall, per source and per
-prompt length, and write the scores, the metrics and the HTML report."""
+prompt length, beside the constant baseline, and write the scores, the metrics and the HTML report."""
 
 from __future__ import annotations
 
@@ -9,51 +9,87 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from img2prompt.evaluate import BASELINE, CSV_SOURCE
 from img2prompt.files import write_text_atomic
-from img2prompt.space import cosine_per_row
+from img2prompt.space import cosine_per_row, normalise
 from img2prompt.truth import Truth, load_truth, match_truth
 
 if TYPE_CHECKING:
     from img2prompt.decode import DecodeConfig
 
 LENGTH_BUCKETS = ((1, 5), (6, 10), (11, 20), (21, 40), (41, 10_000))
+LENGTH_LABELS = tuple(f"{low}-{high}" if high < 10_000 else f"{low}+" for low, high in LENGTH_BUCKETS)
 
 
 def length_bucket(prompt: str) -> str:
     words = len(prompt.split())
-    for low, high in LENGTH_BUCKETS:
+    for (low, high), label in zip(LENGTH_BUCKETS, LENGTH_LABELS, strict=True):
         if low <= words <= high:
-            return f"{low}-{high}" if high < 10_000 else f"{low}+"
+            return label
     return "0"
 
 
 def score_table(image_ids: list[str], models: list[str], predicted: np.ndarray, truth: Truth,
                 truth_path: str | Path) -> pd.DataFrame:
-    """One row per prediction: image_id, model, cosine, true prompt, its source and length bucket."""
+    """One row per prediction: image_id, model, cosine, the constant baseline's cosine on that image, the true
+    prompt, its source and length bucket. Row i is prediction i.
+
+    The constant baseline predicts one vector for every image, the normalised mean of these images' true
+    embeddings (the constant that maximises the mean cosine), so a model's gain over it is what it learnt from
+    the image rather than from the prompts' average.
+    """
     rows = match_truth(image_ids, truth, truth_path)
     prompts = [truth.prompts[r] for r in rows]
+    targets = truth.embeddings[rows]
+    constant = normalise(truth.embeddings[np.unique(rows)].mean(axis=0))
+    sourced = Path(truth_path).suffix != ".csv"
     return pd.DataFrame({
         "image_id": image_ids,
         "model": models,
-        "cosine": cosine_per_row(predicted, truth.embeddings[rows]),
+        "cosine": cosine_per_row(predicted, targets),
+        "baseline_cosine": cosine_per_row(targets, np.tile(constant, (len(targets), 1))),
         "prompt": prompts,
-        "source": [truth.sources[r] for r in rows],
+        "source": [truth.sources[r] if sourced else CSV_SOURCE for r in rows],
         "length": [length_bucket(p) for p in prompts],
     })
 
 
+def with_baseline(scores: pd.DataFrame) -> pd.DataFrame:
+    """``scores`` and, after them, one row per image for the constant baseline (model ``BASELINE``), so the
+    leaderboard and the plots show it like a model."""
+    baseline = scores[~scores.image_id.duplicated()].assign(model=BASELINE, cosine=lambda f: f.baseline_cosine)
+    return pd.concat([scores, baseline], ignore_index=True)
+
+
 def summarise(scores: pd.DataFrame) -> dict[str, dict]:
-    """Per model: n, mean cosine, and mean cosine per source and per prompt-length bucket."""
+    """Per model, best first: n, mean cosine, the constant baseline's mean cosine on the same images and the
+    model's gain over it, and mean cosine per source and per prompt-length bucket (in length order)."""
     summary = {}
     for model, group in scores.groupby("model", sort=False):
+        by_length = group.groupby("length").cosine.mean()
         summary[str(model)] = {
             "images": len(group),
             "mean_cosine": float(group.cosine.mean()),
+            "baseline_mean_cosine": float(group.baseline_cosine.mean()),
+            "gain_over_baseline": float((group.cosine - group.baseline_cosine).mean()),
             "by_source": {str(k): float(v) for k, v in group.groupby("source").cosine.mean().items()},
-            "by_length": {str(k): float(v) for k, v in group.groupby("length").cosine.mean().items()},
+            "by_length": {k: float(by_length[k]) for k in (*LENGTH_LABELS, "0") if k in by_length},
         }
-    return summary
+    return dict(sorted(summary.items(), key=lambda item: -item[1]["mean_cosine"]))
+
+
+def best_and_worst(scores: pd.DataFrame, grid: int) -> dict[str, dict[str, list[int]]]:
+    """Score rows of the images each model shows: its ``grid // 2`` best (best first) and the rest of the
+    ``grid`` its worst (worst first), never one image twice."""
+    shown = {}
+    for model, group in scores.groupby("model", sort=False):
+        ranked = list(group.sort_values("cosine", ascending=False, kind="stable").index)
+        best = ranked[:min(grid // 2, (len(ranked) + 1) // 2)]
+        worst = ranked[len(best):][::-1][:grid - len(best)]
+        shown[str(model)] = {"best": best, "worst": worst}
+    return shown
 
 
 def run_evaluate(
@@ -66,8 +102,9 @@ def run_evaluate(
     grid: int = 24,
     decode_config: DecodeConfig | None = None,
 ) -> dict[str, dict]:
-    """Score every predictions file; write scores.csv, metrics.json, histogram.png and report.html."""
-    from img2prompt.evaluate.report import thumbnails, write_histogram, write_html_report
+    """Score every predictions file; write scores.csv, metrics.json (per model, best first), the plots' PNGs
+    and report.html (which shows the constant baseline among the models)."""
+    from img2prompt.evaluate.report import thumbnails, write_html_report
     from img2prompt.predictions import read_predictions
 
     frames, vectors = [], []
@@ -83,23 +120,21 @@ def run_evaluate(
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "scores.csv", scores.to_csv(index=False))
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
-    write_histogram(scores, out / "histogram.png")
-    decoded = _decode_predictions(scores, predicted, bank, grid, decode_config) if bank else {}
-    shown = {scores.image_id[i] for _, group in scores.groupby("model", sort=False)
-             for i in group.nsmallest(grid, "cosine").index}
-    write_html_report(scores, summary, out / "report.html", thumbnails=thumbnails(shown, images or []),
-                      decoded=decoded, grid=grid, histogram="histogram.png")
+    shown = best_and_worst(scores, grid)
+    rows = [i for picks in shown.values() for side in picks.values() for i in side]
+    decoded = _decode_predictions(rows, predicted, bank, decode_config) if bank else {}
+    board = with_baseline(scores)
+    write_html_report(board, summarise(board), out, shown=shown, truth=str(truth_path), decoded=decoded,
+                      thumbnails=thumbnails({scores.image_id[i] for i in rows}, images or []))
     return summary
 
 
-def _decode_predictions(scores: pd.DataFrame, predicted: np.ndarray, bank: Path, grid: int,
+def _decode_predictions(rows: list[int], predicted: np.ndarray, bank: Path,
                         config: DecodeConfig | None) -> dict[int, tuple[str, float]]:
-    """Decoded prompt of the predictions shown in the report (the ``grid`` worst of each model)."""
+    """Decoded prompt and its cosine to the prediction, for the predictions the report shows."""
     from img2prompt.decode import PromptDecoder
 
     decoder = PromptDecoder.from_table(bank, config=config)
-    shown = [i for _, group in scores.groupby("model", sort=False) for i in group.nsmallest(grid, "cosine").index]
-    results = {int(i): decoder.decode(predicted[i]) for i in shown}
+    results = {i: decoder.decode(predicted[i]) for i in tqdm(rows, desc="evaluate: decode", unit="image",
+                                                             disable=None)}
     return {i: (r.text, r.cosine) for i, r in results.items()}
-
-
