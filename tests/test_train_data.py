@@ -11,16 +11,15 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
-from torch.utils.data import DataLoader
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from img2prompt.errors import Img2PromptError
 from img2prompt.shards import Manifest, Sample, index_path, read_labels, sample_key, write_shard
-from img2prompt.train.data import AugmentConfig, LoaderFailure, ShardIndex, TrainPlan, build_train_transform
+from img2prompt.train.data import AugmentConfig, ShardIndex, TrainPlan, build_train_transform
 
 COLOURS = [(230, 40, 40), (40, 200, 60), (40, 70, 230), (240, 220, 40), (200, 60, 220), (40, 220, 220)]
 SIZES = [0.3, 0.5, 0.7, 0.9]  # side of the square as a fraction of the image
