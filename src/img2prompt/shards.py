@@ -23,7 +23,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -281,7 +281,7 @@ class ShardColumns:
     size: np.ndarray  # uint32 bytes of all its members (headers and padding included)
     sums: np.ndarray  # float64[len(splits), 384]
 
-    COLUMNS = ("pid", "k", "split", "source", "offset", "size", "sums")
+    ROWS = ("pid", "k", "split", "source", "offset", "size")
 
 
 def scan_shard(path: str | Path, sha256: str, name: str | None = None) -> ShardColumns:
@@ -351,9 +351,18 @@ def _check_archive_end(path: Path, end: int) -> None:
 def write_index(columns: ShardColumns, path: str | Path) -> None:
     from img2prompt.files import atomic_path
 
-    meta = np.frombuffer(json.dumps(columns.meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
-        np.savez(handle, meta=meta, **{name: getattr(columns, name) for name in ShardColumns.COLUMNS})
+        save_index(columns, handle)
+
+
+def save_index(columns: ShardColumns, handle: BinaryIO) -> None:
+    """Three npz members: ``meta`` (JSON bytes), ``rows`` (one record per sample), ``sums``: few members load fast."""
+    meta = np.frombuffer(json.dumps(columns.meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    arrays = [getattr(columns, name) for name in ShardColumns.ROWS]
+    rows = np.empty(len(arrays[0]), dtype=[(name, a.dtype) for name, a in zip(ShardColumns.ROWS, arrays, strict=True)])
+    for name, array in zip(ShardColumns.ROWS, arrays, strict=True):
+        rows[name] = array
+    np.savez(handle, meta=meta, rows=rows, sums=columns.sums)
 
 
 def read_index(path: str | Path) -> ShardColumns | None:
@@ -363,7 +372,8 @@ def read_index(path: str | Path) -> ShardColumns | None:
             meta = json.loads(data["meta"].tobytes())
             if meta.get("version") != INDEX_VERSION:
                 return None
-            return ShardColumns(meta, **{name: data[name] for name in ShardColumns.COLUMNS})
+            rows = data["rows"]
+            return ShardColumns(meta, **{name: rows[name] for name in ShardColumns.ROWS}, sums=data["sums"])
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError) as exc:  # a torn or foreign file: rebuilt from the shard

@@ -38,6 +38,7 @@ from img2prompt.config import StrictModel
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.shards import (
     ShardColumns,
+    index_path,
     prompt_hash,
     read_record,
     record_embedding,
@@ -46,6 +47,7 @@ from img2prompt.shards import (
     shard_entries,
     shard_index,
 )
+from img2prompt.space import EMBEDDING_DIM
 
 OnBadSample = Literal["skip", "fail"]
 
@@ -99,46 +101,21 @@ class ShardIndex:
               verify: Literal["size", "sha256"] = "size", rank: int = 0, world_size: int = 1) -> ShardIndex:
         """Index the shards of ``sources`` (keeping only the rows of ``splits`` when given).
 
-        Ranks start at different shards, so the indexes still to build (shards written before index files) are
-        mostly built once, each by the first rank to reach it, and found on disk by the others.
+        Shards without an index file (written before they existed) get one first; ranks start at different shards,
+        so each is mostly built once, by the first rank to reach it, and found on disk by the others.
         """
         entries = [pair for source in sources for pair in shard_entries(source)]
         start = rank * len(entries) // max(world_size, 1)
-        loaded: dict[int, ShardColumns] = {}
-        for i in [*range(start, len(entries)), *range(start)]:
-            loaded[i] = shard_index(*entries[i])
-        columns = [loaded.pop(i) for i in range(len(entries))]
-        paths = [path for path, _ in entries]
-        if verify == "sha256":
-            for i in range(rank, len(paths), max(world_size, 1)):
-                if sha256_file(paths[i]) != columns[i].meta["sha256"]:
-                    raise fail(paths[i], "sha256 differs from the one recorded when it was written: damaged or "
-                                         "replaced")
-        return cls._concatenate([str(path) for path in paths], columns, splits)
-
-    @classmethod
-    def _concatenate(cls, urls: list[str], columns: list[ShardColumns], keep: Collection[str] | None) -> ShardIndex:
-        splits = list(dict.fromkeys(name for c in columns for name in c.meta["splits"]))
-        sources = list(dict.fromkeys(name for c in columns for name in c.meta["sources"]))
-        sums = np.zeros((len(splits), columns[0].sums.shape[1] if columns else 384))
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in ("pid", "k", "split", "source", "offset", "size")}
-        counts = []
-        for shard in columns:
-            split_codes = np.array([splits.index(n) for n in shard.meta["splits"]], dtype=np.uint8)
-            source_codes = np.array([sources.index(n) for n in shard.meta["sources"]], dtype=np.uint16)
-            sums[split_codes] += shard.sums
-            split = split_codes[shard.split]
-            rows = np.isin(split, [splits.index(n) for n in keep if n in splits]) if keep is not None else slice(None)
-            parts["split"].append(split[rows])
-            parts["source"].append(source_codes[shard.source[rows]])
-            for name in ("pid", "k", "offset", "size"):
-                parts[name].append(getattr(shard, name)[rows])
-            counts.append(len(parts["pid"][-1]))
-        arrays = {name: np.concatenate(parts.pop(name)) for name in list(parts)}
-        images, image_rank = _images_of_prompts(arrays["pid"], arrays["k"])
-        return cls(urls, [f"{c.meta['shard']} {c.meta['sha256']} {c.meta['count']}" for c in columns],
-                   np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]), **arrays, images=images,
-                   image_rank=image_rank, splits=splits, sources=sources, sums=sums)
+        for path, entry in entries[start:] + entries[:start]:
+            if not index_path(path).exists():
+                shard_index(path, entry)
+        gathered = _Gather(splits)
+        for i, (path, entry) in enumerate(entries):
+            shard = shard_index(path, entry)
+            if verify == "sha256" and i % max(world_size, 1) == rank and sha256_file(path) != shard.meta["sha256"]:
+                raise fail(path, "sha256 differs from the one recorded when it was written: damaged or replaced")
+            gathered.add(shard)
+        return gathered.index([str(path) for path, _ in entries])
 
     def __len__(self) -> int:
         return len(self.pid)
@@ -172,16 +149,65 @@ class ShardIndex:
         return (np.searchsorted(self.starts, rows, side="right") - 1).astype(np.int32)
 
 
+class _Gather:
+    """The columns of an index, gathered shard by shard (codes into splits and sources in order of appearance).
+
+    Every ``COMPACT`` shards the pieces are joined: thousands of small per-shard arrays, once freed, would stay in the
+    heap as resident memory (measured: 67 bytes a sample instead of 29 at 10.6M samples).
+    """
+
+    COMPACT = 256
+    NAMES = ("pid", "k", "split", "source", "offset", "size")
+
+    def __init__(self, keep: Collection[str] | None):
+        self.keep = keep
+        self.splits: dict[str, int] = {}
+        self.sources: dict[str, int] = {}
+        self.sums: dict[str, np.ndarray] = {}
+        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in self.NAMES}
+        self.counts: list[int] = []
+        self.shards: list[str] = []
+
+    def add(self, shard: ShardColumns) -> None:
+        meta = shard.meta
+        splits = np.array([self.splits.setdefault(name, len(self.splits)) for name in meta["splits"]], np.uint8)
+        sources = np.array([self.sources.setdefault(name, len(self.sources)) for name in meta["sources"]], np.uint16)
+        for name, total in zip(meta["splits"], shard.sums, strict=True):
+            self.sums[name] = self.sums.get(name, 0.0) + total
+        split = splits[shard.split]
+        rows = slice(None) if self.keep is None else np.isin(split, [self.splits[n] for n in self.keep
+                                                                      if n in self.splits])
+        for name, column in (("split", split), ("source", sources[shard.source]), ("pid", shard.pid),
+                             ("k", shard.k), ("offset", shard.offset), ("size", shard.size)):
+            self.parts[name].append(np.ascontiguousarray(column[rows]))
+        self.counts.append(len(self.parts["pid"][-1]))
+        self.shards.append(f"{meta['shard']} {meta['sha256']} {meta['count']}")
+        if len(self.parts["pid"]) >= self.COMPACT:
+            self.parts = {name: [np.concatenate(pieces)] for name, pieces in self.parts.items()}
+
+    def index(self, urls: list[str]) -> ShardIndex:
+        arrays = {name: np.concatenate(self.parts.pop(name)) for name in self.NAMES}
+        images, image_rank = _images_of_prompts(arrays["pid"], arrays["k"])
+        sums = np.array([self.sums[name] for name in self.splits], dtype=np.float64).reshape(-1, EMBEDDING_DIM)
+        return ShardIndex(urls, self.shards, np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)]),
+                          **arrays, images=images, image_rank=image_rank, splits=list(self.splits),
+                          sources=list(self.sources), sums=sums)
+
+
 def _images_of_prompts(pid: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each row: how many images its prompt has in the index, and its place among them by k."""
+    """For each row: how many images its prompt has in the index, and its place among them by k (temporaries of
+    ~25 bytes a row)."""
+    n = len(pid)
     order = np.lexsort((k, pid))
-    starts_group = np.ones(len(pid), dtype=bool)
-    starts_group[1:] = pid[order][1:] != pid[order][:-1]
-    group = np.cumsum(starts_group, dtype=np.int64) - 1
-    first = np.flatnonzero(starts_group)
-    images, image_rank = np.empty(len(pid), np.uint16), np.empty(len(pid), np.uint16)
-    images[order] = np.diff(np.append(first, len(pid)))[group]
-    image_rank[order] = np.arange(len(pid)) - first[group]
+    ordered = pid[order]
+    first_of_group = np.ones(n, dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=first_of_group[1:])
+    del ordered
+    group = np.cumsum(first_of_group, dtype=np.int32) - 1
+    first = np.flatnonzero(first_of_group).astype(np.int32)
+    images, image_rank = np.empty(n, np.uint16), np.empty(n, np.uint16)
+    images[order] = np.diff(np.append(first, n)).astype(np.uint16)[group]
+    image_rank[order] = np.arange(n, dtype=np.int32) - first[group]
     return images, image_rank
 
 
