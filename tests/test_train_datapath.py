@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -164,7 +165,9 @@ def ddp(tmp_path_factory: pytest.TempPathFactory) -> dict:
         logger: dict = {}
         exec(READ_LOGGER, logger)
         patch.setattr("img2prompt.train.data.read_record", logger["logged_read"])
-        one = train(TrainConfig.model_validate({**reference, "out": str(tmp / "one")}))
+        with warnings.catch_warnings():  # 4 loader workers on 2 cores: slow, but the point is the same slots
+            warnings.filterwarnings("ignore", "This DataLoader will create 4 worker processes", UserWarning)
+            one = train(TrainConfig.model_validate({**reference, "out": str(tmp / "one")}))
     return {"out": tmp / "run", "one": one, "position": position, "stdout": resumed.stdout,
             "stderr": killed.stderr + resumed.stderr, "killed": read_log(tmp / "killed"),
             "resumed": read_log(tmp / "resumed"), "reference": read_log(log), "reads": tmp / "resumed"}
