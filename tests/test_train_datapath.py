@@ -78,6 +78,16 @@ main()
 """
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """In-process trainings of the tiny model use one intra-op thread, as the torchrun ranks do: on 2 shared cores,
+    two threads spinning against other work made a 4 s run take 40 s."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def torchrun(tmp_path: Path, cfg: Path, reads: Path, *overrides: str, kill: bool = False,
              processes: int = 2) -> subprocess.CompletedProcess:
     """``img2prompt train cfg`` under torchrun with gloo, through ``HOOKED_CLI``, logging reads under ``reads``."""

@@ -23,7 +23,13 @@ from img2prompt.train.config import TrainConfig
 from img2prompt.train.data import ShardIndex
 from img2prompt.train.trainer import train, validate
 from test_train_data import make_color_shards
-from test_train_datapath import READ_LOGGER, prompt_of, read_log, torchrun
+from test_train_datapath import (
+    READ_LOGGER,
+    one_thread,  # noqa: F401 (autouse: in-process training on one thread)
+    prompt_of,
+    read_log,
+    torchrun,
+)
 
 
 def test_two_process_ddp_splits_the_data_and_follows_the_run_with_the_same_slots(tmp_path: Path) -> None:
