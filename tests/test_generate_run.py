@@ -20,7 +20,7 @@ from generate_tables import write_scenes_table
 from img2prompt.errors import Img2PromptError
 from img2prompt.generate.run import GenerateConfig, generate
 from img2prompt.generate.seeds import sample_seed
-from img2prompt.shards import Manifest, find_shards, iter_samples
+from img2prompt.shards import Manifest, find_shards, index_path, iter_samples, read_index
 
 CLI = Path(sys.executable).with_name("img2prompt")
 
@@ -58,6 +58,11 @@ def test_k_images_per_prompt_with_derived_seeds_and_the_table_targets(tmp_path):
         assert sample.image.size == (32, 32)
     assert len({s.meta["seed"] for s in samples}) == len(samples)
     assert (out / "config.yaml").exists() and (out / "plan.json").exists()
+    # Every finished shard has its index beside it, made from the bytes the manifest's sha256 describes.
+    for entry in Manifest(out).entries():
+        columns = read_index(index_path(out / entry["shard"]))
+        assert columns.meta["sha256"] == entry["sha256"] and columns.meta["count"] == entry["count"]
+        assert entry["bytes"] == (out / entry["shard"]).stat().st_size == columns.meta["bytes"]
 
 
 def test_runs_are_reproducible_to_the_byte_and_a_finished_run_is_a_no_op(tmp_path):

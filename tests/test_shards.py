@@ -1,4 +1,5 @@
-"""Shards: atomic writes, a manifest that survives a torn line, exact round trips of every member."""
+"""Shards: atomic writes, a manifest that survives a torn line, exact round trips of every member, an index
+beside each shard whose byte ranges read back exactly what streaming the tar gives."""
 
 from __future__ import annotations
 
@@ -7,7 +8,19 @@ import pytest
 from PIL import Image
 
 from img2prompt.errors import Img2PromptError
-from img2prompt.shards import Manifest, Sample, find_shards, iter_samples, sample_key, write_shard
+from img2prompt.shards import (
+    Manifest,
+    Sample,
+    find_shards,
+    index_path,
+    iter_records,
+    iter_samples,
+    prompt_hash,
+    read_index,
+    read_record,
+    sample_key,
+    write_shard,
+)
 
 
 def samples(n: int) -> list[Sample]:
@@ -62,3 +75,20 @@ def test_missing_or_empty_shard_folders_fail_cleanly(tmp_path):
         find_shards(tmp_path)
     with pytest.raises(Img2PromptError, match="not a shard folder"):
         find_shards(tmp_path / "nothing.tar")
+
+
+def test_the_index_beside_a_shard_reads_each_sample_by_its_byte_range(tmp_path):
+    written = samples(5)
+    for sample, split in zip(written, ["train", "val", "train", "test", "train"], strict=True):
+        sample.meta.update(split=split, source="a" if split == "train" else "b")
+    entry = write_shard(tmp_path / "000000.tar", written, image_format="webp")
+    assert entry["bytes"] == (tmp_path / "000000.tar").stat().st_size
+    index = read_index(index_path(tmp_path / "000000.tar"))
+    assert index.meta == {"version": 1, "shard": "000000.tar", "bytes": entry["bytes"], "sha256": entry["sha256"],
+                          "count": 5, "splits": ["train", "val", "test"], "sources": ["a", "b"]}
+    assert index.pid.tolist() == [prompt_hash(s.meta["prompt_id"]) for s in written]
+    assert index.k.tolist() == [0, 1, 0, 1, 0] and index.split.tolist() == [0, 1, 0, 2, 0]
+    np.testing.assert_allclose(index.sums[0], sum(s.embedding.astype(np.float64) for s in written[::2]))
+    streamed = list(iter_records([tmp_path / "000000.tar"]))
+    for raw, offset, size in zip(streamed, index.offset, index.size, strict=True):
+        assert read_record(tmp_path / "000000.tar", int(offset), int(size)) == raw

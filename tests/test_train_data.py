@@ -1,4 +1,5 @@
-"""The shard loader: index without decoding, one image per prompt per epoch, rank/worker/resume invariants.
+"""The shard loader: a compact index without decoding, one image per prompt per epoch, each sample read once per
+epoch by one (worker, rank) slot, exact skips on resume, checked shards and skipped bad samples.
 
 ``make_color_shards`` is also the fixture of the training tests: each prompt is a (colour, size) pair drawn
 as a square, and its target is the normalised sum of one random vector per colour and per size, so an
@@ -14,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from img2prompt.errors import Img2PromptError
-from img2prompt.shards import Manifest, Sample, sample_key, write_shard
-from img2prompt.train.data import AugmentConfig, ShardIndex, TrainStream, build_train_transform, choose_images
+from img2prompt.shards import Manifest, Sample, index_path, read_labels, sample_key, write_shard
+from img2prompt.train.data import AugmentConfig, ShardIndex, TrainPlan, build_train_transform
 
 COLOURS = [(230, 40, 40), (40, 200, 60), (40, 70, 230), (240, 220, 40), (200, 60, 220), (40, 220, 220)]
 SIZES = [0.3, 0.5, 0.7, 0.9]  # side of the square as a fraction of the image
@@ -66,69 +68,83 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_color_shards(tmp_path_factory.mktemp("shards"))
 
 
-def stream(index: ShardIndex, **kw) -> TrainStream:
-    transform = build_train_transform(32, (0.5,) * 3, (0.5,) * 3, AugmentConfig())
-    args = {"batch_size": 8, "shuffle_buffer": 50, "seed": 3, "rank": 0, "world_size": 1, "num_workers": 0}
-    return TrainStream(index, transform, **(args | kw))
+TRANSFORM = build_train_transform(32, (0.5,) * 3, (0.5,) * 3, AugmentConfig())
 
 
-def test_index_reads_targets_and_splits_without_decoding_images(shards: Path) -> None:
+def plan(index: ShardIndex, **kw) -> TrainPlan:
+    args = {"batch_size": 8, "shuffle_buffer": 50, "seed": 3, "world_size": 1, "num_workers": 0}
+    return TrainPlan(index, **(args | kw))
+
+
+def test_index_holds_29_bytes_a_sample_and_the_targets_only_as_sums(shards: Path) -> None:
     index = ShardIndex.build([shards])
-    assert len(index.urls) == 5 and len(index.records) == 192
-    assert len(index.images_per_prompt("train")) == 76 and len(index.images_per_prompt("val")) == 20
-    assert {r.source for r in index.records} == {"small", "large"}
-    norms = np.linalg.norm(np.stack([r.embedding for r in index.records]), axis=1)
-    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+    assert len(index.urls) == 5 and len(index) == 192 and all(index_path(u).exists() for u in index.urls)
+    assert len(index.first_images("train")) == 76 and len(index.first_images("val")) == 20
+    assert set(index.sources) == {"small", "large"} and set(index.images.tolist()) == {2}
+    # No per-sample array holds a target: the columns are 29 bytes a sample (the 384-d float32 target is 1,536).
+    assert index.nbytes_per_sample() == 29
+    labels = [label for url in index.urls for label in read_labels(url)]
+    train = np.stack([label.embedding for label in labels if label.meta["split"] == "train"]).astype(np.float64)
+    mean = train.mean(axis=0)
+    np.testing.assert_allclose(index.mean_embedding("train"), mean / np.linalg.norm(mean), atol=1e-6)
+    val = ShardIndex.build([shards], splits={"val"})
+    assert len(val) == 40 and len(val.first_images("val")) == 20 and not val.rows_of("train").any()
 
 
 def test_one_image_per_prompt_and_a_new_pick_each_epoch(shards: Path) -> None:
-    images = ShardIndex.build([shards]).images_per_prompt("train")
-    first, second = choose_images(images, 0, 0), choose_images(images, 0, 1)
-    assert len(first) == len(images) == len(second)
-    assert {key.rsplit("-", 1)[0] for key in first} == set(images)
-    assert first != second and first == choose_images(images, 0, 0)
-
-
-def test_two_ranks_split_each_global_batch_of_one_rank(shards: Path) -> None:
     index = ShardIndex.build([shards])
-    single = list(stream(index, batch_size=16))
-    rank0 = list(stream(index, rank=0, world_size=2))
-    rank1 = list(stream(index, rank=1, world_size=2))
-    assert len(single) == len(rank0) == len(rank1) == 76 // 16
-    for whole, a, b in zip(single, rank0, rank1, strict=True):
-        assert torch.equal(whole[0], torch.cat([a[0], b[0]])) and torch.equal(whole[1], torch.cat([a[1], b[1]]))
+    training = plan(index)
+    first, second = training.chosen(0), training.chosen(1)
+    assert first.sum() == second.sum() == training.prompts == 76
+    assert len(set(index.pid[first].tolist())) == 76 and not (first & ~index.rows_of("train")).any()
+    assert (first != second).any() and (first == training.chosen(0)).all()
+    # Both images of a prompt get picked over epochs.
+    picks = sum(plan(index).chosen(epoch) for epoch in range(8))
+    assert (picks[index.rows_of("train")] > 0).mean() > 0.9
 
 
-def test_skip_resumes_the_epoch_exactly_and_epochs_differ(shards: Path) -> None:
+def rows_read(training: TrainPlan, epoch: int, rank: int, skip: int = 0) -> list[list[tuple[int, int]]]:
+    """(shard, offset) of every sample each worker of ``rank`` reads in ``epoch``, in order."""
+    reads = training.stream(epoch, rank, skip, TRANSFORM, "fail").reads
+    return [list(zip(r.shard.tolist(), r.offset.tolist(), strict=True)) for r in reads]
+
+
+def test_slots_read_disjoint_shards_and_together_the_whole_epoch(shards: Path) -> None:
     index = ShardIndex.build([shards])
-    full = list(stream(index))
-    resumed = stream(index)
-    resumed.set_position(0, 3)
-    tail = list(resumed)
+    training = plan(index, batch_size=4, world_size=2, num_workers=2)
+    for epoch in (0, 1):
+        deal = training.deal(epoch)
+        slots = [rows for rank in (0, 1) for rows in rows_read(training, epoch, rank)]
+        dealt = [s for slot in deal.shards for s in slot]
+        assert sorted(dealt) == list(range(5))  # every shard to exactly one slot
+        assert all({s for s, _ in rows} <= set(deal.shards[i]) for i, rows in
+                   zip([0, 2, 1, 3], slots, strict=True))  # slot = worker * world_size + rank
+        read = [sample for rows in slots for sample in rows]
+        assert len(read) == len(set(read)) == 4 * deal.batches * 4 == 76 - deal.left_out
+        chosen = training.chosen(epoch)
+        rows = {(int(index.shard_of(np.array([r]))[0]), int(index.offset[r])) for r in np.flatnonzero(chosen)}
+        assert set(read) <= rows
+    assert training.deal(0).shards != training.deal(1).shards
+    assert training.steps(0) == 2 * training.deal(0).batches
+
+
+def test_a_resumed_rank_skips_exactly_the_batches_it_trained_on(shards: Path) -> None:
+    index = ShardIndex.build([shards])
+    training = plan(index, num_workers=2, batch_size=4)
+    full = list(DataLoader(training.stream(1, 0, 0, TRANSFORM, "fail"), batch_size=None, num_workers=2))
+    assert len(full) == training.steps(1)
+    tail = list(DataLoader(training.stream(1, 0, 3, TRANSFORM, "fail"), batch_size=None, num_workers=2))
     assert len(tail) == len(full) - 3
     for a, b in zip(full[3:], tail, strict=True):
-        assert torch.equal(a[0], b[0])
-    later = stream(index)
-    later.set_position(1, 0)
-    assert not torch.equal(next(iter(later))[1], full[0][1])
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    single = plan(index, batch_size=4)
+    assert len(list(single.stream(0, 0, 0, TRANSFORM, "fail"))) == single.steps(0) == 76 // 4
 
 
-def test_workers_deal_global_batches_round_robin(shards: Path) -> None:
-    from torch.utils.data import DataLoader
-
+def test_too_few_samples_and_broken_shards_fail_naming_the_file(shards: Path, tmp_path: Path) -> None:
     index = ShardIndex.build([shards])
-    reference = list(stream(index))
-    two = stream(index, num_workers=2)
-    batches = list(DataLoader(two, batch_size=None, num_workers=2))
-    assert len(batches) == two.steps_per_epoch == 8
-    for a, b in zip(reference, batches, strict=False):
-        assert torch.equal(a[1], b[1])
-
-
-def test_too_few_prompts_and_broken_shards_fail_naming_the_file(shards: Path, tmp_path: Path) -> None:
-    index = ShardIndex.build([shards])
-    with pytest.raises(Img2PromptError, match="fewer than one global batch"):
-        stream(index, batch_size=64, world_size=2)
+    with pytest.raises(Img2PromptError, match="fewer than one batch of 64"):
+        plan(index, batch_size=64, world_size=2).steps(0)
     broken = tmp_path / "broken.tar"
     with tarfile.open(broken, "w") as tar:
         json_path = tmp_path / "x-0.json"

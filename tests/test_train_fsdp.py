@@ -1,8 +1,9 @@
 """FSDP through the shipped accelerate config, on the CPU: two gloo processes of torch's ``fully_shard``.
 
 One run is killed after its first checkpoint and started again; it must resume from the gathered state and end
-on the one-process loss curve (the ranks split every global batch, so only float summation order differs),
-with the weight EMA sharded alongside, and its ``model.safetensors`` must reproduce the validation score
+on the loss curve of one process with the same data slots (2 loader workers accumulating 2 batches of 8: the
+same two slots' batches per optimizer step as the two ranks', see test_train_ddp.py; only float summation order
+differs), with the weight EMA sharded alongside, and its ``model.safetensors`` must reproduce the validation score
 that the sharded in-memory model reported.
 """
 
@@ -69,7 +70,9 @@ def test_two_process_fsdp_resumes_after_a_kill_onto_the_one_process_curve(tmp_pa
         "optim": {"lr": 3e-3, "max_steps": STEPS, "warmup_steps": 1},
         "finetune": {"ema_decay": 0.8},
     }
-    single = train(TrainConfig.model_validate({**section, "out": str(tmp_path / "one")}))
+    single = train(TrainConfig.model_validate({**section, "out": str(tmp_path / "one"),
+                                               "data": {**section["data"], "batch_size": 8, "num_workers": 2},
+                                               "optim": {**section["optim"], "grad_accum": 2}}))
 
     out = tmp_path / "fsdp"
     cfg = tmp_path / "fsdp.yaml"

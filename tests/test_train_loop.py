@@ -193,9 +193,22 @@ def test_a_resumed_run_may_change_only_what_leaves_the_weights_alone(
     (tmp_path / "first").rename(tmp_path / "moved")
     # Every setting of RESUMABLE changed (out too: the run folder moved): the run continues on the uninterrupted
     # run's path.
-    neutral = {"log_every": 1, "save_every": 3, "eval_batch_size": 5, "plots": True, "log_with": ["tensorboard"]}
-    assert {"out", *neutral} == set(RESUMABLE)
+    neutral = {"log_every": 1, "save_every": 3, "eval_batch_size": 5, "plots": True, "log_with": ["tensorboard"],
+               "data": {"verify": "sha256", "on_bad_sample": "fail", "max_bad_share": 0.5}}
+    assert {"out", *(k for k in neutral if k != "data"), *(f"data.{k}" for k in neutral["data"])} == set(RESUMABLE)
     resumed = config(shards, tmp_path / "moved", **{**settings, **neutral})
+    # The launch layout decides which samples each rank reads: another number of processes (a state.pt written by
+    # two) or of loader workers is refused in one line.
+    state_path = tmp_path / "moved" / "state.pt"
+    saved = torch.load(state_path, weights_only=True)
+    torch.save({**saved, "layout": {**saved["layout"], "processes": 2}}, state_path)
+    with pytest.raises(Img2PromptError) as info:
+        train(resumed)
+    assert str(info.value) == (f"{state_path}: written by a run of another layout (processes 2 -> 1): a resumed run "
+                               "needs the same processes and training shards; use a new out or delete state.pt")
+    torch.save(saved, state_path)
+    with pytest.raises(Img2PromptError, match=r"state\.pt: .*\(train\.data\.num_workers changed;"):
+        train(resumed.model_copy(update={"data": resumed.data.model_copy(update={"num_workers": 2})}))
     with pytest.raises(Img2PromptError) as info:
         train(resumed.model_copy(update={"optim": resumed.optim.model_copy(update={"lr": 2e-2})}))
     message = str(info.value)

@@ -2,7 +2,8 @@
 
 ``state.pt`` keeps the resolved section of the run that wrote it. A resumed run must do the same maths, so it
 may change only the settings in ``RESUMABLE``: none of them changes the weights. Every other difference is
-refused, naming the settings that differ.
+refused, naming the settings that differ. So is a different launch layout (``layout_changes``): the number of
+processes and the training shards decide which samples each rank reads, though no setting names them.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ class TrainConfig(StrictModel):
     finetune: FinetuneConfig = FinetuneConfig()
 
 
-# The settings a resumed run may change, and why none of them changes the weights. Not here, though it looks
-# harmless: grad_checkpointing. Recomputing a block in the backward pass runs its BatchNorm layers (EfficientNet)
-# a second time in train mode, which updates their running statistics again, so the saved weights differ.
+# The settings (dotted below train.) a resumed run may change, and why none of them changes the weights. Not here,
+# though it looks harmless: grad_checkpointing. Recomputing a block in the backward pass runs its BatchNorm layers
+# (EfficientNet) a second time in train mode, which updates their running statistics again, so the weights differ.
 RESUMABLE: dict[str, str] = {
     "out": "the run folder's path: a run may be moved",
     "log_every": "how often the train loss is logged",
@@ -51,6 +52,9 @@ RESUMABLE: dict[str, str] = {
     "eval_batch_size": "validation runs in eval mode, outside training (scores may move in the last float digits)",
     "plots": "whether curves.png is drawn",
     "log_with": "which trackers receive the logs",
+    "data.verify": "how much of each shard is checked at the start (a check reads the shards, never the weights)",
+    "data.on_bad_sample": "only a run that meets a bad sample differs: it skips it or stops",
+    "data.max_bad_share": "only a run that meets bad samples differs: it goes on or stops",
 }
 
 
@@ -58,9 +62,21 @@ def maths_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     """Dotted names of the settings (outside ``RESUMABLE``) in which ``config`` differs from ``saved``, a resolved
     section as ``state.pt`` keeps it."""
     missing = object()
-    old = _flatten({k: v for k, v in saved.items() if k not in RESUMABLE})
-    new = _flatten(config.model_dump(mode="json", exclude=set(RESUMABLE)))
-    return sorted(key for key in old.keys() | new.keys() if old.get(key, missing) != new.get(key, missing))
+    old, new = _flatten(saved), _flatten(config.model_dump(mode="json"))
+    return sorted(key for key in old.keys() | new.keys()
+                  if not _resumable(key) and old.get(key, missing) != new.get(key, missing))
+
+
+def layout_changes(saved: dict[str, Any] | None, layout: dict[str, Any]) -> list[str]:
+    """How ``layout`` (``processes``, ``train_shards``: a fingerprint of their names and bytes) differs from the
+    layout ``state.pt`` kept (None: written before layouts were kept)."""
+    saved = saved or {}
+    return [f"{key} {saved.get(key)} -> {value}" if key == "processes" else f"{key} changed"
+            for key, value in layout.items() if saved.get(key) != value]
+
+
+def _resumable(key: str) -> bool:
+    return any(key == f"train.{name}" or key.startswith(f"train.{name}.") for name in RESUMABLE)
 
 
 def _flatten(section: dict[str, Any], prefix: str = "train") -> dict[str, Any]:

@@ -9,7 +9,11 @@ The run folder is itself a checkpoint (``config.yaml``, ``model.safetensors``, `
 (model, optimizer, schedule, EMA and RNG state, position in the epoch), ``curves.png`` and the trackers' logs
 (TensorBoard under ``tb/``). ``state.pt`` is replaced atomically every ``save_every`` optimizer steps and at each
 epoch end; a killed run started again resumes from it and ends with the same weights, bit for bit, as a run
-that was never stopped. A resumed run may change only the settings in ``config.RESUMABLE``.
+that was never stopped. A resumed run may change only the settings in ``config.RESUMABLE``, and needs the same
+number of processes and the same training shards (``config.layout_changes``).
+
+Data (``data.py``): each (loader worker, rank) slot reads its own shards, so every sample is read once per epoch;
+every rank validates its share of the val split and all ranks gather the same scores.
 
 accelerate keeps its state once per process, so one process trains with one precision: the CLI runs one
 training per process, and a second training in the same process that asks for another precision is refused.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -33,8 +38,18 @@ from img2prompt.errors import fail
 from img2prompt.files import atomic_path
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import Regressor
-from img2prompt.train.config import RESUMABLE, TrainConfig, maths_changes
-from img2prompt.train.data import ShardIndex, TrainStream, build_train_transform, iter_eval_batches, train_loader
+from img2prompt.train.config import RESUMABLE, TrainConfig, layout_changes, maths_changes
+from img2prompt.train.data import (
+    BadSamples,
+    OnBadSample,
+    ShardIndex,
+    TrainPlan,
+    build_train_transform,
+    checked_batches,
+    eval_share,
+    iter_eval_batches,
+    train_loader,
+)
 from img2prompt.train.optim import build_optimizer, freeze_blocks, trainable_summary
 from img2prompt.train.sharding import (
     check_lora_shardable,
@@ -66,15 +81,16 @@ class Run:
         self.step = 0  # optimizer steps done
         self.losses: list[list[float]] = []  # [step, mean train loss]
         self.vals: list[list[float]] = []  # [step, val mean cosine]
+        self.bad: list[list[int]] = []  # per rank: [bad samples skipped in the run, in the current epoch]
         self.metrics: dict[str, Any] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "losses": self.losses,
-                "vals": self.vals}
+                "vals": self.vals, "bad": self.bad}
 
     def load(self, data: dict[str, Any]) -> None:
         self.epoch, self.batch, self.step = int(data["epoch"]), int(data["batch"]), int(data["step"])
-        self.losses, self.vals = data["losses"], data["vals"]
+        self.losses, self.vals, self.bad = data["losses"], data["vals"], data.get("bad", [])
 
 
 class Trainer:
@@ -93,15 +109,19 @@ class Trainer:
         self.sharded = is_sharded(self.accelerator)
         self.device = self.accelerator.device
         set_seed(config.seed)
-        self.index = ShardIndex.build(config.data.shards)
-        self.val_index = ShardIndex.build(config.data.val_shards) if config.data.val_shards else self.index
+        self.index, self.val_index = self._build_indexes()
         self.baseline = self.index.mean_embedding("train")
         self.layout = torch.channels_last if config.channels_last else torch.contiguous_format
-        model = self._build_model()
-        self.stream = self._build_stream(model)
-        self.per_epoch = self.stream.steps_per_epoch  # micro-batches per epoch on each rank
+        self.plan = TrainPlan(self.index, batch_size=config.data.batch_size, shuffle_buffer=config.data.shuffle_buffer,
+                              seed=config.seed, world_size=self.accelerator.num_processes,
+                              num_workers=config.data.num_workers)
+        self.per_epoch = self.plan.steps(0)  # micro-batches of each rank in the current epoch (fit updates it)
         accum = config.optim.grad_accum
-        self.total = config.optim.max_steps or config.optim.epochs * math.ceil(self.per_epoch / accum)
+        self.total = config.optim.max_steps or sum(math.ceil(self.plan.steps(epoch) / accum)
+                                                   for epoch in range(config.optim.epochs))
+        model = self._build_model()
+        self.transform = build_train_transform(model.image_size, model.spec.mean, model.spec.std,
+                                               config.data.augment)
         # The raw optimizer holds the state that state.pt keeps; accelerate's wrapper of it takes the steps.
         self.raw_optimizer, self.scheduler = build_optimizer(model, config.optim, config.finetune, self.total)
         self.ema = self._build_ema(model)
@@ -110,12 +130,36 @@ class Trainer:
         if self.ema is not None and self.sharded:
             self.ema.module = shard_like_model(self.accelerator, self.ema.module)
         self.run = Run()
+        self.bad = BadSamples(config.data.max_bad_share)  # this rank's skipped samples
         self._rng: dict[str, Any] | None = None  # a resumed run's saved RNG state, until put back
         self._loss_sum = torch.zeros((), device=self.device)  # summed micro-batch losses of the open group
         self._micro = 0  # micro-batches in the open accumulation group
         self.seen = 0  # training samples (all ranks) this process has trained on, for samples/s
 
     # ------------------------------------------------------------------ build
+
+    def _build_indexes(self) -> tuple[ShardIndex, ShardIndex]:
+        """The training index and the validation one (the val rows of ``val_shards``, or the training index).
+
+        Every rank must plan from the same shards; a resumed run from the shards and processes it started with.
+        """
+        data, accelerator = self.config.data, self.accelerator
+        rank, world = accelerator.process_index, accelerator.num_processes
+        index = ShardIndex.build(data.shards, verify=data.verify, rank=rank, world_size=world)
+        val_index = (ShardIndex.build(data.val_shards, splits={"val"}, verify=data.verify, rank=rank,
+                                      world_size=world) if data.val_shards else index)
+        self.launch = {"processes": world, "train_shards": index.fingerprint()}
+        if world > 1:
+            from accelerate.utils import gather_object
+
+            if len(set(gather_object([self.launch["train_shards"]]))) > 1:
+                raise fail(data.shards[0], "the ranks found different shards (is a generate run still adding some?)")
+        if self._saved is not None:
+            changed = layout_changes(self._saved.get("layout"), self.launch)
+            if changed:
+                raise fail(self.out / STATE_NAME, f"written by a run of another layout ({', '.join(changed)}): a "
+                           "resumed run needs the same processes and training shards; use a new out or delete state.pt")
+        return index, val_index
 
     def _build_model(self) -> Regressor:
         """The regressor after its surgery: start weights, LoRA, frozen blocks, checkpointing, memory layout."""
@@ -134,14 +178,6 @@ class Trainer:
         if config.grad_checkpointing:
             model.set_grad_checkpointing(True)
         return model.to(memory_format=self.layout)
-
-    def _build_stream(self, model: Regressor) -> TrainStream:
-        config = self.config
-        transform = build_train_transform(model.image_size, model.spec.mean, model.spec.std, config.data.augment)
-        return TrainStream(self.index, transform, batch_size=config.data.batch_size,
-                           shuffle_buffer=config.data.shuffle_buffer, seed=config.seed,
-                           rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
-                           num_workers=config.data.num_workers)
 
     def _build_ema(self, model: Regressor):
         """timm's weight EMA, copied before ``prepare`` (FSDP cannot copy a sharded model) and sharded alike."""
@@ -168,6 +204,7 @@ class Trainer:
         started = time.perf_counter()
         while run.step < self.total:
             self.ddp_model.train()
+            self.per_epoch = self.plan.steps(run.epoch)
             for pixels, targets in self._epoch_batches():
                 loss = self.step(pixels, targets)
                 if loss is None:  # inside an accumulation group
@@ -184,6 +221,7 @@ class Trainer:
             if run.batch >= self.per_epoch:
                 self.validate()
                 run.epoch, run.batch = run.epoch + 1, 0
+                self.bad.in_epoch = 0
                 self.save()
         bar.close()
         elapsed = time.perf_counter() - started
@@ -201,14 +239,17 @@ class Trainer:
         Starting a DataLoader iterator draws its base seed from torch's global RNG. A resumed run puts its saved
         RNG state back where the saved run took it: after that draw when it was saved mid-epoch, before it when
         it was saved at an epoch end. Every later draw (dropout, drop-connect) is then the uninterrupted run's.
+        The epoch's plan draws from numpy generators of its own, never from torch's.
         """
-        self.stream.set_position(self.run.epoch, self.run.batch)
-        loader = train_loader(self.stream, self.config.data.num_workers)
-        if self.run.batch == 0:
+        run, data = self.run, self.config.data
+        stream = self.plan.stream(run.epoch, self.accelerator.process_index, run.batch, self.transform,
+                                  data.on_bad_sample)
+        loader = train_loader(stream, data.num_workers)
+        if run.batch == 0:
             self._restore_rng()
         batches = iter(loader)
         self._restore_rng()
-        return batches
+        return checked_batches(batches, self.bad, self.per_epoch * data.batch_size)
 
     def step(self, pixels: torch.Tensor, targets: torch.Tensor) -> float | None:
         """One micro-batch: forward and backward, then the optimizer step if it closes its accumulation group.
@@ -249,17 +290,13 @@ class Trainer:
         return mean_loss
 
     def validate(self) -> dict[str, Any]:
-        """Score the model (its EMA when there is one) on the val split; every rank records the same result."""
-        from accelerate.utils import broadcast_object_list
-
+        """Score the model (its EMA when there is one) on the val split, each rank its share; every rank records
+        the same gathered result, so all make the same decisions."""
         accelerator, run = self.accelerator, self.run
         accelerator.wait_for_everyone()
-        result: dict[str, Any] = {}
-        if accelerator.is_main_process or self.sharded:  # sharded weights: every rank takes part in each forward
-            scored = self.ema.module if self.ema is not None else self.model
-            result = validate(scored, self.val_index, "val", self.config.eval_batch_size, self.device, self.baseline)
-        if accelerator.num_processes > 1:  # every rank keeps the same record, so all make the same decisions
-            result = broadcast_object_list([result])[0]
+        scored = self.ema.module if self.ema is not None else self.model
+        result = validate(scored, self.val_index, "val", self.config.eval_batch_size, self.device, self.baseline,
+                          on_bad_sample=self.config.data.on_bad_sample)
         if not result:
             return result
         run.metrics.update(result)
@@ -279,13 +316,18 @@ class Trainer:
 
         Every rank takes part: gathering the state is a collective under FSDP; rank 0 writes.
         """
+        from accelerate.utils import gather_object
+
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
+        self.run.bad = gather_object([[self.bad.total, self.bad.in_epoch]])
+        self.run.metrics["bad_samples"] = sum(total for total, _ in self.run.bad)
         model_state, optimizer_state = full_state(self.model, self.raw_optimizer)
         ema_state = full_model_state(self.ema.module) if self.ema is not None else None
         if accelerator.is_main_process:
             state = {
                 "config": self.resolved,
+                "layout": self.launch,
                 "run": self.run.to_dict(),
                 "model": model_state,
                 "optimizer": optimizer_state,
@@ -337,6 +379,8 @@ class Trainer:
             load_full_model_state(self.ema.module, state["ema"])
         self.run.load(state["run"])
         self.run.metrics = dict(state["metrics"])
+        if self.run.bad:
+            self.bad.total, self.bad.in_epoch = self.run.bad[self.accelerator.process_index]
         self._rng = {"cpu": state["rng"], "cuda": state["cuda_rng"]}
 
     def _restore_rng(self) -> None:
@@ -352,10 +396,14 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return
         trainable, n_params = trainable_summary(self.model)
-        processes = self.accelerator.num_processes
-        print(f"train: {n_params:,} parameters ({trainable:,} trainable), {len(self.stream.images)} training prompts,"
-              f" {self.per_epoch} batches/epoch x {processes} process(es){' (FSDP-sharded)' if self.sharded else ''},"
+        processes, plan = self.accelerator.num_processes, self.plan
+        print(f"train: {n_params:,} parameters ({trainable:,} trainable), {plan.prompts} training prompts,"
+              f" {plan.steps(self.run.epoch)} batches/epoch x {processes} process(es)"
+              f"{' (FSDP-sharded)' if self.sharded else ''},"
               f" {self.total} optimizer steps")
+        print(f"train: {len(self.index.urls)} shards dealt to {plan.workers} loader worker(s) x {processes} "
+              f"process(es); {plan.deal(self.run.epoch).left_out} of epoch {self.run.epoch}'s samples left out, so "
+              "every rank takes the same steps")
         run = self.run
         if run.step:
             print(f"train: resumed at optimizer step {run.step} (epoch {run.epoch}, batch {run.batch})")
@@ -420,27 +468,51 @@ def init_from_checkpoint(model: Regressor, path: str | Path) -> None:
 
 @torch.no_grad()
 def validate(model: Regressor, index: ShardIndex, split: str, batch_size: int, device: torch.device,
-             baseline: np.ndarray | None = None) -> dict[str, Any]:
-    """Mean cosine of ``model`` on one image per prompt of ``split``, overall and per source."""
+             baseline: np.ndarray | None = None, on_bad_sample: OnBadSample = "skip") -> dict[str, Any]:
+    """Mean cosine of ``model`` on the first image of each prompt of ``split``, overall and per source.
+
+    Each process scores an equal share of those images and every process gets the gathered result: the numbers one
+    process scoring them all would give. Skipped bad images are counted in ``val_bad_samples``.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    rows = index.first_images(split)
+    if not len(rows):
+        return {}
+    share, real = eval_share(rows, state.process_index, state.num_processes)
     was_training = model.training
     model.eval()
-    cosines, sources = [], []
-    base = []
-    for pixels, targets, names in iter_eval_batches(index, split, model.image_transform, batch_size):
+    cosines, base, positions, skipped = [], [], [], []
+    for pixels, targets, kept, bad in iter_eval_batches(index, share, model.image_transform, batch_size,
+                                                        on_bad_sample):
         pred = model(pixels.to(device)).float().cpu()
         targets = F.normalize(targets, dim=-1)
-        cosines.append((pred * targets).sum(dim=-1))
+        cosines.append((pred * targets).sum(dim=-1).numpy())
         if baseline is not None:
-            base.append(targets @ torch.from_numpy(baseline))
-        sources += names
+            base.append((targets @ torch.from_numpy(baseline)).numpy())
+        positions += kept
+        skipped += bad
     model.train(was_training)
-    if not cosines:
-        return {}
-    scores = torch.cat(cosines).numpy()
-    per_source = {s: float(scores[[n == s for n in sources]].mean()) for s in sorted(set(sources))}
-    result = {"val_mean_cosine": float(scores.mean()), "val_per_source": per_source, "val_count": len(scores)}
-    if baseline is not None:
-        result["baseline_mean_cosine"] = float(torch.cat(base).mean())
+    for message in skipped:
+        print(f"validate: skipped a bad sample: {message}", file=sys.stderr, flush=True)
+    positions = np.array(positions)
+    mine = positions < real  # the padding of the last shares is scored, then dropped
+    part = {"scores": np.concatenate(cosines)[mine], "rows": share[positions[mine]], "skipped": len(skipped),
+            "base": np.concatenate(base)[mine] if base else None}
+    return _val_result(index, gather_object([part]))
+
+
+def _val_result(index: ShardIndex, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The validation record from every rank's share, in rank order."""
+    scores = np.concatenate([part["scores"] for part in parts])
+    sources = np.array(index.sources, dtype=object)[index.source[np.concatenate([part["rows"] for part in parts])]]
+    result = {"val_mean_cosine": float(scores.mean()), "val_count": len(scores),
+              "val_per_source": {name: float(scores[sources == name].mean()) for name in sorted(set(sources))},
+              "val_bad_samples": sum(part["skipped"] for part in parts)}
+    if parts[0]["base"] is not None:
+        result["baseline_mean_cosine"] = float(np.concatenate([part["base"] for part in parts]).mean())
     return result
 
 
