@@ -68,6 +68,15 @@ def measured_generate_rate(path: Path | None, size: int) -> float | None:
     return max(entry["images_per_s"].values()) if entry else None
 
 
+def duration(count: float, flops: float, measured: float | None, assumed_rate: float, assumed: str,
+             unit: str) -> tuple[float, str]:
+    """Seconds for ``count`` items of ``flops`` each: at the measured items/s when there is one, else at the
+    assumed FLOP rate; and the label that says which."""
+    if measured:
+        return count / measured, f"measured {measured:.2f} {unit}"
+    return count * flops / assumed_rate, assumed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", type=Path, default=ROOT / "configs/recipe/full.yaml")
@@ -91,10 +100,9 @@ def main() -> None:
         tier_of[Path(gen.out)] = tiers
         images = sum(prompts[t] * gen.images_per_prompt[t] for t in tiers)
         gen_flops = flops_per_image("sd2", gen.size, gen.diffusion.steps)["image"]
-        rate = measured_generate_rate(args.generate_json, gen.size)
-        seconds = images / rate if rate else images * gen_flops / assumed_rate
+        seconds, label = duration(images, gen_flops, measured_generate_rate(args.generate_json, gen.size),
+                                  assumed_rate, f"assumed {args.mfu:.0%} MFU", "img/s")
         total += seconds
-        label = f"measured {rate:.2f} img/s" if rate else f"assumed {args.mfu:.0%} MFU"
         print(f"| generate {Path(gen.out).name} ({'+'.join(tiers)}): SD2 {gen.size} px, {gen.diffusion.steps} steps "
               f"| {images / 1e6:.2f}M images | {gen_flops / 1e12:.1f} | {label} | {seconds / SECONDS_PER_DAY:.2f} |",
               flush=True)
@@ -106,10 +114,9 @@ def main() -> None:
             config = load_config(ROOT / path).train
             # One random image per prompt per epoch: an epoch is one pass over the prompts of its shard sets.
             samples = config.optim.epochs * sum(prompts[t] for s in config.data.shards for t in tier_of[Path(s)])
-            rate = rates.get((backbone, "lora" if method == "lora" else "full"))
-            seconds = samples / rate if rate else samples * flops / assumed_rate
+            seconds, label = duration(samples, flops, rates.get((backbone, "lora" if method == "lora" else "full")),
+                                      assumed_rate, f"assumed {args.mfu:.0%} MFU", "samples/s")
             total += seconds
-            label = f"measured {rate:.1f} samples/s" if rate else f"assumed {args.mfu:.0%} MFU"
             print(f"| train {name} stage {number} ({method}, {config.optim.epochs} epoch(s)) | "
                   f"{samples / 1e6:.2f}M | {flops / 1e12:.3f} | {label} | {seconds / SECONDS_PER_DAY:.2f} |",
                   flush=True)
