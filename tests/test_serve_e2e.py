@@ -151,38 +151,84 @@ def browser(tmp_path):
         driver.quit()
 
 
-def test_web_page_upload_shows_the_prompt(server, browser, tmp_path):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
+def wait(browser, condition, timeout_s: float = 60):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    picture = tmp_path / "sunset.png"
-    Image.new("RGB", (320, 240), (240, 120, 40)).save(picture)
+    return WebDriverWait(browser, timeout_s).until(condition)
+
+
+def cards(browser, run: int = 0) -> list:
+    """The result cards of a run on the page (0: the newest)."""
+    from selenium.webdriver.common.by import By
+
+    return browser.find_elements(By.CSS_SELECTOR, "#runs .run")[run].find_elements(By.CSS_SELECTOR, ".card")
+
+
+def test_web_page_examples_single_and_batch_uploads_and_modes(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
     browser.get(server + "/")
     assert browser.title == "img2prompt"
-    browser.find_element(By.ID, "file").send_keys(str(picture))
-    WebDriverWait(browser, 60).until(ec.visibility_of_element_located((By.ID, "prompt")))
-    prompt = browser.find_element(By.ID, "prompt").text
-    neighbours = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#nearest li")]
-    assert prompt and any(prompt.startswith(p) for p in BANK)  # the decoder builds on a bank prompt
+    wait(browser, lambda b: b.find_element(By.ID, "model-name").text == "tiny")  # named, never by its path
+    assert browser.find_element(By.ID, "served").text == f"Serving model tiny · a bank of {len(BANK)} prompts"
+    modes = {m.get_attribute("value"): m.is_selected() for m in browser.find_elements(By.NAME, "mode")}
+    assert modes == {"fast": True, "best": False}
+
+    examples = wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#examples .example img"))
+    assert len(examples) == 4
+    assert [browser.execute_script("return arguments[0].naturalWidth", e) for e in examples] == [224] * 4
+    examples[0].click()  # one example: /v1/predict, shown with the prompt it was drawn from
+    wait(browser, lambda b: b.find_element(By.ID, "status").text == "chickens.webp")
+    [card] = cards(browser)
+    prompt = card.find_element(By.CSS_SELECTOR, ".prompt").text
+    assert any(prompt.startswith(p) for p in BANK)  # the decoder builds on a bank prompt
+    assert re.fullmatch(r"cosine -?\d\.\d{4} of this prompt's embedding to the image's predicted embedding( capped)?",
+                        card.find_element(By.CSS_SELECTOR, ".score-line").text)
+    assert card.find_element(By.CSS_SELECTOR, ".truth").text.startswith("Drawn from: two large brown chickens")
+    neighbours = [li.text for li in card.find_elements(By.CSS_SELECTOR, ".nearest li")]
     assert len(neighbours) == 5 and all(re.search(r"\d\.\d{4}$", n) for n in neighbours)
-    assert float(browser.find_element(By.ID, "cosine").text) > -1
-    assert browser.find_element(By.ID, "status").text == "sunset.png"
-    assert browser.find_element(By.ID, "preview").get_attribute("src").startswith("blob:")
-    browser.find_element(By.ID, "copy").click()
-    WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element((By.ID, "copy"), "Copied"))
-    shot = tmp_path / "serve_screenshot.png"
-    assert browser.save_screenshot(str(shot))
-    assert Image.open(shot).size[0] >= 800
+    card.find_element(By.CSS_SELECTOR, ".copy").click()
+    wait(browser, lambda b: card.find_element(By.CSS_SELECTOR, ".copy").text == "Copied", 10)
+
+    browser.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="best"]').click()
+    pictures = []
+    for i, colour in enumerate([(240, 120, 40), (40, 200, 90), (60, 80, 230)]):
+        pictures.append(tmp_path / f"upload{i}.png")
+        Image.new("RGB", (320, 240), colour).save(pictures[-1])
+    browser.find_element(By.ID, "file").send_keys("\n".join(str(p) for p in pictures))  # several: one batch
+    wait(browser, lambda b: b.find_element(By.ID, "status").text == "3 images")
+    run = browser.find_elements(By.CSS_SELECTOR, "#runs .run")[0]
+    assert run.find_element(By.CSS_SELECTOR, ".run-title").text.startswith("Batch of 3 images · mode best · ")
+    assert [c.find_element(By.CSS_SELECTOR, ".name").text for c in cards(browser)] == [p.name for p in pictures]
+    assert all(c.find_element(By.CSS_SELECTOR, ".prompt").text for c in cards(browser))
+    assert len(cards(browser, 1)) == 1  # the example's answer stays below
 
     browser.find_element(By.ID, "file").send_keys(str(Path(__file__)))  # not an image: the page shows the error
-    WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "error")))
+    wait(browser, lambda b: b.find_element(By.ID, "error").is_displayed(), 30)
     assert "not an image type this server accepts" in browser.find_element(By.ID, "error").text
 
     browser.execute_async_script(DROP_IMAGE)  # drag and drop: a drop event carrying a PNG file
-    WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text == "dropped.png")
+    wait(browser, lambda b: b.find_element(By.ID, "status").text == "dropped.png")
     assert not browser.find_element(By.ID, "error").is_displayed()
-    assert browser.find_element(By.ID, "prompt").text
+    assert cards(browser)[0].find_element(By.CSS_SELECTOR, ".prompt").text
+    assert "/tmp" not in browser.page_source and str(Path.home()) not in browser.page_source
+
+
+def test_api_docs_work_offline_and_try_it_out_uploads_a_file(server, browser, tmp_path):
+    """Swagger UI renders the schema and its "Try it out" form sends a described multipart body."""
+    from selenium.webdriver.common.by import By
+
+    picture = tmp_path / "tryit.png"
+    Image.new("RGB", (64, 64), (200, 40, 90)).save(picture)
+    browser.get(server + "/docs")
+    operation = wait(browser, lambda b: b.find_element(By.ID, "operations-default-predict_v1_predict_post"))
+    operation.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    wait(browser, lambda b: operation.find_element(By.CSS_SELECTOR, ".try-out__btn")).click()
+    operation.find_element(By.CSS_SELECTOR, 'input[type="file"]').send_keys(str(picture))
+    operation.find_element(By.CSS_SELECTOR, ".execute").click()
+    live = ".live-responses-table tr.response .response-col_status"
+    assert wait(browser, lambda b: operation.find_element(By.CSS_SELECTOR, live)).text == "200"
+    assert '"name": "tryit.png"' in operation.find_element(By.CSS_SELECTOR, ".live-responses-table").text
 
 
 DROP_IMAGE = """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
@@ -47,6 +49,9 @@ if TYPE_CHECKING:
 STATIC_DIR = Path(__file__).parent / "static"
 
 
+API_DESCRIPTION = """Recover the prompt behind a Stable Diffusion image: the model predicts the prompt's embedding
+(all-MiniLM-L6-v2, 384 floats) and the server composes a readable prompt from its prompt bank. Send one image to
+`/v1/predict` or several to `/v1/predict/batch`, as multipart files or base64 JSON. The web page is at [/](/)."""
 COSINE = ("cosine of this prompt's text embedding (all-MiniLM-L6-v2) to the image's predicted embedding, "
           "from -1 to 1: how closely the text matches what the model predicted for the image, not how sure the "
           "model is")
@@ -172,8 +177,10 @@ def create_app(model: ImageEmbedder, decoder: PromptDecoder | None = None, setti
             app.state.decode_pool.shutdown(wait=True)
 
     app = FastAPI(title="img2prompt", summary="Recover the prompt behind a Stable Diffusion image.",
-                  lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.openapi_version = "3.0.3"  # Swagger UI 4 (the offline bundle) renders 3.0 only; the schema uses no 3.1 feature
+                  description=API_DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None)
+    # Swagger UI 4 (the offline bundle) renders OpenAPI 3.0 only; of 3.1 the schema uses just {"type": "null"} in
+    # optional fields, which it shows as it stands.
+    app.openapi_version = "3.0.3"
     app.openapi = _with_body_schemas(app.openapi)  # type: ignore[method-assign]
     gate = Gate(max_body_bytes=settings.max_upload_bytes, max_in_flight=settings.max_in_flight,
                 max_receiving_bytes=settings.max_receiving_bytes, body_timeout_s=settings.body_timeout_s)
@@ -286,10 +293,6 @@ def _add_docs(app: FastAPI) -> None:
 
 def _example_png() -> bytes:
     """A small grey PNG: the JSON example in the docs, so "Try it out" works as it stands."""
-    import io
-
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.new("RGB", (16, 16), (128, 128, 128)).save(buffer, format="PNG")
     return buffer.getvalue()
