@@ -7,10 +7,12 @@ tried and how the server answered them, whether it crashed, the innocent request
 p50/p99 latency and the server's peak resident memory. The attacks:
   none        nothing: the baseline
   aspect      1 x 16,000,000 and 20 x 800,000 PNGs (62 and 142 KB), 4 attackers back to back
-  slow        32 connections (twice serve.max_in_flight) announcing 100 kB and sending 1 byte every 2 s
+  slow        32 connections (twice serve.max_in_flight), in place before the innocent clients arrive, announcing
+              100 kB and sending 1 byte every 2 s for 40 s
   bombs       decompression-bomb headers, a 10 GB Content-Length, 11 MB bodies with and without a length
-  fuzz        400 malformed uploads (the seeded generator of tests/test_serve_fuzz.py)
-  host        Host headers naming another site (DNS rebinding)
+  fuzz        malformed uploads (the seeded generator of tests/test_serve_fuzz.py)
+  host        valid uploads whose Host header names another site (DNS rebinding)
+All but ``slow`` repeat their cases for 15 s.
 ``--src DIR`` runs the server from another checkout's ``src`` (e.g. the code before the fix) for comparison.
 
     flock /tmp/cpu.lock nice -n 5 .venv/bin/python benchmarks/bench_serve_attacks.py [--src DIR] [--screenshot]
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import random
 import socket
@@ -46,6 +49,7 @@ from test_serve_fuzz import random_request  # the fuzz test's generator of malfo
 
 SLOW_CLIENTS = 32
 SLOW_SECONDS = 40  # longer than serve.body_timeout_s (30 s): the server should end them first
+SECONDS = 15  # the other attacks repeat their cases for at least this long, so the innocent clients are timed
 
 
 @dataclass
@@ -67,11 +71,12 @@ def post(http: httpx.Client, tally: Tally, path: str = "/v1/predict", **kwargs) 
         tally.add(0)
 
 
-def no_attack(url: str, tally: Tally) -> None:
+def no_attack(url: str, tally: Tally, ready: threading.Event) -> None:
+    ready.set()
     time.sleep(15)
 
 
-def aspect(url: str, tally: Tally) -> None:
+def aspect(url: str, tally: Tally, ready: threading.Event) -> None:
     files = []
     for width, height in ((16_000_000, 1), (800_000, 20)):
         buffer = io.BytesIO()
@@ -80,14 +85,18 @@ def aspect(url: str, tally: Tally) -> None:
 
     def attacker(seed: int) -> None:
         with httpx.Client(base_url=url, timeout=120) as http:
-            for i in range(10):
-                post(http, tally, files={"file": ("long.png", files[(seed + i) % 2], "image/png")})
+            i = seed
+            while time.monotonic() < until:
+                post(http, tally, files={"file": ("long.png", files[i % 2], "image/png")})
+                i += 1
 
+    ready.set()
+    until = time.monotonic() + SECONDS
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(attacker, range(4)))
 
 
-def slow(url: str, tally: Tally) -> None:
+def slow(url: str, tally: Tally, ready: threading.Event) -> None:
     host, port = url.removeprefix("http://").split(":")
     sockets = []
     for _ in range(SLOW_CLIENTS):
@@ -96,6 +105,8 @@ def slow(url: str, tally: Tally) -> None:
                      "Content-Type: multipart/form-data; boundary=x\r\n\r\n--x".encode())
         sock.setblocking(False)
         sockets.append(sock)
+    time.sleep(1)
+    ready.set()  # the slow clients are in place before anyone else arrives, as in the issue
     open_ = set(range(SLOW_CLIENTS))
     deadline = time.monotonic() + SLOW_SECONDS
     while open_ and time.monotonic() < deadline:
@@ -128,15 +139,17 @@ def header_only_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-def bombs(url: str, tally: Tally) -> None:
+def bombs(url: str, tally: Tally, ready: threading.Event) -> None:
     big = b"\x89PNG\r\n\x1a\n" + bytes(11 * 2**20)
 
     def chunks():
         for start in range(0, len(big), 2**20):
             yield big[start:start + 2**20]
 
+    ready.set()
+    until = time.monotonic() + SECONDS
     with httpx.Client(base_url=url, timeout=120) as http:
-        for _ in range(10):
+        while time.monotonic() < until:
             post(http, tally, files={"file": ("bomb.png", header_only_png(60_000, 60_000), "image/png")})
             post(http, tally, files={"file": ("big.png", header_only_png(5_000, 5_000), "image/png")})
             post(http, tally, content=big, headers={"content-type": "application/json"})
@@ -157,7 +170,7 @@ def declare_only(url: str, length: int) -> int:
     return int(answer.split()[1]) if answer.startswith(b"HTTP/1.1 ") else 0
 
 
-def fuzz(url: str, tally: Tally) -> None:
+def fuzz(url: str, tally: Tally, ready: threading.Event) -> None:
     rng = random.Random(1234)
     seeds = [Image.new("RGB", size, (200, 30, 60)) for size in ((7, 5), (40, 31))]
     encoded = []
@@ -166,24 +179,35 @@ def fuzz(url: str, tally: Tally) -> None:
             buffer = io.BytesIO()
             image.save(buffer, format=fmt)
             encoded.append(buffer.getvalue())
+    ready.set()
+    until = time.monotonic() + SECONDS
     with httpx.Client(base_url=url, timeout=120) as http:
-        for _ in range(400):
+        while time.monotonic() < until:
             batch = rng.random() < 0.5
             post(http, tally, "/v1/predict/batch" if batch else "/v1/predict", **random_request(rng, encoded, batch))
 
 
-def host(url: str, tally: Tally) -> None:
+def host(url: str, tally: Tally, ready: threading.Event) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 120, 200)).save(buffer, format="PNG")  # a valid image: only the Host is wrong
+    ready.set()
+    until = time.monotonic() + SECONDS
+    names = itertools.cycle(["evil.example", "attacker.example:8000", "192.168.1.20", "127.0.0.1.evil.example"])
     with httpx.Client(base_url=url, timeout=60) as http:
-        for name in ["evil.example", "attacker.example:8000", "192.168.1.20", "127.0.0.1.evil.example"] * 10:
-            post(http, tally, files={"file": ("a.png", header_only_png(8, 8), "image/png")}, headers={"host": name})
+        while time.monotonic() < until:
+            name = next(names)
+            post(http, tally, files={"file": ("a.png", buffer.getvalue(), "image/png")}, headers={"host": name})
 
 
-ATTACKS: dict[str, Callable[[str, Tally], None]] = {
+# Each attack sets ``ready`` once its pressure is in place; the innocent clients start then.
+ATTACKS: dict[str, Callable[[str, Tally, threading.Event], None]] = {
     "none": no_attack, "aspect": aspect, "slow": slow, "bombs": bombs, "fuzz": fuzz, "host": host}
 
 
-def innocent(url: str, images: list[tuple[str, bytes]], stop: threading.Event, seen: list[tuple[int, float]]) -> None:
-    """Upload the sample images back to back until ``stop``; record (status, seconds) of each."""
+def innocent(url: str, images: list[tuple[str, bytes]], ready: threading.Event, stop: threading.Event,
+             seen: list[tuple[int, float]]) -> None:
+    """Once ``ready``, upload the sample images back to back until ``stop``; record (status, seconds) of each."""
+    ready.wait()
     with httpx.Client(base_url=url, timeout=120) as http:
         i = 0
         while not stop.is_set():
@@ -208,14 +232,13 @@ def peak_rss_mb(pid: int, stop: threading.Event, peak: list[float]) -> None:
 
 
 def run_attack(server: Server, url: str, name: str, images: list[tuple[str, bytes]]) -> dict:
-    tally, seen, peak, stop = Tally(), [], [0.0], threading.Event()
-    watchers = [threading.Thread(target=innocent, args=(url, images, stop, seen)) for _ in range(2)]
+    tally, seen, peak, ready, stop = Tally(), [], [0.0], threading.Event(), threading.Event()
+    watchers = [threading.Thread(target=innocent, args=(url, images, ready, stop, seen)) for _ in range(2)]
     watchers.append(threading.Thread(target=peak_rss_mb, args=(server.process.pid, stop, peak)))
     for thread in watchers:
         thread.start()
-    time.sleep(1)
     started = time.perf_counter()
-    ATTACKS[name](url, tally)
+    ATTACKS[name](url, tally, ready)
     seconds = time.perf_counter() - started
     stop.set()
     for thread in watchers:
@@ -236,13 +259,14 @@ def run_attack(server: Server, url: str, name: str, images: list[tuple[str, byte
 
 def table(rows: list[dict], label: str) -> None:
     print(f"\n{label}")
-    print("| attack | cases tried | 2xx | 4xx (codes) | 5xx (codes) | no answer | crashed | innocent requests | "
-          "innocent lost | innocent p50 ms | innocent p99 ms | server peak RSS MB |")
-    print("|---" * 12 + "|")
+    print("| attack | seconds | cases tried | 2xx | 4xx (codes) | 5xx (codes) | no answer | crashed | "
+          "innocent requests | innocent lost | innocent p50 ms | innocent p99 ms | server peak RSS MB |")
+    print("|---" * 13 + "|")
     for r in rows:
         codes4 = f" ({', '.join(map(str, r['4xx_codes']))})" if r["4xx_codes"] else ""
         codes5 = f" ({', '.join(map(str, r['5xx_codes']))})" if r["5xx_codes"] else ""
-        print(f"| {r['attack']} | {r['cases']} | {r['2xx']} | {r['4xx']}{codes4} | {r['5xx']}{codes5} | "
+        print(f"| {r['attack']} | {r['seconds']:.0f} | {r['cases']} | {r['2xx']} | {r['4xx']}{codes4} | "
+              f"{r['5xx']}{codes5} | "
               f"{r['no_answer']} | {'yes' if r['crashed'] else 'no'} | {r['innocent']} | {r['lost']} | "
               f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['peak_rss_mb']:.0f} |")
 
