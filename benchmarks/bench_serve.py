@@ -7,7 +7,8 @@ random-init, which costs the same) and a prompt bank of real Stable Diffusion pr
   embed-b1  the same with ``serve.batch_size=1``: what the micro-batcher buys
   decode    the full answer, with a decoded prompt (``decode.budget_s`` per image)
 Reports p50/p99 latency, throughput, the error count and the server's mean per-step timings per scenario;
-with ``--screenshot`` it drives headless Chromium through the web page and saves ``benchmarks/serve_screenshot.png``.
+with ``--screenshot`` it drives headless Chromium through the web page and the API docs and saves
+``benchmarks/serve_screenshot.png`` and ``benchmarks/serve_docs_screenshot.png``.
 
     .venv/bin/python benchmarks/bench_serve.py [--requests 240] [--concurrency 8] [--bank-size 2000] [--screenshot]
 """
@@ -80,16 +81,18 @@ def load_images() -> list[tuple[str, bytes]]:
 class Server:
     """``img2prompt serve`` in a subprocess on a free port."""
 
-    def __init__(self, checkpoint: Path, bank: Path, config: dict, workdir: Path, name: str):
+    def __init__(self, checkpoint: Path, bank: Path, config: dict, workdir: Path, name: str,
+                 env: dict[str, str] | None = None):
         self.config_path = workdir / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.log = workdir / f"{name}.log"
         self.command = [IMG2PROMPT, "serve", str(checkpoint), "--bank", str(bank), "--port", "0",
                         "--config", str(self.config_path)]
+        self.env = env  # None: this process's environment
 
     def __enter__(self) -> str:
         self.sink = self.log.open("w")
-        self.process = subprocess.Popen(self.command, stdout=self.sink, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self.command, stdout=self.sink, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             found = re.search(r"Uvicorn running on (http://\S+)", self.log.read_text())
@@ -148,11 +151,12 @@ async def load_test(url: str, images: list[tuple[str, bytes]], requests: int, co
     }
 
 
-def screenshot(url: str, image: Path, out: Path) -> None:
+def screenshots(url: str, single: str, batch: list[Path], page_out: Path, docs_out: Path) -> None:
+    """Drive the page in headless Chromium and save it and ``/docs``: an example image tried with one click
+    (``single``, an example's file name), then ``batch`` uploaded at once in mode ``best``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
@@ -160,16 +164,41 @@ def screenshot(url: str, image: Path, out: Path) -> None:
     with tempfile.TemporaryDirectory() as profile:
         for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1200,900", f"--user-data-dir={profile}"]:
+                     "--window-size=1280,900", "--hide-scrollbars", f"--user-data-dir={profile}"]:
             options.add_argument(flag)
         driver = webdriver.Chrome(options=options, service=Service(executable_path="/usr/bin/chromedriver"))
+        wait = WebDriverWait(driver, 300)
         try:
             driver.get(url + "/")
-            driver.find_element(By.ID, "file").send_keys(str(image))
-            WebDriverWait(driver, 120).until(ec.visibility_of_element_located((By.ID, "prompt")))
-            driver.save_screenshot(str(out))
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#examples img")) == 4)
+            driver.find_element(By.CSS_SELECTOR, f'#examples [data-file="{single}"]').click()
+            wait.until(lambda d: d.find_element(By.ID, "status").text == single)
+            driver.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="best"]').click()
+            driver.find_element(By.ID, "file").send_keys("\n".join(str(p) for p in batch))
+            wait.until(lambda d: d.find_element(By.ID, "status").text == f"{len(batch)} images")
+            _full_page(driver, page_out)
+
+            driver.get(url + "/docs")
+            operation = wait.until(lambda d: d.find_element(By.ID, "operations-default-predict_v1_predict_post"))
+            operation.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+            wait.until(lambda d: operation.find_element(By.CSS_SELECTOR, ".try-out__btn")).click()
+            operation.find_element(By.CSS_SELECTOR, 'input[type="file"]').send_keys(str(batch[0]))
+            operation.find_element(By.CSS_SELECTOR, ".execute").click()
+            wait.until(lambda d: operation.find_elements(By.CSS_SELECTOR, ".live-responses-table tr.response"))
+            _full_page(driver, docs_out, max_height=1900)
         finally:
             driver.quit()
+
+
+def _full_page(driver, out: Path, max_height: int = 4000) -> None:
+    """Save the whole page (up to ``max_height`` CSS pixels from its top), not just the window."""
+    driver.execute_script("window.scrollTo(0, 0)")
+    height = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]["height"]
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": 1280, "height": int(min(height, max_height)), "deviceScaleFactor": 1, "mobile": False})
+    time.sleep(0.5)
+    driver.save_screenshot(str(out))
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def main() -> None:
@@ -194,9 +223,10 @@ def main() -> None:
             results["embed"] = asyncio.run(load_test(url, images, args.requests, args.concurrency, "?decode=false"))
             results["decode"] = asyncio.run(load_test(url, images, args.requests, args.concurrency, ""))
             if args.screenshot and KAGGLE_IMAGES.is_dir():
-                target = ROOT / "benchmarks" / "serve_screenshot.png"
-                screenshot(url, sorted(KAGGLE_IMAGES.glob("*.png"))[0], target)
-                print(f"screenshot: {target}")
+                page = ROOT / "benchmarks" / "serve_screenshot.png"
+                docs = ROOT / "benchmarks" / "serve_docs_screenshot.png"
+                screenshots(url, "raccoons.webp", sorted(KAGGLE_IMAGES.glob("*.png"))[:3], page, docs)
+                print(f"screenshots: {page}, {docs}")
         with Server(checkpoint, bank, unbatched, work, "unbatched") as url:
             results["embed-b1"] = asyncio.run(load_test(url, images, args.requests, args.concurrency, "?decode=false"))
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores (load average at the end: "

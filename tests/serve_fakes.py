@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import io
 import threading
+from functools import lru_cache
 
+import httpx
 import numpy as np
+from fastapi.testclient import TestClient
 from PIL import Image
 
 COLOUR_PROMPTS = {
@@ -47,3 +50,28 @@ def image_bytes(colour: tuple[int, int, int], fmt: str = "PNG", size: tuple[int,
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+ELONGATED = [(16_000_000, 1), (800_000, 20)]  # the issue's attacks: 62 and 142 KB files, 16 M pixels each
+
+
+@lru_cache
+def elongated_png(width: int, height: int) -> bytes:
+    """A real, complete PNG of an extreme aspect ratio (it compresses to almost nothing)."""
+    return image_bytes((90, 160, 30), size=(width, height))
+
+
+LOCAL = "http://localhost"  # the server listens on loopback by default, so it answers only loopback Host headers
+
+
+def local_client(app, **kwargs) -> TestClient:
+    """A ``TestClient`` that talks to ``app`` as a browser on the same machine would."""
+    return TestClient(app, base_url=LOCAL, **kwargs)
+
+
+async def in_lifespan(app, run, *, raise_app_exceptions: bool = True):
+    """``await run(http)`` inside ``app``'s lifespan, ``http`` an async client talking to it on loopback."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url=LOCAL,
+                                                                   timeout=30) as http:
+        return await run(http)

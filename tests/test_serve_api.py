@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import threading
 
 import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from img2prompt.decode import DecodeConfig, PromptDecoder, bank_phrases
 from img2prompt.images import load_image
 from img2prompt.serve import ServeConfig, create_app
-from serve_fakes import COLOUR_PROMPTS, PRIMARIES, ColourModel, image_bytes
+from serve_fakes import COLOUR_PROMPTS, LOCAL, PRIMARIES, ColourModel, image_bytes, in_lifespan, local_client
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def nearest_only(text_embedder, basis) -> PromptDecoder:
 
 @pytest.fixture()
 def client(basis, decoder):
-    with TestClient(create_app(ColourModel(basis), decoder)) as test_client:
+    with local_client(create_app(ColourModel(basis), decoder)) as test_client:
         yield test_client
 
 
@@ -87,7 +87,7 @@ def test_json_base64_and_data_url_match_multipart(client):
 
 def test_batch_endpoint_answers_in_order_in_one_forward_pass(basis, nearest_only):
     model = ColourModel(basis)
-    with TestClient(create_app(model, nearest_only)) as client:
+    with local_client(create_app(model, nearest_only)) as client:
         files = [("files", (f"{c}.png", image_bytes(rgb), "image/png")) for c, rgb in PRIMARIES.items()]
         body = client.post("/v1/predict/batch?top_k=1", files=files).json()
         assert [r["name"] for r in body["results"]] == ["red.png", "green.png", "blue.png"]
@@ -109,7 +109,7 @@ def test_top_k_and_decode_switches(client):
 
 
 def test_server_without_bank_returns_embedding_only(basis):
-    with TestClient(create_app(ColourModel(basis))) as client:
+    with local_client(create_app(ColourModel(basis))) as client:
         body = client.post("/v1/predict", files=upload("green")).json()
         np.testing.assert_allclose(body["embedding"], basis[1], atol=1e-6)
         assert body["prompt"] is None and body["nearest"] == []
@@ -118,13 +118,103 @@ def test_server_without_bank_returns_embedding_only(basis):
 
 def test_healthz_and_openapi_schema(client):
     health = client.get("/healthz").json()
-    assert health == {"status": "ok", "model": "colour-mix", "bank_size": 3, "in_flight": 0, "batches_run": 0}
+    assert health == {"status": "ok", "model": "colour-mix", "bank_size": 3, "modes": ["fast", "best"],
+                      "mode": "fast", "in_flight": 0, "receiving": 0, "batches_run": 0}
     schema = client.get("/openapi.json").json()
     assert {"/v1/predict", "/v1/predict/batch", "/healthz"} <= set(schema["paths"])
     body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "application/json"}
     assert "Prediction" in schema["components"]["schemas"]
-    assert client.get("/docs").status_code == 404  # Swagger UI would pull its scripts from a CDN
+
+
+@pytest.mark.parametrize(("path", "field", "model"), [("/v1/predict", "file", "ImageJSON"),
+                                                      ("/v1/predict/batch", "files", "BatchJSON")])
+def test_openapi_describes_each_request_body_and_its_example_works(client, path, field, model):
+    schema = client.get("/openapi.json").json()
+    post = schema["paths"][path]["post"]
+    content = post["requestBody"]["content"]
+    part = content["multipart/form-data"]["schema"]["properties"][field]
+    assert "png, jpeg, webp" in part["description"] and "10x the shorter" in part["description"]
+    assert (part.get("items") or part)["format"] == "binary"
+    assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{model}"}
+    image = schema["components"]["schemas"]["ImageJSON"]["properties"]["image"]
+    assert "base64" in image["description"]
+    mode = next(p for p in post["parameters"] if p["name"] == "mode")
+    assert mode["schema"]["enum"] == ["fast", "best"] and mode["schema"]["default"] == "fast"
+    assert {"400", "408", "413", "415", "422", "503"} <= set(post["responses"])
+    answer = client.post(path, json=content["application/json"]["example"])  # "Try it out" as the docs stand
+    assert answer.status_code == 200, answer.text
+
+
+def test_swagger_ui_is_served_offline(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "/openapi.json" in page.text and "SwaggerUIBundle" in page.text
+    assert not re.search(r"https?://", page.text)  # no CDN: every script and style comes from this server
+    assets = re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', page.text)
+    assert len(assets) == 3  # the script, the stylesheet and the icon
+    for asset in assets:
+        response = client.get(asset)
+        assert response.status_code == 200 and len(response.content) > 500, asset
+
+
+@pytest.mark.parametrize(("spec", "shown"), [
+    ("/srv/runs/checkpoints/vit-l-336", "vit-l-336"), ("/srv/runs/checkpoints/vit-l-336/", "vit-l-336"),
+    ("runs/ensemble/ensemble.yaml", "ensemble.yaml"), ("mean:/srv/data/prompts.parquet", "mean:prompts.parquet"),
+    ("nearest:/srv/shards", "nearest:shards"), ("colour-mix", "colour-mix"),
+])
+def test_answers_name_the_model_never_its_path(basis, nearest_only, spec, shown):
+    model = ColourModel(basis)
+    model.name = spec
+    with local_client(create_app(model, nearest_only)) as client:
+        single = client.post("/v1/predict", files=upload("red"))
+        batch = client.post("/v1/predict/batch", files=[("files", ("a.png", image_bytes((9, 9, 9)), "image/png"))])
+        health = client.get("/healthz")
+    assert single.json()["model"] == batch.json()["model"] == batch.json()["results"][0]["model"] == shown
+    assert health.json()["model"] == shown
+    for response in (single, batch, health):
+        assert "/srv" not in response.text and "runs/" not in response.text
+
+
+def test_mode_reaches_the_decoder_and_an_unknown_mode_is_422(client, decoder, monkeypatch):
+    asked = []
+    decode = decoder.decode
+    monkeypatch.setattr(decoder, "decode", lambda vector, mode=None, budget_s=None: asked.append(mode) or decode(
+        vector, mode=mode, budget_s=budget_s))
+    best = client.post("/v1/predict?mode=best", files=upload("red")).json()
+    default = client.post("/v1/predict", files=upload("red")).json()
+    files = [("files", (f"{c}.png", image_bytes(rgb), "image/png")) for c, rgb in PRIMARIES.items()]
+    batch = client.post("/v1/predict/batch?mode=best", files=files).json()
+    assert asked == ["best", "fast", "best", "best", "best"]
+    assert best["prompt"]["mode"] == "best" and default["prompt"]["mode"] == "fast"
+    assert {r["prompt"]["mode"] for r in batch["results"]} == {"best"}
+    assert isinstance(best["prompt"]["capped"], bool)
+    for path in ("/v1/predict", "/v1/predict/batch"):
+        unknown = client.post(f"{path}?mode=slow", files=upload("red") if path == "/v1/predict" else files)
+        assert unknown.status_code == 422
+        assert unknown.json() == {"error": "mode: unknown mode 'slow' (choose from fast, best)"}
+    assert len(asked) == 5
+
+
+def test_a_capped_decode_says_so(basis, nearest_only):
+    with local_client(create_app(ColourModel(basis), nearest_only)) as client:  # budget_s=0: capped at once
+        prompt = client.post("/v1/predict", files=upload("green")).json()["prompt"]
+    assert prompt["capped"] is True and prompt["text"] == COLOUR_PROMPTS["green"]
+
+
+@pytest.mark.parametrize(("settings", "host", "status"), [
+    ({}, "localhost:8000", 200), ({}, "127.0.0.1", 200), ({}, "[::1]:8000", 200),
+    ({}, "evil.example", 400), ({}, "192.168.1.20:8000", 400),
+    ({"host": "0.0.0.0"}, "192.168.1.20:8000", 200),
+    ({"host": "0.0.0.0", "allowed_hosts": ["img2prompt.lan"]}, "img2prompt.lan:8000", 200),
+    ({"host": "0.0.0.0", "allowed_hosts": ["img2prompt.lan"]}, "localhost", 400),
+])
+def test_only_the_servers_own_host_names_are_answered(basis, settings, host, status):
+    with local_client(create_app(ColourModel(basis), None, ServeConfig(**settings))) as client:
+        for path in ("/healthz", "/", "/docs"):
+            assert client.get(path, headers={"host": host}).status_code == status
+        answer = client.post("/v1/predict", files=upload("red"), headers={"host": host})
+        assert answer.status_code == status
 
 
 def test_web_page_and_assets_are_served_locally(client):
@@ -147,7 +237,7 @@ def test_concurrent_requests_are_micro_batched_and_not_mixed_up(basis, nearest_o
     async def run() -> list[httpx.Response]:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as http:
+            async with httpx.AsyncClient(transport=transport, base_url=LOCAL) as http:
                 return await asyncio.gather(*[
                     http.post("/v1/predict", files={"file": (f"{i}.png", image_bytes(c), "image/png")})
                     for i, c in enumerate(colours)])
@@ -170,7 +260,7 @@ def test_concurrency_limit_answers_503_and_recovers(basis):
     async def run() -> tuple[list[httpx.Response], httpx.Response, dict, dict]:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as http:
+            async with httpx.AsyncClient(transport=transport, base_url=LOCAL) as http:
                 def post() -> asyncio.Task:
                     return asyncio.ensure_future(http.post("/v1/predict", files=upload("red")))
 
@@ -188,3 +278,34 @@ def test_concurrency_limit_answers_503_and_recovers(basis):
     assert refused.json() == {"error": "server busy: 2 requests in flight, retry shortly"}
     assert [r.status_code for r in done] == [200, 200]
     assert busy_health["in_flight"] == 2 and health["in_flight"] == 0
+
+
+class PoisonedModel(ColourModel):
+    """Fails any forward pass holding a magenta image, as a model failing on one odd image would."""
+
+    def __init__(self, basis: np.ndarray):
+        super().__init__(basis)
+        self.attempts: list[int] = []  # images per forward pass tried, failed ones included
+
+    def embed(self, images):
+        self.attempts.append(len(images))
+        if any(im.getpixel((0, 0)) == (255, 0, 255) for im in images):
+            raise RuntimeError("the model choked on this image")
+        return super().embed(images)
+
+
+def test_a_failing_shared_pass_fails_only_the_request_that_broke_it(basis):
+    model = PoisonedModel(basis)
+    app = create_app(model, None, ServeConfig(batch_wait_ms=300))  # long enough for all four to share a pass
+    colours = [(255, 0, 0), (255, 0, 255), (0, 255, 0), (0, 0, 255)]
+
+    async def run(http: httpx.AsyncClient) -> list[httpx.Response]:
+        return await asyncio.gather(*[http.post("/v1/predict", files={"file": (f"{i}.png", image_bytes(c),
+                                                                                "image/png")})
+                                      for i, c in enumerate(colours)])
+
+    responses = asyncio.run(in_lifespan(app, run, raise_app_exceptions=False))
+    assert [r.status_code for r in responses] == [200, 500, 200, 200]
+    assert responses[1].json() == {"error": "internal error (RuntimeError); see the server log"}
+    assert model.attempts == [4, 1, 1, 1, 1]  # shared, then one by one
+    assert [r.json()["timings"]["batch_size"] for r in responses if r.status_code == 200] == [1, 1, 1]

@@ -6,10 +6,9 @@ import base64
 import random
 
 import numpy as np
-from fastapi.testclient import TestClient
 
 from img2prompt.serve import ServeConfig, create_app
-from serve_fakes import ColourModel, image_bytes
+from serve_fakes import ColourModel, image_bytes, local_client
 
 CASES = 400
 
@@ -77,7 +76,7 @@ def test_malformed_uploads_never_get_a_5xx():
     settings = ServeConfig(max_upload_bytes=64_000, max_pixels=100_000, max_images=4)
     statuses: dict[int, int] = {}
     failures = []
-    with TestClient(create_app(ColourModel(basis), None, settings), raise_server_exceptions=False) as client:
+    with local_client(create_app(ColourModel(basis), None, settings), raise_server_exceptions=False) as client:
         for case in range(CASES):
             batch = rng.random() < 0.5
             request = random_request(rng, seeds, batch)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import io
 import struct
+import time
 import zlib
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from img2prompt.serve import ServeConfig, create_app
-from serve_fakes import ColourModel, image_bytes
+from serve_fakes import ELONGATED, ColourModel, elongated_png, image_bytes, in_lifespan, local_client
 
 RED = image_bytes((255, 0, 0))
 
@@ -22,7 +25,7 @@ RED = image_bytes((255, 0, 0))
 def client():
     basis = np.random.default_rng(0).standard_normal((3, 384)).astype(np.float32)
     settings = ServeConfig(max_upload_bytes=200_000, max_pixels=1_000_000, max_images=4)
-    with TestClient(create_app(ColourModel(basis), None, settings)) as test_client:
+    with local_client(create_app(ColourModel(basis), None, settings)) as test_client:
         yield test_client
 
 
@@ -129,7 +132,7 @@ def test_app_starts_again_after_shutdown():
     basis = np.random.default_rng(1).standard_normal((3, 384)).astype(np.float32)
     app = create_app(ColourModel(basis))
     for _ in range(2):  # the batcher and the decode thread are created per lifespan, not per app
-        with TestClient(app) as client:
+        with local_client(app) as client:
             assert client.post("/v1/predict", files={"file": ("a.png", RED, "image/png")}).status_code == 200
 
 
@@ -156,8 +159,131 @@ class FailingOnce(ColourModel):
 
 def test_a_model_failure_is_a_json_500_and_the_next_request_is_served():
     basis = np.random.default_rng(2).standard_normal((3, 384)).astype(np.float32)
-    with TestClient(create_app(FailingOnce(basis)), raise_server_exceptions=False) as client:
+    with local_client(create_app(FailingOnce(basis)), raise_server_exceptions=False) as client:
         failed = client.post("/v1/predict", files={"file": ("a.png", RED, "image/png")})
         assert error_of(failed) == (500, "internal error (RuntimeError); see the server log")
         assert client.post("/v1/predict", files={"file": ("a.png", RED, "image/png")}).status_code == 200
         assert client.get("/healthz").json()["in_flight"] == 0
+
+
+def test_extreme_aspect_ratios_are_a_400_for_that_request_only():
+    basis = np.random.default_rng(3).standard_normal((3, 384)).astype(np.float32)
+    with local_client(create_app(ColourModel(basis))) as client:  # default limits: 16 M pixels pass the pixel cap
+        for width, height in ELONGATED:
+            data = elongated_png(width, height)
+            assert len(data) < 200_000
+            code, error = error_of(post_file(client, data, name="long.png"))
+            assert (code, error) == (400, f"long.png: image {width}x{height} is too elongated (the longer side may "
+                                          "be at most 10x the shorter)")
+        files = [("files", ("good.png", RED, "image/png")), ("files", ("long.png", elongated_png(800_000, 20),
+                                                                        "image/png"))]
+        code, error = error_of(client.post("/v1/predict/batch", files=files))
+        assert code == 400 and error.startswith("long.png: image 800000x20 is too elongated")
+        assert post_file(client, image_bytes((1, 2, 3), size=(100, 10))).status_code == 200  # 10:1 still passes
+        assert client.get("/healthz").json()["in_flight"] == 0
+
+
+async def trickle(release: asyncio.Event, head: bytes = b'{"image": "', size: int = 0):
+    """A request body that sends ``head`` (and ``size`` bytes), then waits for ``release``: a slow client."""
+    yield head + b"A" * size
+    await release.wait()
+    yield b'"}'
+
+
+def test_a_body_must_arrive_within_the_deadline():
+    app = create_app(ColourModel(np.eye(3, 384, dtype=np.float32)), None, ServeConfig(body_timeout_s=0.3))
+
+    async def run(http: httpx.AsyncClient) -> tuple[httpx.Response, float, dict]:
+        started = time.perf_counter()
+        slow = await asyncio.wait_for(http.post("/v1/predict", content=trickle(asyncio.Event()),
+                                                headers={"content-type": "application/json"}), 10)
+        return slow, time.perf_counter() - started, (await http.get("/healthz")).json()
+
+    slow, took, health = asyncio.run(in_lifespan(app, run))
+    assert error_of(slow) == (408, "request body not received within 0.3 s (11 bytes arrived)")
+    assert slow.headers["connection"] == "close"
+    assert 0.3 <= took < 3
+    assert (health["in_flight"], health["receiving"]) == (0, 0)
+
+
+def test_slow_uploads_hold_no_processing_slot():
+    app = create_app(ColourModel(np.eye(3, 384, dtype=np.float32)), None, ServeConfig(max_in_flight=2))
+    release = asyncio.Event()
+
+    async def run(http: httpx.AsyncClient) -> tuple[list[httpx.Response], httpx.Response, dict]:
+        body = base64.b64encode(RED)
+        slow = [asyncio.ensure_future(http.post("/v1/predict", content=trickle(release, b'{"image": "' + body),
+                                                headers={"content-type": "application/json"})) for _ in range(4)]
+        while app.state.gate.receiving < 4:
+            await asyncio.sleep(0.005)
+        normal = await http.post("/v1/predict", files={"file": ("ok.png", RED, "image/png")})
+        health = (await http.get("/healthz")).json()
+        release.set()
+        return await asyncio.gather(*slow), normal, health
+
+    slow, normal, health = asyncio.run(in_lifespan(app, run))
+    assert normal.status_code == 200, normal.text
+    assert (health["receiving"], health["in_flight"]) == (4, 0)
+    # Once their bodies are in they compete for the two slots like anyone: served, or told to retry.
+    statuses = sorted(r.status_code for r in slow)
+    assert statuses[:2] == [200, 200] and set(statuses) <= {200, 503}
+
+
+def test_bodies_being_received_share_a_memory_budget():
+    settings = ServeConfig(max_upload_bytes=100_000, max_receiving_bytes=150_000)
+    app = create_app(ColourModel(np.eye(3, 384, dtype=np.float32)), None, settings)
+    release = asyncio.Event()
+
+    async def run(http: httpx.AsyncClient) -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        held = asyncio.ensure_future(http.post("/v1/predict", content=trickle(release, size=90_000),
+                                               headers={"content-type": "application/json"}))
+        while app.state.gate.receiving_bytes < 90_000:
+            await asyncio.sleep(0.005)
+        refused = await http.post("/v1/predict", files={"file": ("big.png", RED + bytes(70_000), "image/png")})
+        release.set()
+        held_done = await held
+        return refused, held_done, await http.post("/v1/predict", files={"file": ("big.png", RED, "image/png")})
+
+    refused, held, after = asyncio.run(in_lifespan(app, run))
+    assert error_of(refused) == (503, "server busy: 2 uploads being received, retry shortly")
+    assert refused.headers["retry-after"] == "1"
+    assert held.status_code == 415  # its 90,000 "A"s are valid base64 but not an image
+    assert after.status_code == 200 and app.state.gate.receiving_bytes == 0
+
+
+def test_a_client_slow_to_read_its_answer_holds_no_slot():
+    """The slot is given back when the answer starts, not when the client has read all of it."""
+    app = create_app(ColourModel(np.eye(3, 384, dtype=np.float32)), None, ServeConfig(max_in_flight=1))
+    reading = asyncio.Event()
+    boundary = b"x"
+    body = (b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n" + RED + b"\r\n--x--\r\n")
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/predict", "raw_path": b"/v1/predict", "query_string": b"", "root_path": "",
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+             "headers": [(b"host", b"localhost"), (b"content-type", b"multipart/form-data; boundary=" + boundary),
+                         (b"content-length", str(len(body)).encode())]}
+    sent = []
+
+    async def receive():
+        if not sent:
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client never hangs up
+
+    async def send(message):
+        sent.append(message["type"])
+        if message["type"] == "http.response.body":
+            reading.set()
+            await asyncio.sleep(3600)  # the client reads nothing of the answer
+
+    async def run() -> tuple[int, int]:
+        async with app.router.lifespan_context(app):
+            answer = asyncio.ensure_future(app(scope, receive, send))
+            await asyncio.wait_for(reading.wait(), 10)
+            in_flight = app.state.gate.in_flight
+            answer.cancel()
+            await asyncio.gather(answer, return_exceptions=True)
+            return in_flight, app.state.gate.in_flight
+
+    assert asyncio.run(run()) == (0, 0)
+    assert sent[0] == "http.response.start"

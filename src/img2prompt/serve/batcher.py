@@ -1,12 +1,15 @@
 """An asyncio micro-batcher: images of requests that arrive within a few milliseconds share one forward pass.
 
 The model runs in a single worker thread, so the event loop stays free to accept uploads and at most one batch
-is in memory at a time. A request's images stay together (a batch request is never split across passes).
+is in memory at a time. A request's images stay together (a batch request is never split across passes). When
+a shared pass fails, its requests are run again one by one, so an image that breaks the model fails only the
+request that sent it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+log = logging.getLogger(__name__)
 EmbedFn = Callable[[list[Image.Image]], np.ndarray]
 
 
@@ -89,10 +93,16 @@ class MicroBatcher:
         started = time.perf_counter()
         try:
             vectors = await loop.run_in_executor(self._executor, self._embed, images)
-        except Exception as exc:  # the model failed: every waiting request gets the error, the loop lives on
-            for job in jobs:
-                if not job.future.done():
+        except Exception as exc:
+            waiting = [job for job in jobs if not job.future.done()]
+            if len(jobs) == 1:  # the model failed on this request alone: it gets the error, the loop lives on
+                for job in waiting:
                     job.future.set_exception(exc)
+                return
+            log.warning("a forward pass of %d requests failed (%s: %s); running them one by one",
+                        len(jobs), type(exc).__name__, exc)
+            for job in waiting:
+                await self._run_batch(loop, [job])
             return
         embed_ms = (time.perf_counter() - started) * 1000
         self.batches_run += 1

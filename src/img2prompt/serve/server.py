@@ -6,18 +6,22 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from img2prompt.config import load_config
+from img2prompt.config import load_config, validate
 from img2prompt.serve.app import create_app
 from img2prompt.serve.settings import ServeConfig
 
 
 def build_app(model: str, bank: Path | None = None, config: Path | None = None,
-              overrides: list[str] | None = None) -> tuple[FastAPI, ServeConfig]:
-    """The app for a checkpoint, ensemble YAML or baseline spec, with the ``serve:``/``decode:`` config sections."""
+              overrides: list[str] | None = None, host: str | None = None, port: int | None = None
+              ) -> tuple[FastAPI, ServeConfig]:
+    """The app for a checkpoint, ensemble YAML or baseline spec, with the ``serve:``/``decode:`` config sections;
+    ``host``/``port`` (the command's flags) replace the config's and are checked by the same rules, before the
+    model loads."""
     from img2prompt.models.load import load_model
 
     loaded = load_config(config, overrides)
-    settings = loaded.serve
+    flags = {key: value for key, value in (("host", host), ("port", port)) if value is not None}
+    settings = validate(ServeConfig, {**loaded.serve.model_dump(), **flags}, "--host/--port", "serve")
     embedder = load_model(model, device=settings.device, batch_size=settings.batch_size, bank=bank)
     decoder = None
     if bank is not None:
@@ -32,6 +36,5 @@ def run_server(model: str, bank: Path | None = None, config: Path | None = None,
     """Serve until interrupted; ``port=0`` picks a free port (uvicorn logs the one it bound)."""
     import uvicorn
 
-    app, settings = build_app(model, bank, config, overrides)
-    uvicorn.run(app, host=host or settings.host, port=settings.port if port is None else port, log_level="info",
-                timeout_graceful_shutdown=5)
+    app, settings = build_app(model, bank, config, overrides, host, port)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=5)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from img2prompt.config import StrictModel
 
 ImageFormat = Literal["png", "jpeg", "webp", "gif", "bmp"]
+LOOPBACK = ("127.0.0.1", "localhost", "::1")  # addresses to listen on that only this machine reaches
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]"]  # how a Host header names them
 
 
 class ServeConfig(StrictModel):
@@ -20,12 +22,30 @@ class ServeConfig(StrictModel):
     host: str = "127.0.0.1"
     device: str = "cpu"  # where the image model runs: cpu, cuda, cuda:1 ...
     port: int = Field(8000, ge=0, le=65535)
+    # Host headers answered (others get 400, which stops DNS rebinding); None: the loopback names when listening
+    # on a loopback address, else any ("*"): name your server's host names when it is exposed.
+    allowed_hosts: list[str] | None = None
     max_upload_bytes: int = Field(10 * 2**20, gt=0)  # whole request body, single or batch
+    body_timeout_s: float = Field(30.0, gt=0)  # a request body must arrive in full within this; else 408
+    max_receiving_bytes: int = Field(64 * 2**20, gt=0)  # all bodies being received at once; more: 503
     max_pixels: int = Field(16_000_000, gt=0)  # per image, checked before decoding (decompression bombs)
     allowed_formats: list[ImageFormat] = Field(default_factory=lambda: ["png", "jpeg", "webp"])
     max_images: int = Field(16, ge=1)  # per batch request
-    max_in_flight: int = Field(16, ge=1)  # concurrent /v1 requests; more are answered 503 at once
+    max_in_flight: int = Field(16, ge=1)  # /v1 requests processed at once (bodies already received); more: 503
     batch_size: int = Field(16, ge=1)  # images per forward pass of the micro-batcher
     batch_wait_ms: float = Field(5.0, ge=0)  # how long the first request of a batch waits for company
     top_k: int = Field(5, ge=0)  # nearest bank prompts returned by default
     max_top_k: int = Field(50, ge=0)
+
+    @model_validator(mode="after")
+    def _one_upload_fits(self) -> ServeConfig:
+        if self.max_receiving_bytes < self.max_upload_bytes:
+            raise ValueError(f"max_receiving_bytes ({self.max_receiving_bytes:,}) must hold at least one upload "
+                             f"of max_upload_bytes ({self.max_upload_bytes:,})")
+        return self
+
+    def hosts(self) -> list[str]:
+        """The Host headers to answer: ``allowed_hosts``, or its default for ``host``."""
+        if self.allowed_hosts is not None:
+            return self.allowed_hosts
+        return LOOPBACK_NAMES if self.host in LOOPBACK else ["*"]

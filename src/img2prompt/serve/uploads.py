@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -35,13 +35,15 @@ class ImageJSON(BaseModel):
     """One image in a JSON body: base64 bytes (a ``data:image/...;base64,`` URL works too) and an optional name."""
 
     model_config = ConfigDict(extra="forbid")
-    image: str
-    name: str | None = None
+    image: str = Field(description="the image file's bytes in base64, or a data: URL (data:image/png;base64,...)")
+    name: str | None = Field(None, description="a name for the image, echoed in the answer and in errors")
 
 
 class BatchJSON(BaseModel):
+    """Several images, answered in order."""
+
     model_config = ConfigDict(extra="forbid")
-    images: list[ImageJSON]
+    images: list[ImageJSON] = Field(description="the images, each as in the single-image endpoint")
 
 
 @dataclass(frozen=True)
