@@ -28,6 +28,7 @@ class ColourModel:
     """Implements the ImageEmbedder protocol; records every forward pass's batch size."""
 
     name = "colour-mix"
+    sources = ("colours",)
 
     def __init__(self, basis: np.ndarray, *, hold: threading.Event | None = None, delay_s: float = 0.0):
         self.basis = np.asarray(basis, np.float32)  # (3, 384): the red, green and blue prompt embeddings

@@ -161,6 +161,12 @@ def test_decode_rejects_a_zero_vector(decoder: PromptDecoder) -> None:
         decoder.decode(np.zeros(384, np.float32))
 
 
+def test_a_bank_without_repeated_phrases_and_no_term_lists_is_one_line(bank_table: Path) -> None:
+    with pytest.raises(Img2PromptError, match=r"no phrases to compose prompts from.*decode\.modifiers is empty"):
+        PromptDecoder.from_table(bank_table, config=DecodeConfig(modifiers=[], min_segment_count=10**6,
+                                                                 cache_dir=None))
+
+
 def test_cli_decodes_a_text_and_writes_csv(tmp_path: Path, decoder: PromptDecoder) -> None:
     bank = tmp_path / "bank.parquet"
     frame = pd.DataFrame({"prompt_id": [prompt_id(p) for p in BANK], "prompt": BANK, "source": "test",

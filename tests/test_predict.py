@@ -89,6 +89,7 @@ class LeftColumn:
     """A toy embedder that sees only the left pixel column, so mirroring changes its output."""
 
     name = "left"
+    sources = ()
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         columns = [np.asarray(im, np.float32)[:, 0].ravel() for im in images]

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import SHARED_DATA
 from img2prompt.kaggle import validate_submission
+from img2prompt.provenance import MODEL_WARNING, SCORE_WARNING
 from img2prompt.quickstart import quickstart
 
 REDUCED = [
@@ -60,6 +61,7 @@ def test_trained_models_beat_both_baselines(run):
     assert scores["ensemble"] > scores["mean_baseline"] + 0.02, scores
     assert scores["lite0_full_ft"] > scores["mean_baseline"] + 0.01, scores
     assert scores["ensemble"] > scores["nearest_baseline"] + 0.1, scores
+    assert summary["note"] == f"the models {MODEL_WARNING}; {SCORE_WARNING}"  # these are not real-image scores
 
 
 def test_a_second_run_resumes_from_the_markers(run, capsys):

@@ -14,6 +14,7 @@ from img2prompt.evaluate import BASELINE
 from img2prompt.evaluate.run import run_evaluate
 from img2prompt.predictions import write_predictions
 from img2prompt.prompt_table import write_table
+from img2prompt.provenance import SCORE_WARNING
 from img2prompt.space import normalise
 
 MODELS = ["/runs/train/vit_l_14_336", "mean:/runs/curate/prompts.parquet", "ensemble.yaml"]
@@ -70,6 +71,18 @@ def test_the_evaluation_report_is_self_contained_and_leads_with_the_leaderboard(
     for name in [*MODELS, BASELINE, "gain over the constant baseline", "coco", "diffusiondb"]:
         assert name in board, name
     assert board.index("1-5") < board.index("6-10") < board.index("11-20") < board.index("21-40")  # by number
+    assert "Not real-image quality" not in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_scores_on_synthetic_scenes_say_they_are_not_real_image_quality(tmp_path: Path) -> None:
+    vectors = normalise(np.random.default_rng(1).normal(size=(3, 384)))
+    frame = pd.DataFrame({"prompt_id": ["a", "b", "c"], "prompt": ["one cat", "two dogs", "a red car"],
+                          "source": "scenes", "tier": "hq", "cluster": range(3), "split": "test"})
+    truth = write_table(frame, vectors, tmp_path / "truth.parquet")
+    run_evaluate([write_predictions(["a", "b", "c"], "m", vectors, tmp_path / "m.parquet")], truth,
+                 tmp_path / "report", grid=2)
+    html = " ".join((tmp_path / "report" / "report.html").read_text().split())
+    assert f"Not real-image quality:</b> {SCORE_WARNING}." in html
 
 
 def test_the_curation_report_is_self_contained_and_says_none_for_empty_tables(tmp_path: Path) -> None:

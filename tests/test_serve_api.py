@@ -13,6 +13,7 @@ import pytest
 
 from img2prompt.decode import DecodeConfig, PromptDecoder, bank_phrases
 from img2prompt.images import load_image
+from img2prompt.provenance import MODEL_WARNING
 from img2prompt.serve import ServeConfig, create_app
 from serve_fakes import COLOUR_PROMPTS, LOCAL, PRIMARIES, ColourModel, image_bytes, in_lifespan, local_client
 
@@ -119,7 +120,7 @@ def test_server_without_bank_returns_embedding_only(basis):
 def test_healthz_and_openapi_schema(client):
     health = client.get("/healthz").json()
     assert health == {"status": "ok", "model": "colour-mix", "bank_size": 3, "modes": ["fast", "best"],
-                      "mode": "fast", "in_flight": 0, "receiving": 0, "batches_run": 0}
+                      "mode": "fast", "in_flight": 0, "receiving": 0, "batches_run": 0, "warning": None}
     schema = client.get("/openapi.json").json()
     assert {"/v1/predict", "/v1/predict/batch", "/healthz"} <= set(schema["paths"])
     body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
@@ -174,6 +175,16 @@ def test_answers_name_the_model_never_its_path(basis, nearest_only, spec, shown)
     assert health.json()["model"] == shown
     for response in (single, batch, health):
         assert "/srv" not in response.text and "runs/" not in response.text
+
+
+def test_a_model_that_learned_only_synthetic_scenes_is_flagged_for_the_page(basis, nearest_only):
+    model = ColourModel(basis)
+    model.sources = ("scenes",)
+    with local_client(create_app(model, nearest_only)) as client:
+        assert client.get("/healthz").json()["warning"] == MODEL_WARNING
+    model.sources = ("coco", "scenes")  # partly real prompts: no warning
+    with local_client(create_app(model, nearest_only)) as client:
+        assert client.get("/healthz").json()["warning"] is None
 
 
 def test_mode_reaches_the_decoder_and_an_unknown_mode_is_422(client, decoder, monkeypatch):

@@ -27,6 +27,7 @@ from PIL import Image
 from img2prompt.images import load_image
 from img2prompt.models.regressor import ModelConfig, Regressor
 from img2prompt.prompt_table import prompt_id, write_table
+from img2prompt.provenance import MODEL_WARNING
 from serve_fakes import COLOUR_PROMPTS, ELONGATED, elongated_png, image_bytes
 
 BANK = [*COLOUR_PROMPTS.values(), "portrait of an old sailor, oil painting, dramatic light",
@@ -43,7 +44,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = Regressor(ModelConfig(backbone="efficientnet_lite0", pretrained=False, tiny=True))
-    return model.save_pretrained(tmp_path_factory.mktemp("ckpt") / "tiny")
+    # validated on scenes only, as the quickstart's models are: the page must say what that means
+    return model.save_pretrained(tmp_path_factory.mktemp("ckpt") / "tiny", metrics={"val_per_source": {"scenes": 0.5}})
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +173,7 @@ def test_web_page_examples_single_and_batch_uploads_and_modes(server, browser, t
     assert browser.title == "img2prompt"
     wait(browser, lambda b: b.find_element(By.ID, "model-name").text == "tiny")  # named, never by its path
     assert browser.find_element(By.ID, "served").text == f"Serving model tiny · a bank of {len(BANK)} prompts"
+    assert browser.find_element(By.ID, "model-warning").text == f"This model {MODEL_WARNING}."
     modes = {m.get_attribute("value"): m.is_selected() for m in browser.find_elements(By.NAME, "mode")}
     assert modes == {"fast": True, "best": False}
 

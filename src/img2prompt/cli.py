@@ -227,10 +227,13 @@ def evaluate(
     """Score predictions against the true prompts and the constant baseline; write a one-page HTML report."""
     from img2prompt.config import load_config
     from img2prompt.evaluate.run import run_evaluate
+    from img2prompt.provenance import SCORE_WARNING, synthetic
 
     decode_config = load_config(config, set_).decode
     summary = run_evaluate(predictions, truth, out, images=images or [], bank=bank, grid=grid,
                            decode_config=decode_config)
+    if synthetic(source for stats in summary.values() for source in stats["by_source"]):
+        typer.echo(f"warning: {SCORE_WARNING}", err=True)
     for model, stats in summary.items():  # best first
         typer.echo(f"{model}: mean cosine {stats['mean_cosine']:.4f} over {stats['images']} images "
                    f"({stats['gain_over_baseline']:+.4f} over the constant baseline's "
@@ -372,7 +375,10 @@ def interrogate(
     if bank is None:
         raise Img2PromptError("interrogate: give --bank PROMPTS.parquet, a prompt table to decode with (img2prompt "
                               "curate makes one; the quickstart writes runs/quickstart/bank/prompts.parquet)")
-    answers, skipped = run_interrogate(images, model, bank, mode=mode, decode=load_config(config, set_).decode)
+    answers, skipped, warning = run_interrogate(images, model, bank, mode=mode,
+                                                decode=load_config(config, set_).decode)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
     for reason in skipped:
         typer.echo(f"skipped {reason}", err=True)
     for answer in answers:

@@ -8,12 +8,13 @@ scored for thousands of candidates at once with a few matrix-vector products, wi
 ``decode`` runs a beam search on that surrogate, starting from the nearest bank prompts (a subject) and
 from the best single phrases, adding phrases from a dictionary: comma-separated segments and words of the
 bank prompts, and the clip-interrogator term lists (artists, mediums, movements, flavors). The dictionary
-only screens candidates, so it is embedded once with the fast int8 model and cached. The surrogate flatters
+only screens candidates: it is embedded once (``dictionary_backend``) and cached. The surrogate flatters
 long texts, so each token must buy ``token_penalty`` of surrogate cosine, and only the most promising texts
 are embedded exactly, a small batch at a time. The best exactly scored text not grown yet starts the next
-round with its exact vector in place of its surrogate (which corrects the surrogate's error). The clock is
-read between small steps and no step starts that the longest one so far could not finish in time, so the
-budget is hard, and the answer is always the best *exactly* scored text, so its cosine is the true one.
+round with its exact vector in place of its surrogate (which corrects the surrogate's error). A mode
+(``fast``, ``best``) fixes the amount of search work, so the same target gives the same text on any machine;
+an optional time cap only cuts the search short, and the answer is always the best *exactly* scored text,
+so its cosine is the true one.
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ class DecodeConfig(StrictModel):
     threads: int = 1  # torch/faiss threads while decoding (more stall on shared cores; see _threads)
     min_segment_count: int = 2  # a bank segment/word joins the dictionary if it occurs this often
     modifiers: list[str] = Field(default_factory=lambda: list(TERM_LISTS))
-    dictionary_backend: Literal["exact", "int8"] = "exact"  # exact fp32 is the faster one on AVX-512 cores
+    # int8 builds the dictionary 4-18% faster and decodes as well (benchmarks/RESULTS.md, issue 15), but loads a
+    # second model beside the exact one; the one-time build is not worth it by default
+    dictionary_backend: Literal["exact", "int8"] = "exact"
     # The phrase dictionary is embedded once and cached here (None: not cached); $IMG2PROMPT_CACHE overrides
     # the default folder.
     cache_dir: str | None = Field(default_factory=lambda: os.environ.get("IMG2PROMPT_CACHE", "~/.cache/img2prompt"))
@@ -187,6 +190,10 @@ class PromptDecoder:
         for name in config.modifiers:
             phrases.extend(modifier_terms(name))
         phrases = list(dict.fromkeys(phrases))
+        if not phrases:
+            raise fail(path, f"no phrases to compose prompts from: no segment or word of the bank occurs "
+                             f"{config.min_segment_count} times and decode.modifiers is empty (add a term list, "
+                             f"e.g. mediums)")
         cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else None
         embedder = embedder or TextEmbedder(cache_dir=cache_dir)
         screen = embedder if config.dictionary_backend == "exact" else TextEmbedder(

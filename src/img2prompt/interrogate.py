@@ -20,6 +20,7 @@ from img2prompt.decode import DecodeConfig, PromptDecoder
 from img2prompt.errors import Img2PromptError
 from img2prompt.images import check_size, load_image, to_rgb
 from img2prompt.models.load import load_model
+from img2prompt.provenance import MODEL_WARNING, synthetic
 
 ImageInput = str | Path | Image.Image
 
@@ -59,6 +60,8 @@ class Interrogator:
         self.mode, self.top_k = mode, top_k
         self.model = load_model(model, device=device or default_device(), batch_size=batch_size, bank=bank)
         self.decoder = PromptDecoder.from_table(bank, config=config)
+        # What a user must be told about the model's answers (the quickstart's models learned only synthetic scenes)
+        self.warning = f"{model}: {MODEL_WARNING}" if synthetic(self.model.sources) else None
 
     def embed(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Predicted prompt embeddings (n, 384) of images given as paths or PIL images."""
@@ -97,9 +100,10 @@ def _as_image(image: ImageInput) -> Image.Image:
 
 
 def run_interrogate(inputs: Sequence[str | Path], model: str, bank: Path, *, mode: str | None,
-                    decode: DecodeConfig, top_k: int = 5) -> tuple[list[Interrogation], list[str]]:
-    """Interrogate every image under ``inputs``; unreadable ones are skipped and returned as one-line reasons.
-    The inputs are listed and the bank read before the model and the phrase dictionary are built."""
+                    decode: DecodeConfig, top_k: int = 5) -> tuple[list[Interrogation], list[str], str | None]:
+    """Interrogate every image under ``inputs``; unreadable ones are skipped and returned as one-line reasons,
+    with the model's warning (``Interrogator.warning``). The inputs are listed and the bank read before the model
+    and the phrase dictionary are built."""
     from img2prompt.images import list_images
     from img2prompt.prompt_table import read_table
 
@@ -115,4 +119,4 @@ def run_interrogate(inputs: Sequence[str | Path], model: str, bank: Path, *, mod
     if not answers:
         raise Img2PromptError(f"interrogate: none of the {len(paths)} images could be read"
                               + (f" ({skipped[0]})" if skipped else ""))
-    return answers, skipped
+    return answers, skipped, interrogator.warning

@@ -20,6 +20,7 @@ import yaml
 from img2prompt.config import RESOLVED_NAME, read_yaml
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.files import write_text_atomic
+from img2prompt.provenance import MODEL_WARNING, checkpoint_sources, synthetic
 
 CARD_NAME = "README.md"
 SHIPPED = ("config.yaml", "model.safetensors", "metrics.json")
@@ -42,8 +43,7 @@ def model_card(checkpoint: Path, repo_id: str) -> str:
     metrics = _metrics(checkpoint)
     backbone = str(model.get("backbone", "unknown"))
     base, licence = BASE_MODELS.get(backbone, ("unknown", "see the base model"))
-    sources = sorted(metrics.get("val_per_source", {}))
-    synthetic = sources == ["scenes"] or "scenes" in sources
+    sources = list(checkpoint_sources(checkpoint))
     finetune = train.get("finetune") or {}
     optim = train.get("optim") or {}
     data = train.get("data") or {}
@@ -51,10 +51,8 @@ def model_card(checkpoint: Path, repo_id: str) -> str:
     meta = {"library_name": "img2prompt", "license": "other", "tags": ["image-to-text", "stable-diffusion",
             "prompt-recovery", "img2prompt"], "pipeline_tag": "image-feature-extraction"}
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# {repo_id}", ""]
-    if synthetic:
-        lines += ["> **Trained on synthetic scenes (the offline quickstart's emoji renderer), not on Stable "
-                  "Diffusion images: it is not useful on real images.** It exists to show the pipeline end to end.",
-                  ""]
+    if synthetic(sources):
+        lines += [f"> **This model {MODEL_WARNING}.**", ""]
     lines += [
         "An img2prompt image-to-prompt-embedding regressor: given an image "
         "made by Stable Diffusion 2, it predicts the 384-d all-MiniLM-L6-v2 embedding of the prompt behind it (the "

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from img2prompt.config import StrictModel, load_config, packaged_configs, write_resolved
 from img2prompt.errors import Img2PromptError
+from img2prompt.provenance import MODEL_WARNING, SCORE_WARNING
 from img2prompt.steps import Steps
 
 DEFAULT_CONFIG = packaged_configs() / "quickstart.yaml"
@@ -127,6 +128,7 @@ def quickstart(config_path: Path | None = None, overrides: list[str] | None = No
     names = {str(pd.read_parquet(file, columns=["model"]).model.iloc[0]): name
              for (name, split), file in predictions.items() if split == "test"}
     summary = {
+        "note": f"the models {MODEL_WARNING}; {SCORE_WARNING}",
         "test_mean_cosine": {names.get(model, model): round(m["mean_cosine"], 4) for model, m in metrics.items()},
         "timings_s": steps.timings,
         "report": str(report / "report.html"),

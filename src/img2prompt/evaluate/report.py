@@ -18,6 +18,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from img2prompt.evaluate import BASELINE, CSV_SOURCE
+from img2prompt.provenance import SCORE_WARNING, synthetic
 from img2prompt.reports import data_uri, inline_figure, render
 
 THUMBNAIL = 192
@@ -185,8 +186,10 @@ def write_html_report(
     plots = {"boxplot": boxplot(scores, order, colour, out / BOXPLOT_PNG),
              "histograms": histograms(scores, order, colour, out / HISTOGRAM_PNG)}
     images = int((scores.model == BASELINE).sum())
+    warning = SCORE_WARNING if synthetic(s["name"] for s in board["sources"]) else None
     return render("evaluation.html", out / "report.html", board=board, models=models, plots=plots, truth=truth,
-                  images=images, baseline=BASELINE, sourced=all(s["name"] != CSV_SOURCE for s in board["sources"]))
+                  images=images, baseline=BASELINE, sourced=all(s["name"] != CSV_SOURCE for s in board["sources"]),
+                  warning=warning)
 
 
 def _card(scores: pd.DataFrame, index: int, decoded: dict[int, tuple[str, float]],

@@ -24,18 +24,20 @@ from img2prompt.space import EMBEDDING_DIM, empty, normalise
 class MeanEmbedding:
     """Predicts the same unit vector, the mean prompt embedding, for every image."""
 
-    def __init__(self, vector: np.ndarray, name: str = "mean"):
+    def __init__(self, vector: np.ndarray, name: str = "mean", sources: tuple[str, ...] = ()):
         self.name = name
+        self.sources = sources
         self.vector = normalise(np.asarray(vector, dtype=np.float32).reshape(EMBEDDING_DIM))
 
     @classmethod
     def from_table(cls, path: str | Path) -> MeanEmbedding:
         """Mean over the table's ``train`` split (all rows when it has none)."""
-        frame, embeddings = read_table(path, columns=["split", "embedding"])
+        frame, embeddings = read_table(path, columns=["split", "source", "embedding"])
         if not len(frame):
             raise fail(path, "the prompt table is empty")
         train = (frame.split == "train").to_numpy()
-        return cls(embeddings[train].mean(axis=0) if train.any() else embeddings.mean(axis=0))
+        rows = train if train.any() else np.ones(len(frame), dtype=bool)
+        return cls(embeddings[rows].mean(axis=0), sources=tuple(sorted(set(frame.source[rows]))))
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         return np.repeat(self.vector[None], len(images), axis=0)
@@ -45,7 +47,8 @@ class NearestNeighbour:
     """Copies the prompt embedding of the most similar bank image (cosine of pooled backbone features)."""
 
     def __init__(self, images: list[Image.Image], embeddings: np.ndarray, *, backbone: str = "efficientnet_lite0",
-                 tiny: bool = False, k: int = 1, batch_size: int = 32, name: str = "nearest"):
+                 tiny: bool = False, k: int = 1, batch_size: int = 32, name: str = "nearest",
+                 sources: tuple[str, ...] = ()):
         import faiss
 
         from img2prompt.models.backbones import build_backbone
@@ -54,6 +57,7 @@ class NearestNeighbour:
         if not images:
             raise Img2PromptError("nearest-neighbour baseline: the image bank is empty")
         self.name = name
+        self.sources = sources
         self.k = min(k, len(images))
         self.batch_size = batch_size
         network, spec = build_backbone(backbone, pretrained=not tiny, tiny=tiny)
@@ -71,15 +75,16 @@ class NearestNeighbour:
         """
         from img2prompt.shards import find_shards, iter_samples
 
-        images, embeddings = [], []
+        images, embeddings, sources = [], [], set()
         for sample in iter_samples(find_shards(source)):
             if sample.meta.get("split", "train") != "train":
                 continue
             images.append(sample.image)
             embeddings.append(sample.embedding)
+            sources.add(str(sample.meta.get("source", "")))
         if not images:
             raise fail(source, "no training samples in the shards")
-        return cls(images, np.stack(embeddings), **options)
+        return cls(images, np.stack(embeddings), sources=tuple(sorted(sources - {""})), **options)
 
     def _features(self, images: list[Image.Image]) -> np.ndarray:
         import torch

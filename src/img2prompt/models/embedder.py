@@ -1,8 +1,10 @@
-"""What every model kind is to the rest of the package: an ``ImageEmbedder`` (a name and ``embed``).
+"""What every model kind is to the rest of the package: an ``ImageEmbedder`` (a name, the prompt sources it
+learned from, and ``embed``).
 
 Predict, serve, evaluate and the interrogator only ever call ``embed(images) -> (n, 384)`` unit vectors, so a
-trained checkpoint, an ensemble, a baseline and a zero-shot model are interchangeable. ``models.load`` tells
-the kinds apart from the string a user gives.
+trained checkpoint, an ensemble, a baseline and a zero-shot model are interchangeable. ``sources`` lets every
+place a user meets a model say when it learned only synthetic scenes (``provenance``). ``models.load`` tells the
+kinds apart from the string a user gives.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image, ImageOps
 
+from img2prompt.provenance import checkpoint_sources
 from img2prompt.space import normalise
 
 
@@ -21,6 +24,7 @@ class ImageEmbedder(Protocol):
     """Anything that maps images to prompt embeddings: checkpoints, ensembles, baselines."""
 
     name: str
+    sources: tuple[str, ...]  # prompt sources it learned from; () when unknown or not learned (zero-shot)
 
     def embed(self, images: list[Image.Image]) -> np.ndarray: ...
 
@@ -32,6 +36,7 @@ class CheckpointEmbedder:
         from img2prompt.models.regressor import Regressor
 
         self.name = name or str(path)
+        self.sources = checkpoint_sources(path)
         self.batch_size = batch_size
         self.model = Regressor.from_pretrained(path).to(device)
 
@@ -45,6 +50,7 @@ class FlipTTA:
     def __init__(self, inner: ImageEmbedder):
         self.inner = inner
         self.name = inner.name
+        self.sources = inner.sources
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         mirrored = [ImageOps.mirror(im) for im in images]

@@ -65,6 +65,7 @@ class Ensemble:
         if self.weights.shape not in ((len(self.members),), (len(self.members), EMBEDDING_DIM)):
             raise fail(name, f"{len(self.members)} members need as many weights (or {EMBEDDING_DIM}-d weights)")
         self.name = name
+        self.sources = tuple(sorted({source for member in self.members for source in member.sources}))
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         return blend(np.stack([member.embed(images) for member in self.members]), self.weights)

@@ -43,6 +43,7 @@ class ZeroShotCLIP:
         if k < 1 or temperature <= 0:
             raise Img2PromptError(f"{name or model_name}: k must be >= 1 and temperature > 0")
         self.name = name or f"clip:{model_name}/{pretrained}"
+        self.sources: tuple[str, ...] = ()  # CLIP's own pretraining, not a prompt source of ours
         self.k, self.temperature, self.batch_size, self.device = k, temperature, batch_size, device
         try:
             model, _, self.preprocess = open_clip.create_model_and_transforms(

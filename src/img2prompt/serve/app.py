@@ -37,6 +37,7 @@ from swagger_ui_bundle import swagger_ui_path
 from img2prompt.decode import DecodeConfig
 from img2prompt.errors import Img2PromptError
 from img2prompt.models.load import KINDS
+from img2prompt.provenance import MODEL_WARNING, synthetic
 from img2prompt.serve.batcher import BatchInfo, MicroBatcher
 from img2prompt.serve.limits import Gate, RequestLimits
 from img2prompt.serve.settings import ServeConfig
@@ -107,6 +108,8 @@ class Health(BaseModel):
     in_flight: int = Field(description="requests being processed")
     receiving: int = Field(description="requests whose body is still arriving")
     batches_run: int
+    warning: str | None = Field(None, description="what the model cannot do, e.g. that it learned only synthetic "
+                                                  "scenes; shown on the page")
 
 
 class ErrorBody(BaseModel):
@@ -164,6 +167,7 @@ def create_app(model: ImageEmbedder, decoder: PromptDecoder | None = None, setti
     settings = settings or ServeConfig()
     batcher = MicroBatcher(model.embed, max_batch=settings.batch_size, wait_s=settings.batch_wait_ms / 1000)
     name = display_name(model.name)
+    warning = MODEL_WARNING if synthetic(model.sources) else None
     decode_config = decoder.config if decoder is not None else DecodeConfig()
 
     @asynccontextmanager
@@ -260,7 +264,7 @@ def create_app(model: ImageEmbedder, decoder: PromptDecoder | None = None, setti
         """Liveness and load: the model's name, the bank, the modes, requests in flight, forward passes run."""
         return Health(status="ok", model=name, bank_size=len(decoder.prompts) if decoder else 0,
                       modes=modes, mode=decode_config.mode, in_flight=gate.in_flight,
-                      receiving=gate.receiving, batches_run=batcher.batches_run)
+                      receiving=gate.receiving, batches_run=batcher.batches_run, warning=warning)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

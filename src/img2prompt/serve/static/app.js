@@ -134,6 +134,10 @@ async function loadServer() {
   const health = await (await fetch("/healthz")).json();
   showModel(health.model);
   if (health.bank_size) $("served").append(` · a bank of ${health.bank_size.toLocaleString()} prompts`);
+  if (health.warning) {  // e.g. the quickstart's models, which learned only synthetic scenes
+    $("model-warning").textContent = `This model ${health.warning}.`;
+    $("model-warning").hidden = false;
+  }
   const options = $("mode-options");
   for (const mode of health.modes) {
     const label = element("label", "mode");

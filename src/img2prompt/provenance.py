@@ -1,0 +1,36 @@
+"""Say so wherever a user meets a model or a score made from the quickstart's synthetic scenes.
+
+The quickstart renders emoji scenes offline (prompt source ``scenes``). A model trained on them shows every stage
+working and is not useful on real Stable Diffusion images; a score on them says nothing about real images. The
+CLI, the evaluation report, the web page and the model card all take their warning from here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+SYNTHETIC_SOURCES = frozenset({"scenes"})
+MODEL_WARNING = ("learned from synthetic emoji scenes (the offline quickstart), not from Stable Diffusion images: "
+                 "it shows the pipeline working and is not useful on real images")
+SCORE_WARNING = ("the images are synthetic emoji scenes (the offline quickstart): these scores show the pipeline "
+                 "working, not how well a model recovers the prompts of real Stable Diffusion images")
+
+
+def synthetic(sources: Iterable[str]) -> bool:
+    """True when there is at least one prompt source and every one is synthetic."""
+    names = set(sources)
+    return bool(names) and names <= SYNTHETIC_SOURCES
+
+
+def checkpoint_sources(folder: str | Path) -> tuple[str, ...]:
+    """The prompt sources of a checkpoint's validation split (its ``metrics.json``); () when it has none."""
+    path = Path(folder) / "metrics.json"
+    if not path.is_file():
+        return ()
+    try:
+        per_source = json.loads(path.read_text()).get("val_per_source") or {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return ()
+    return tuple(sorted(per_source))
