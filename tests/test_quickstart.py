@@ -61,7 +61,7 @@ def test_trained_models_beat_both_baselines(run):
     assert scores["ensemble"] > scores["mean_baseline"] + 0.02, scores
     assert scores["lite0_full_ft"] > scores["mean_baseline"] + 0.01, scores
     assert scores["ensemble"] > scores["nearest_baseline"] + 0.1, scores
-    assert summary["note"] == f"the models {MODEL_WARNING}; {SCORE_WARNING}"  # these are not real-image scores
+    assert summary["note"] == f"each model here {MODEL_WARNING}; {SCORE_WARNING}"  # these are not real-image scores
 
 
 def test_a_second_run_resumes_from_the_markers(run, capsys):

@@ -128,7 +128,7 @@ def quickstart(config_path: Path | None = None, overrides: list[str] | None = No
     names = {str(pd.read_parquet(file, columns=["model"]).model.iloc[0]): name
              for (name, split), file in predictions.items() if split == "test"}
     summary = {
-        "note": f"the models {MODEL_WARNING}; {SCORE_WARNING}",
+        "note": f"each model here {MODEL_WARNING}; {SCORE_WARNING}",
         "test_mean_cosine": {names.get(model, model): round(m["mean_cosine"], 4) for model, m in metrics.items()},
         "timings_s": steps.timings,
         "report": str(report / "report.html"),
