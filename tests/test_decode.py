@@ -161,6 +161,12 @@ def test_decode_rejects_a_zero_vector(decoder: PromptDecoder) -> None:
         decoder.decode(np.zeros(384, np.float32))
 
 
+@pytest.mark.parametrize("field", [{"threads": 0}, {"max_tokens": 0}, {"token_penalty": -0.1}])
+def test_decode_settings_that_cannot_work_are_refused(field: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(field))):
+        DecodeConfig(**field)
+
+
 def test_a_bank_without_repeated_phrases_and_no_term_lists_is_one_line(bank_table: Path) -> None:
     with pytest.raises(Img2PromptError, match=r"no phrases to compose prompts from.*decode\.modifiers is empty"):
         PromptDecoder.from_table(bank_table, config=DecodeConfig(modifiers=[], min_segment_count=10**6,

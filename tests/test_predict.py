@@ -16,8 +16,9 @@ from img2prompt.errors import Img2PromptError
 from img2prompt.kaggle import validate_submission
 from img2prompt.models.baselines import NearestNeighbour
 from img2prompt.models.embedder import FlipTTA, ImageEmbedder
-from img2prompt.models.load import load_model
+from img2prompt.models.load import LOADERS, load_model
 from img2prompt.models.regressor import ModelConfig, Regressor
+from img2prompt.models.specs import KINDS
 from img2prompt.predict import run_predict
 from img2prompt.predictions import read_predictions, write_predictions
 from img2prompt.prompt_table import write_table
@@ -119,6 +120,9 @@ def test_unknown_models_and_colliding_ids_are_one_line_errors(tmp_path: Path, ta
         load_model(tmp_path / "nope")
     with pytest.raises(Img2PromptError, match="mean: needs a source after the colon: a baseline"):
         load_model("mean:")
+    with pytest.raises(Img2PromptError, match=r"nearest: takes no \?parameters \(got k\)"):
+        load_model(f"nearest:{tmp_path}?k=5")
+    assert set(LOADERS) == set(KINDS)  # every kind a spec may name has a loader
     (tmp_path / "x").mkdir()
     noise_image(1).save(tmp_path / "x" / "same.png")
     noise_image(2).save(tmp_path / "same.jpg")

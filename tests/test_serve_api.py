@@ -163,6 +163,8 @@ def test_swagger_ui_is_served_offline(client):
     ("/srv/runs/checkpoints/vit-l-336", "vit-l-336"), ("/srv/runs/checkpoints/vit-l-336/", "vit-l-336"),
     ("runs/ensemble/ensemble.yaml", "ensemble.yaml"), ("mean:/srv/data/prompts.parquet", "mean:prompts.parquet"),
     ("nearest:/srv/shards", "nearest:shards"), ("colour-mix", "colour-mix"),
+    ("clip:ViT-B-32/openai?bank=/srv/data/bank.parquet&k=8", "clip:ViT-B-32/openai?bank=bank.parquet&k=8"),
+    ("hf-hub:org/name@main", "hf-hub:org/name@main"),
 ])
 def test_answers_name_the_model_never_its_path(basis, nearest_only, spec, shown):
     model = ColourModel(basis)
@@ -219,6 +221,8 @@ def test_a_capped_decode_says_so(basis, nearest_only):
     ({"host": "0.0.0.0"}, "192.168.1.20:8000", 200),
     ({"host": "0.0.0.0", "allowed_hosts": ["img2prompt.lan"]}, "img2prompt.lan:8000", 200),
     ({"host": "0.0.0.0", "allowed_hosts": ["img2prompt.lan"]}, "localhost", 400),
+    ({"host": "0.0.0.0", "allowed_hosts": ["*.example.org"]}, "api.example.org:443", 200),
+    ({"host": "0.0.0.0", "allowed_hosts": ["*.example.org"]}, "example.org.evil.test", 400),
 ])
 def test_only_the_servers_own_host_names_are_answered(basis, settings, host, status):
     with local_client(create_app(ColourModel(basis), None, ServeConfig(**settings))) as client:
@@ -226,6 +230,8 @@ def test_only_the_servers_own_host_names_are_answered(basis, settings, host, sta
             assert client.get(path, headers={"host": host}).status_code == status
         answer = client.post("/v1/predict", files=upload("red"), headers={"host": host})
         assert answer.status_code == status
+    if status == 400:  # the app's JSON, naming the host, as every other refusal
+        assert answer.json() == {"error": f"host {host!r} is not served here (serve.allowed_hosts)"}
 
 
 def test_web_page_and_assets_are_served_locally(client):

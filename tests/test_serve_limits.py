@@ -105,6 +105,8 @@ def test_size_limits(client):
      "request body is not valid JSON"),
     ({"content": b"[" * 100_000, "headers": {"content-type": "application/json"}}, 400,
      "request body is not valid JSON (nested too deeply)"),
+    ({"content": b'{"image": ' + b"1" * 5000 + b"}", "headers": {"content-type": "application/json"}}, 400,
+     "request body is not valid JSON (Exceeds the limit"),
     ({"json": {"image": "", "name": "two\nlines\x00.png"}}, 400, "two?lines?.png: empty file (0 bytes)"),
     ({"content": RED, "headers": {"content-type": "image/png"}}, 415, "unsupported content type 'image/png'"),
     ({"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data"}}, 400,
@@ -128,6 +130,62 @@ def test_batch_names_the_bad_file_and_the_server_keeps_serving(client):
     assert client.get("/healthz").json()["in_flight"] == 0
 
 
+@pytest.mark.parametrize(("path", "field", "count", "answer"), [
+    ("/v1/predict/batch", "files", 5, (413, "5 images in one request (at most 4)")),
+    ("/v1/predict/batch", "files", 9, (413, "more than 5 images in one request (at most 4)")),
+    ("/v1/predict", "file", 2, (422, "2 images sent to the single-image endpoint: use /v1/predict/batch")),
+    ("/v1/predict", "file", 9, (422, "more than 2 images sent to the single-image endpoint: use /v1/predict/batch")),
+])
+def test_too_many_files_say_so_however_many(client, path, field, count, answer):
+    files = [(field, (f"{i}.png", RED, "image/png")) for i in range(count)]
+    assert error_of(client.post(path, files=files)) == answer
+
+
+def test_decoded_images_share_a_pixel_budget():
+    """A 4000 x 4000 PNG of one colour is ~60 KB but 48 MB decoded: the second one waiting beside the first is
+    refused, and the budget is given back afterwards."""
+    hold = asyncio.Event()
+    model = ColourModel(np.eye(3, 384, dtype=np.float32))
+    settings = ServeConfig(max_pixels=16_000_000, max_decoded_pixels=20_000_000)
+    app = create_app(model, None, settings)
+    big = image_bytes((10, 20, 30), size=(4000, 4000))
+    assert len(big) < 100_000
+
+    async def run(http: httpx.AsyncClient) -> tuple[httpx.Response, httpx.Response, int, dict]:
+        original = model.embed
+
+        def held(images):
+            while not hold.is_set():
+                time.sleep(0.01)
+            return original(images)
+
+        model.embed = held  # the first request stays in the forward pass, its image decoded
+        first = asyncio.ensure_future(http.post("/v1/predict", files={"file": ("a.png", big, "image/png")}))
+        while app.state.gate.decoded_pixels == 0:
+            await asyncio.sleep(0.005)
+        second = await http.post("/v1/predict", files={"file": ("b.png", big, "image/png")})
+        held_pixels = app.state.gate.decoded_pixels
+        hold.set()
+        done = await first
+        return done, second, held_pixels, (await http.get("/healthz")).json()
+
+    first, second, held_pixels, _ = asyncio.run(in_lifespan(app, run))
+    assert first.status_code == 200, first.text
+    assert held_pixels == 16_000_000
+    assert error_of(second) == (503, "server busy: 16,000,000 pixels of images being processed, retry shortly")
+    assert second.headers["retry-after"] == "1"
+    assert app.state.gate.decoded_pixels == 0
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"top_k": 8, "max_top_k": 5}, "top_k (8) must be at most max_top_k (5)"),
+    ({"max_pixels": 1000, "max_decoded_pixels": 999}, "max_decoded_pixels (999) must hold at least one image"),
+])
+def test_serve_settings_that_cannot_work_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        ServeConfig(**settings)
+
+
 def test_app_starts_again_after_shutdown():
     basis = np.random.default_rng(1).standard_normal((3, 384)).astype(np.float32)
     app = create_app(ColourModel(basis))
@@ -141,6 +199,9 @@ def test_shipped_serve_configs_load():
 
     root = Path(__file__).resolve().parents[1] / "configs" / "serve"
     assert load_config(root / "cpu.yaml").serve == ServeConfig()
+    import yaml
+
+    assert set(yaml.safe_load((root / "cpu.yaml").read_text())["serve"]) == set(ServeConfig.model_fields)  # every knob
     gpu = load_config(root / "gpu.yaml").serve
     assert (gpu.device, gpu.batch_size, gpu.max_in_flight) == ("cuda", 64, 64)
     for name in ("cpu.yaml", "gpu.yaml"):

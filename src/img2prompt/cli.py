@@ -19,7 +19,7 @@ from img2prompt.errors import Img2PromptError
 STAGES = "Stages, in pipeline order"
 WHOLE = "The whole pipeline"
 CHECKS = "Checks"
-# Verb -> its --help panel, in the order --help lists them (interrogate and push: verbs on their way).
+# Verb -> its --help panel, in the order --help lists them.
 ORDER = {
     "embed": STAGES, "curate": STAGES, "generate": STAGES, "train": STAGES, "predict": STAGES,
     "ensemble": STAGES, "evaluate": STAGES, "decode": STAGES, "interrogate": STAGES, "serve": STAGES,
@@ -186,7 +186,8 @@ def validate_submission(
 
 @verb("predict")
 def predict(
-    model: Annotated[str, typer.Argument(help="Checkpoint dir, ensemble YAML, or mean:TABLE / nearest:SHARDS.")],
+    model: Annotated[str, typer.Argument(help="Checkpoint dir, ensemble YAML, hf-hub:ORG/NAME, clip:MODEL/TAG?bank="
+                                              "TABLE, or mean:TABLE / nearest:SHARDS.")],
     images: Annotated[list[str], typer.Argument(help="Image files, folders or globs; or shard folders / .tar.")],
     kaggle: Annotated[Path | None, typer.Option(help="Write the Kaggle imgId_eId,val CSV here.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the predictions Parquet here.")] = None,
@@ -315,7 +316,8 @@ def curate(
 
 @verb("serve")
 def serve(
-    model: Annotated[str, typer.Argument(help="Checkpoint directory, ensemble YAML or baseline spec.")],
+    model: Annotated[str, typer.Argument(help="Checkpoint directory, ensemble YAML, hf-hub:ORG/NAME, clip:MODEL/TAG "
+                                              "(with --bank) or baseline spec.")],
     bank: Annotated[
         Path | None, typer.Option(help="Prompt table (Parquet) for decoded and nearest prompts.")
     ] = None,

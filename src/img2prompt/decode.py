@@ -72,9 +72,9 @@ class DecodeConfig(StrictModel):
     mode: str = "fast"  # the mode used when a caller names none
     modes: dict[str, SearchEffort] = Field(default_factory=default_modes)
     budget_s: float | None = Field(None, ge=0)  # a cap on one decode's seconds; None: none. A result says when it bit
-    max_tokens: int = 77  # stop growing a text at this many tokens (SD prompts are at most 77 CLIP tokens)
-    token_penalty: float = 0.002  # surrogate cosine each token must buy (the surrogate flatters long texts)
-    threads: int = 1  # torch/faiss threads while decoding (more stall on shared cores; see _threads)
+    max_tokens: int = Field(77, ge=1)  # stop growing a text at this many tokens (SD prompts are at most 77 CLIP tokens)
+    token_penalty: float = Field(0.002, ge=0)  # surrogate cosine a token must buy (the surrogate flatters long texts)
+    threads: int = Field(1, ge=1)  # torch/faiss threads while decoding (more stall on shared cores; see _threads)
     min_segment_count: int = 2  # a bank segment/word joins the dictionary if it occurs this often
     modifiers: list[str] = Field(default_factory=lambda: list(TERM_LISTS))
     # int8 builds the dictionary 4-18% faster and decodes as well (benchmarks/RESULTS.md, issue 15), but loads a

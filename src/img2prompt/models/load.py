@@ -68,7 +68,7 @@ def _hub(spec: Spec, device: str, batch_size: int) -> ImageEmbedder:
     return CheckpointEmbedder(folder, device=device, batch_size=batch_size, name=str(spec))
 
 
-KINDS: dict[str, KindLoader] = {"mean": _mean, "nearest": _nearest, "clip": _clip, "hf-hub": _hub}
+LOADERS: dict[str, KindLoader] = {"mean": _mean, "nearest": _nearest, "clip": _clip, "hf-hub": _hub}  # specs.KINDS
 
 
 def load_model(spec: str | Path, *, tta: bool = False, device: str = "cpu", batch_size: int = 32,
@@ -82,7 +82,9 @@ def load_model(spec: str | Path, *, tta: bool = False, device: str = "cpu", batc
             raise fail(str(spec), f"{parsed.kind}: needs a source after the colon: a {KIND_USAGE}")
         if parsed.kind == "clip" and bank is not None and "bank" not in parsed.params:
             parsed = Spec(parsed.kind, parsed.source, {**parsed.params, "bank": str(bank)})
-        model = KINDS[parsed.kind](parsed, device, batch_size)
+        if parsed.params and parsed.kind != "clip":  # only the zero-shot kind takes parameters
+            raise fail(str(spec), f"{parsed.kind}: takes no ?parameters (got {', '.join(parsed.params)})")
+        model = LOADERS[parsed.kind](parsed, device, batch_size)
         model.name = str(parsed)
     elif Path(parsed.source).is_dir():
         model = CheckpointEmbedder(parsed.source, device=device, batch_size=batch_size)

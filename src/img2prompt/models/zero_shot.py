@@ -6,7 +6,8 @@ similarities over ``temperature``). That is CLIP Interrogator's idea pointed at 
 answer lives in the target space, so it scores, ensembles and decodes like any trained model.
 
 The bank's CLIP text embeddings are computed once and cached beside the bank
-(``<bank>.clip/<model>__<tag>.npy``), keyed by the bank's prompt ids, so a changed bank is embedded again. Only
+(``<bank>.clip/<model>__<tag>__<key>.npy``, the key a hash of the bank's prompts and of a weights file's size and
+time), so a changed bank or weights file is embedded again. Only
 the bank's ``train`` rows are used when it has splits: a val/test prompt in the bank would find itself.
 
 The default, ``clip:ViT-H-14/laion2b_s32b_b79k``, is the OpenCLIP ViT-H/14 whose text tower conditions Stable

@@ -31,17 +31,17 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from swagger_ui_bundle import swagger_ui_path
 
 from img2prompt.decode import DecodeConfig
 from img2prompt.errors import Img2PromptError
-from img2prompt.models.load import KINDS
+from img2prompt.images import MAX_ASPECT
+from img2prompt.models.specs import PATH_PARAMS, PATH_SOURCES, Spec, parse
 from img2prompt.provenance import MODEL_WARNING, synthetic
 from img2prompt.serve.batcher import BatchInfo, MicroBatcher
-from img2prompt.serve.limits import Gate, RequestLimits
+from img2prompt.serve.limits import AllowedHosts, Gate, RequestLimits
 from img2prompt.serve.settings import ServeConfig
-from img2prompt.serve.uploads import BatchJSON, ImageJSON, Upload, decode_upload, read_uploads
+from img2prompt.serve.uploads import BatchJSON, ImageJSON, Upload, decode_upload, header_pixels, read_uploads
 
 if TYPE_CHECKING:
     from img2prompt.decode import PromptDecoder
@@ -119,10 +119,12 @@ class ErrorBody(BaseModel):
 def display_name(spec: str) -> str:
     """The model's name in answers and on the page: its spec without folders, which are the server's business
     (a checkpoint's folder name, an ensemble file's name, ``mean:prompts.parquet``)."""
-    kind, sep, source = spec.partition(":")
-    if sep and kind in KINDS:
-        return f"{kind}:{PurePath(source).name or source}"
-    return PurePath(spec).name or spec
+    parsed = parse(spec)
+    if parsed.kind is None:
+        return PurePath(spec).name or spec
+    source = PurePath(parsed.source).name or parsed.source if parsed.kind in PATH_SOURCES else parsed.source
+    params = {k: PurePath(v).name or v if k in PATH_PARAMS else v for k, v in parsed.params.items()}
+    return str(Spec(parsed.kind, source, params))
 
 
 def _body_schemas() -> dict[str, Any]:
@@ -136,7 +138,7 @@ def _upload_body(field: str, batch: bool, settings: ServeConfig, example: str) -
     """The request body in the OpenAPI schema (the endpoints read it by hand to accept two encodings)."""
     formats = ", ".join(settings.allowed_formats)
     limits = (f"{formats}; at most {settings.max_upload_bytes:,} bytes per request and "
-              f"{settings.max_pixels:,} pixels per image, the longer side at most 10x the shorter")
+              f"{settings.max_pixels:,} pixels per image, the longer side at most {MAX_ASPECT}x the shorter")
     file_schema = {"type": "string", "format": "binary"}
     if batch:
         files = {"type": "array", "items": file_schema,
@@ -163,7 +165,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def create_app(model: ImageEmbedder, decoder: PromptDecoder | None = None, settings: ServeConfig | None = None
                ) -> FastAPI:
-    """Build the app around an already loaded model; start it with uvicorn or ``TestClient(app)``."""
+    """Build the app around an already loaded model; start it with uvicorn or ``with TestClient(app)`` (the
+    lifespan starts the micro-batcher)."""
     settings = settings or ServeConfig()
     batcher = MicroBatcher(model.embed, max_batch=settings.batch_size, wait_s=settings.batch_wait_ms / 1000)
     name = display_name(model.name)
@@ -187,9 +190,10 @@ def create_app(model: ImageEmbedder, decoder: PromptDecoder | None = None, setti
     app.openapi_version = "3.0.3"
     app.openapi = _with_body_schemas(app.openapi)  # type: ignore[method-assign]
     gate = Gate(max_body_bytes=settings.max_upload_bytes, max_in_flight=settings.max_in_flight,
-                max_receiving_bytes=settings.max_receiving_bytes, body_timeout_s=settings.body_timeout_s)
+                max_receiving_bytes=settings.max_receiving_bytes, body_timeout_s=settings.body_timeout_s,
+                max_decoded_pixels=settings.max_decoded_pixels)
     app.add_middleware(RequestLimits, gate=gate)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.hosts())  # outermost: checked first
+    app.add_middleware(AllowedHosts, hosts=settings.hosts())  # outermost: checked first
     app.state.settings = settings
     app.state.gate = gate
     app.state.batcher = batcher
@@ -200,11 +204,13 @@ def create_app(model: ImageEmbedder, decoder: PromptDecoder | None = None, setti
     async def predict_uploads(uploads: list[Upload], top_k: int, decode: bool, mode: str,
                               started: float) -> list[Prediction]:
         read_ms = (time.perf_counter() - started) * 1000
-        images = await run_in_threadpool(
-            lambda: [decode_upload(u, allowed_formats=list(settings.allowed_formats), max_pixels=settings.max_pixels)
-                     for u in uploads])
-        image_ms = (time.perf_counter() - started) * 1000 - read_ms
-        vectors, info = await batcher.embed(images)
+        with gate.decoded(sum(header_pixels(u, settings.max_pixels) for u in uploads)):
+            images = await run_in_threadpool(
+                lambda: [decode_upload(u, allowed_formats=list(settings.allowed_formats),
+                                       max_pixels=settings.max_pixels) for u in uploads])
+            image_ms = (time.perf_counter() - started) * 1000 - read_ms
+            vectors, info = await batcher.embed(images)
+            del images  # the budget covers decoded images; the rest of the answer needs only the vectors
         loop = asyncio.get_running_loop()
         results = []
         for upload, vector in zip(uploads, vectors, strict=True):

@@ -1,7 +1,9 @@
 """An asyncio micro-batcher: images of requests that arrive within a few milliseconds share one forward pass.
 
-The model runs in a single worker thread, so the event loop stays free to accept uploads and at most one batch
-is in memory at a time. A request's images stay together (a batch request is never split across passes). When
+The model runs in a single worker thread, so the event loop stays free to accept uploads and one forward pass
+runs at a time (the decoded images waiting for it are bounded by ``serve.max_decoded_pixels``). A request's
+images stay together: a batch request is never split across passes, so a pass may hold up to
+``max_batch - 1`` images plus one whole request (the model still chunks its own forward passes). When
 a shared pass fails, its requests are run again one by one, so an image that breaks the model fails only the
 request that sent it.
 """
@@ -39,7 +41,8 @@ class _Job:
 
 
 class MicroBatcher:
-    """Collects ``embed`` calls for up to ``wait_s`` (or ``max_batch`` images) and runs them as one pass."""
+    """Collects ``embed`` calls for up to ``wait_s``, until they hold ``max_batch`` images, and runs them as one
+    pass."""
 
     def __init__(self, embed: EmbedFn, *, max_batch: int = 16, wait_s: float = 0.005):
         self._embed = embed

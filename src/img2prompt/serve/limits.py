@@ -6,7 +6,9 @@ holds the bytes it sent and nothing else:
 - the whole body must arrive within ``body_timeout_s`` (408), so no upload lasts for ever;
 - the bodies being received together hold at most ``max_receiving_bytes`` (past it: 503 with ``Retry-After``);
 - then at most ``max_in_flight`` requests are processed at once (more: 503 with ``Retry-After``), and a slot is
-  given back as soon as the answer starts, so a client slow to read its answer holds none either.
+  given back as soon as the answer starts, so a client slow to read its answer holds none either;
+- the images those requests hold decoded add up to at most ``max_decoded_pixels`` (``Gate.decoded``: a 56 KB
+  PNG of one colour may decode to 48 MB), more: 503 with ``Retry-After``.
 These run before FastAPI parses a body, so the middleware answers its refusals itself, as the app's JSON.
 """
 
@@ -14,8 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 RETRY = (b"retry-after", b"1")
@@ -30,9 +35,24 @@ class Gate:
     max_in_flight: int
     max_receiving_bytes: int
     body_timeout_s: float
+    max_decoded_pixels: int
     in_flight: int = 0  # requests being processed
     receiving: int = 0  # requests whose body is being received
     receiving_bytes: int = 0
+    decoded_pixels: int = 0  # pixels of the images held decoded by the requests being processed
+
+    @contextmanager
+    def decoded(self, pixels: int) -> Iterator[None]:
+        """Hold ``pixels`` of the decoded-image budget while a request's images are in memory. A request that
+        does not fit beside the others is refused (503); alone, any request that passed the upload limits fits."""
+        if self.decoded_pixels and self.decoded_pixels + pixels > self.max_decoded_pixels:
+            raise HTTPException(503, f"server busy: {self.decoded_pixels:,} pixels of images being processed, "
+                                     "retry shortly", headers={"Retry-After": "1"})
+        self.decoded_pixels += pixels
+        try:
+            yield
+        finally:
+            self.decoded_pixels -= pixels
 
 
 class Refused(Exception):
@@ -46,6 +66,29 @@ class Refused(Exception):
 
 class ClientGone(Exception):
     """The client disconnected while sending its body: nobody is left to answer."""
+
+
+class AllowedHosts:
+    """Answers only requests whose ``Host`` header names this server (which stops DNS rebinding); others get the
+    app's JSON 400. ``*`` allows any host, ``*.example.org`` any subdomain of example.org."""
+
+    def __init__(self, app: ASGIApp, *, hosts: list[str]):
+        self.app = app
+        self.names = {host for host in hosts if not host.startswith("*")}
+        self.suffixes = tuple(host[1:] for host in hosts if host.startswith("*."))
+        self.any = "*" in hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.any or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        name = host[: host.find("]") + 1] if host.startswith("[") else host.split(":")[0]  # no port; [IPv6]
+        if name in self.names or (self.suffixes and name.endswith(self.suffixes)):
+            await self.app(scope, receive, send)
+            return
+        shown = "".join(ch if ch.isprintable() else "?" for ch in host)[:100]
+        await _json(send, 400, f"host {shown!r} is not served here (serve.allowed_hosts)", [CLOSE])
 
 
 class RequestLimits:

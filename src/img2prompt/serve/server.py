@@ -37,4 +37,7 @@ def run_server(model: str, bank: Path | None = None, config: Path | None = None,
     import uvicorn
 
     app, settings = build_app(model, bank, config, overrides, host, port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=5)
+    # limit_concurrency bounds open connections (uvicorn answers 503 past it); uvicorn has no timeout for a
+    # request's headers, so a server exposed to the internet belongs behind a reverse proxy that has one.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=5,
+                limit_concurrency=settings.max_connections)

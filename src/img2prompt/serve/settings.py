@@ -29,6 +29,9 @@ class ServeConfig(StrictModel):
     body_timeout_s: float = Field(30.0, gt=0)  # a request body must arrive in full within this; else 408
     max_receiving_bytes: int = Field(64 * 2**20, gt=0)  # all bodies being received at once; more: 503
     max_pixels: int = Field(16_000_000, gt=0)  # per image, checked before decoding (decompression bombs)
+    # all images held decoded by the requests being processed (3 bytes each: 768 MB); more: 503
+    max_decoded_pixels: int = Field(256_000_000, gt=0)
+    max_connections: int = Field(256, ge=1)  # open connections uvicorn accepts; more: 503 (see serve.server)
     allowed_formats: list[ImageFormat] = Field(default_factory=lambda: ["png", "jpeg", "webp"])
     max_images: int = Field(16, ge=1)  # per batch request
     max_in_flight: int = Field(16, ge=1)  # /v1 requests processed at once (bodies already received); more: 503
@@ -42,6 +45,11 @@ class ServeConfig(StrictModel):
         if self.max_receiving_bytes < self.max_upload_bytes:
             raise ValueError(f"max_receiving_bytes ({self.max_receiving_bytes:,}) must hold at least one upload "
                              f"of max_upload_bytes ({self.max_upload_bytes:,})")
+        if self.max_decoded_pixels < self.max_pixels:
+            raise ValueError(f"max_decoded_pixels ({self.max_decoded_pixels:,}) must hold at least one image of "
+                             f"max_pixels ({self.max_pixels:,})")
+        if self.top_k > self.max_top_k:
+            raise ValueError(f"top_k ({self.top_k}) must be at most max_top_k ({self.max_top_k})")
         return self
 
     def hosts(self) -> list[str]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
+import warnings
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
@@ -17,7 +19,6 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from img2prompt.errors import Img2PromptError
 from img2prompt.images import load_image
@@ -66,20 +67,21 @@ async def read_uploads(request: Request, *, field: str, batch: bool, max_images:
         shape = '{"images": [{"image": "<base64>"}]}' if batch else '{"image": "<base64>"}'
         raise HTTPException(415, f"unsupported content type {kind or 'none'!r}: send multipart/form-data with "
                                  f"a {field!r} file field, or application/json {shape}")
-    try:
-        if kind == "multipart/form-data":
-            uploads = await _read_multipart(request, field, max_images)
-        else:
-            uploads = await _read_json(request, batch)
-    except ClientDisconnect:  # nobody is left to answer: end quietly instead of logging a traceback
-        raise HTTPException(400, "client disconnected during upload") from None
+    if kind == "multipart/form-data":
+        uploads = await _read_multipart(request, field, batch, max_images)
+    else:
+        uploads = await _read_json(request, batch)
     if not uploads:
         raise HTTPException(422, f"no image: send at least one {field!r} file")
-    if not batch and len(uploads) > 1:
-        raise HTTPException(422, f"{len(uploads)} images sent to the single-image endpoint: use /v1/predict/batch")
-    if len(uploads) > max_images:
-        raise HTTPException(413, f"{len(uploads)} images in one request (at most {max_images})")
+    if len(uploads) > (max_images if batch else 1):
+        raise _too_many(str(len(uploads)), batch, max_images)
     return uploads
+
+
+def _too_many(count: str, batch: bool, max_images: int) -> HTTPException:
+    if not batch:
+        return HTTPException(422, f"{count} images sent to the single-image endpoint: use /v1/predict/batch")
+    return HTTPException(413, f"{count} images in one request (at most {max_images})")
 
 
 def decode_upload(upload: Upload, *, allowed_formats: list[str], max_pixels: int) -> Image.Image:
@@ -95,7 +97,19 @@ def decode_upload(upload: Upload, *, allowed_formats: list[str], max_pixels: int
         raise HTTPException(400, str(exc)) from None
 
 
-async def _read_multipart(request: Request, field: str, max_images: int) -> list[Upload]:
+def header_pixels(upload: Upload, max_pixels: int) -> int:
+    """The pixels an upload decodes to, read from its header alone and at most ``max_pixels`` (0 when the header
+    is unreadable: decoding then says why), so the server can budget images before decoding them."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(upload.data)) as image:
+                return min(image.width * image.height, max_pixels)
+    except Exception:  # any unreadable header: decode_upload gives the named error
+        return 0
+
+
+async def _read_multipart(request: Request, field: str, batch: bool, max_images: int) -> list[Upload]:
     try:
         async with request.form(max_files=max_images + 1, max_fields=8) as form:
             unknown = sorted({key for key in form if key != field})
@@ -108,6 +122,8 @@ async def _read_multipart(request: Request, field: str, max_images: int) -> list
                 uploads.append(Upload(_label(item.filename, f"{field}[{index}]"), await item.read()))
             return uploads
     except StarletteHTTPException as exc:
+        if exc.status_code == 400 and str(exc.detail).startswith("Too many files"):  # the parser stopped counting
+            raise _too_many(f"more than {max_images + 1}", batch, max_images) from None
         if exc.status_code == 400:  # starlette's multipart parser: say what was malformed
             raise HTTPException(400, f"malformed multipart body ({exc.detail})") from None
         raise
@@ -118,14 +134,14 @@ async def _read_json(request: Request, batch: bool) -> list[Upload]:
     try:
         payload = json.loads(body)
         items = BatchJSON.model_validate(payload).images if batch else [ImageJSON.model_validate(payload)]
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HTTPException(400, f"request body is not valid JSON ({exc})") from None
-    except RecursionError:
-        raise HTTPException(400, "request body is not valid JSON (nested too deeply)") from None
-    except ValidationError as exc:
+    except ValidationError as exc:  # before ValueError, its base class
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise HTTPException(422, f"{where}: {first['msg']}") from None
+    except RecursionError:
+        raise HTTPException(400, "request body is not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of more than 4,300 digits
+        raise HTTPException(400, f"request body is not valid JSON ({exc})") from None
     return [_from_base64(item, f"image[{i}]" if batch else "image") for i, item in enumerate(items)]
 
 

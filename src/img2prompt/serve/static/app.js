@@ -31,7 +31,7 @@ async function predict(files, truths = []) {
   const batch = files.length > 1;
   const form = new FormData();
   for (const file of files) form.append(batch ? "files" : "file", file, file.name);
-  const query = new URLSearchParams({ top_k: "5" });
+  const query = new URLSearchParams();  // top_k: the server's default (serve.top_k)
   const mode = chosenMode();
   if (mode) query.set("mode", mode);
   $("status").textContent = batch ? `Reading ${files.length} images…` : `Reading ${files[0].name}…`;
