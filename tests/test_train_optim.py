@@ -10,7 +10,7 @@ import torch
 from img2prompt.models.backbones import REGISTRY
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import ModelConfig, Regressor
-from img2prompt.train.optim import FinetuneConfig, OptimConfig, build_optimizer, freeze_blocks
+from img2prompt.train.optim import FinetuneConfig, OptimConfig, block_depths, build_optimizer, freeze_blocks
 
 
 def tiny(name: str) -> Regressor:
@@ -90,8 +90,27 @@ def test_layerwise_lr_decay_and_warmup_cosine_schedule() -> None:
         scheduler.step()
     assert seen[:3] == pytest.approx([2.5, 5.0, 5.0]) and seen[-1] < 0.3
     assert all(a >= b for a, b in itertools.pairwise(seen[1:]))
+    visual = model.base_backbone()
+    embeddings = {id(visual.class_embedding), id(visual.positional_embedding)}  # 1-d and 2-d
     no_decay = [g for g in optimizer.param_groups if g["weight_decay"] == 0.0]
-    assert no_decay and all(p.ndim == 1 for g in no_decay for p in g["params"])
+    assert no_decay and all(p.ndim == 1 or id(p) in embeddings for g in no_decay for p in g["params"])
+    # the position embedding and class token learn at the stem's rate, not the top's; proj at the top's
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    assert {group_of[i]["initial_lr"] for i in embeddings} == {0.125}
+    assert group_of[id(visual.positional_embedding)]["weight_decay"] == 0.0
+    assert group_of[id(visual.proj)]["initial_lr"] == 1.0
+
+
+def test_a_stages_downsample_and_the_embeddings_learn_with_the_block_they_feed() -> None:
+    model = tiny("convnext_xxlarge")
+    depths = block_depths(model)
+    trunk = model.base_backbone().trunk
+    for stage in list(trunk.stages)[1:]:  # each later stage opens with a downsample
+        first = {depths[id(p)] for p in stage.blocks[0].parameters()}
+        assert len(first) == 1 and {depths[id(p)] for p in stage.downsample.parameters()} == first
+    model = tiny("eva02_large_336")
+    eva, depths = model.base_backbone(), block_depths(model)
+    assert {depths[id(p)] for p in (eva.cls_token, eva.pos_embed)} == {0}
 
 
 def test_freezing_early_blocks_keeps_them_fixed() -> None:

@@ -203,9 +203,18 @@ def _open_clip_visual(model_name: str, weights: str, pretrained: bool, image_siz
     return model.visual  # the text tower is dropped with ``model``
 
 
+class Held(nn.Module):
+    """Parameters registered on a backbone's own module (class token, position embedding, output projection),
+    held so a block list can put them with the block they belong to."""
+
+    def __init__(self, *params: nn.Parameter | None):
+        super().__init__()
+        self.held = nn.ParameterList([p for p in params if p is not None])
+
+
 def _vit_blocks(visual: nn.Module) -> list[nn.Module]:
-    return [nn.ModuleList([visual.conv1, visual.ln_pre]), *visual.transformer.resblocks,
-            nn.ModuleList([visual.ln_post])]
+    stem = [visual.conv1, visual.ln_pre, Held(visual.class_embedding, visual.positional_embedding)]
+    return [nn.ModuleList(stem), *visual.transformer.resblocks, nn.ModuleList([visual.ln_post, Held(visual.proj)])]
 
 
 @register("vit_l_14_336")
@@ -227,8 +236,10 @@ def vit_l_14_336(pretrained: bool, tiny: bool, image_size: int | None) -> tuple[
 
 def _convnext_blocks(visual: nn.Module) -> list[nn.Module]:
     trunk = visual.trunk
-    return [trunk.stem, *(block for stage in trunk.stages for block in stage.blocks),
-            nn.ModuleList([trunk.norm_pre, visual.head])]
+    blocks: list[nn.Module] = [trunk.stem]
+    for stage in trunk.stages:  # a stage's downsample learns with the stage's first block
+        blocks += [nn.ModuleList([stage.downsample, stage.blocks[0]]), *stage.blocks[1:]]
+    return [*blocks, nn.ModuleList([trunk.norm_pre, visual.head])]
 
 
 @register("convnext_xxlarge")
@@ -254,7 +265,8 @@ def convnext_xxlarge(pretrained: bool, tiny: bool, image_size: int | None) -> tu
 
 
 def _eva_blocks(model: nn.Module) -> list[nn.Module]:
-    return [nn.ModuleList([model.patch_embed]), *model.blocks, nn.ModuleList([model.norm, model.fc_norm])]
+    stem = [model.patch_embed, Held(model.cls_token, getattr(model, "reg_token", None), model.pos_embed)]
+    return [nn.ModuleList(stem), *model.blocks, nn.ModuleList([model.norm, model.fc_norm])]
 
 
 @register("eva02_large_336")

@@ -57,9 +57,18 @@ def block_depths(model: Regressor) -> dict[int, int]:
     return depths
 
 
+def no_decay(model: Regressor) -> set[int]:
+    """id(param) of the parameters the backbone's library exempts from weight decay (``no_weight_decay()``:
+    position embeddings, class tokens); biases and norms are exempt by shape."""
+    base = model.base_backbone()
+    names = base.no_weight_decay() if hasattr(base, "no_weight_decay") else set()
+    return {id(param) for name, param in base.named_parameters() if name in names}
+
+
 def param_groups(model: Regressor, optim: OptimConfig, finetune: FinetuneConfig) -> list[dict]:
-    """AdamW groups: head vs backbone, per-block LR under LLRD, no weight decay on biases and norms."""
+    """AdamW groups: head vs backbone, per-block LR under LLRD, no weight decay on biases, norms and embeddings."""
     depths = block_depths(model)
+    exempt = no_decay(model)
     n_blocks = len(model.blocks())
     groups: dict[tuple[str, int, bool], dict] = {}
     for name, param in model.named_parameters():
@@ -67,7 +76,7 @@ def param_groups(model: Regressor, optim: OptimConfig, finetune: FinetuneConfig)
             continue
         is_head = name.startswith("head.")
         depth = n_blocks if is_head else depths.get(id(param), n_blocks - 1)
-        decay = param.ndim > 1
+        decay = param.ndim > 1 and id(param) not in exempt
         key = ("head" if is_head else "backbone", depth, decay)
         if key not in groups:
             lr = (optim.head_lr or optim.lr) if is_head else optim.lr * finetune.llrd ** (n_blocks - 1 - depth)
