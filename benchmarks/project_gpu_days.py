@@ -5,7 +5,11 @@ of hq and lq prompts; samples per training stage from the shard set the stage re
 epoch) and its epochs. FLOPs are counted, never guessed: per image for SD2 at the config's size and steps
 (``bench_generate_sd``'s counter on the meta device) and per training sample for each stage config, by building
 the real-size model of the config with random weights, applying its LoRA / frozen blocks as the trainer does,
-and running one forward + backward under ``torch.utils.flop_counter`` on fake tensors (no compute, no GPU).
+and running one forward + backward under ``torch.utils.flop_counter`` on fake tensors (no compute, no GPU),
+plus the forward again where the config recomputes activations (``grad_checkpointing``). Two of torch's
+formulas are replaced (``FORMULAS``): it counts a grouped (depthwise) convolution's backward as a dense one (a
+768-channel 7x7 depthwise conv: 43 MFLOP forward, 33 GFLOP backward), and it has none for the CPU attention
+kernel that open_clip's ``nn.MultiheadAttention`` reaches on fake tensors, so ViT attention went uncounted.
 The rate that turns FLOPs into days is the measured one where a benchmark's JSON is given
 (``bench_generate_sd.py --out``, ``bench_train_gpu.py --json``), else an assumed fraction of the card's
 dense bf16 peak, and the table says which.
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_backward_flop_count, sdpa_flop_count
 
 from bench_generate_sd import flops_per_image
 from img2prompt.config import load_config
@@ -36,8 +40,32 @@ H100_BF16_PEAK = 989.4e12
 SECONDS_PER_DAY = 86400
 
 
+def _conv_backward(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                   _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """Each gradient asked for (input, weight) costs what the forward did; the weight's shape already holds the
+    grouping (a depthwise conv's weight is [C, 1, k, k])."""
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+def _cpu_attention(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_attention_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                            **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+ATEN = torch.ops.aten
+FORMULAS = {ATEN.convolution_backward: _conv_backward,
+            ATEN._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
+            ATEN._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward}
+
+
 def train_flops_per_sample(config_path: Path) -> tuple[str, str, float]:
-    """Model FLOPs of one training sample (forward + backward, no recomputation) for a stage config."""
+    """Model FLOPs of one training sample for a stage config: forward + backward, plus the recomputed forward
+    under gradient checkpointing."""
     config = load_config(config_path).train
     model = Regressor(config.model, pretrained=False).train()
     ft = config.finetune
@@ -45,11 +73,16 @@ def train_flops_per_sample(config_path: Path) -> tuple[str, str, float]:
         model.add_lora(ft.lora_rank, ft.lora_alpha, ft.lora_dropout)
     freeze_blocks(model, ft.freeze_blocks)
     size = model.image_size
-    counter = FlopCounterMode(display=False)
-    with FakeTensorMode(allow_non_fake_inputs=True), counter:
-        batch = 2  # BatchNorm in the FC block needs more than one sample
-        cosine_loss(model(torch.randn(batch, 3, size, size)), torch.randn(batch, 384)).backward()
-    return config.model.backbone, config.finetune.method, counter.get_total_flops() / batch
+    forward, backward = FlopCounterMode(display=False, custom_mapping=FORMULAS), FlopCounterMode(
+        display=False, custom_mapping=FORMULAS)
+    batch = 2  # BatchNorm in the FC block needs more than one sample
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        with forward:
+            loss = cosine_loss(model(torch.randn(batch, 3, size, size)), torch.randn(batch, 384))
+        with backward:
+            loss.backward()
+    passes = forward.get_total_flops() * (2 if config.grad_checkpointing else 1) + backward.get_total_flops()
+    return config.model.backbone, config.finetune.method, passes / batch
 
 
 def measured_train_rates(path: Path | None) -> dict[tuple[str, str], float]:

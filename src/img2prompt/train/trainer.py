@@ -322,6 +322,10 @@ class Trainer:
         accelerator.wait_for_everyone()
         self.run.bad = gather_object([[self.bad.total, self.bad.in_epoch]])
         self.run.metrics["bad_samples"] = sum(total for total, _ in self.run.bad)
+        # Each rank's own generators (its dropout and drop-path masks), put back on that rank on resume.
+        cuda = self.device.type == "cuda"
+        rng = gather_object([{"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if cuda
+                              else None}])
         model_state, optimizer_state = full_state(self.model, self.raw_optimizer)
         ema_state = full_model_state(self.ema.module) if self.ema is not None else None
         if accelerator.is_main_process:
@@ -333,8 +337,7 @@ class Trainer:
                 "optimizer": optimizer_state,
                 "scheduler": self.scheduler.state_dict(),
                 "ema": ema_state,
-                "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "rng": rng,  # one entry per rank
                 "metrics": self.run.metrics,
             }
             with atomic_path(self.out / STATE_NAME) as tmp:
@@ -381,15 +384,15 @@ class Trainer:
         self.run.metrics = dict(state["metrics"])
         if self.run.bad:
             self.bad.total, self.bad.in_epoch = self.run.bad[self.accelerator.process_index]
-        self._rng = {"cpu": state["rng"], "cuda": state["cuda_rng"]}
+        self._rng = state["rng"][self.accelerator.process_index]
 
     def _restore_rng(self) -> None:
         """Put a resumed run's saved RNG state back (once)."""
         if self._rng is None:
             return
         torch.set_rng_state(self._rng["cpu"])
-        if self._rng["cuda"]:
-            torch.cuda.set_rng_state_all(self._rng["cuda"])
+        if self._rng["cuda"] is not None:
+            torch.cuda.set_rng_state(self._rng["cuda"], self.device)
         self._rng = None
 
     def _announce(self) -> None:
