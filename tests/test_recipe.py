@@ -27,7 +27,8 @@ BACKBONES = ("vit_l_14_336", "convnext_xxlarge", "blip2_qformer", "eva02_large_3
 SIZES = ["curate.splits.val=0.2", "curate.splits.test=0.2", "generate.size=16", "generate.diffusion.save_size=16",
          "generate.diffusion.steps=2", "train.model.image_size=56", "train.data.batch_size=4",
          "train.data.num_workers=0", "train.optim.epochs=1"]
-DEVICE = ["generate.diffusion.dtype=fp32", "generate.diffusion.compile=false", "train.precision='no'"]
+DEVICE = ["curate.embedding.device=cpu", "generate.diffusion.dtype=fp32", "generate.diffusion.compile=false",
+          "train.precision='no'"]
 TINY = ["train.model.tiny=true", "train.model.pretrained=false"]  # + generate.diffusion.model=<tiny SD folder>
 
 
