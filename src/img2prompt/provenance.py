@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 SYNTHETIC_SOURCES = frozenset({"scenes"})
 MODEL_WARNING = ("learned from synthetic emoji scenes (the offline quickstart), not from Stable Diffusion images: "
@@ -24,13 +25,19 @@ def synthetic(sources: Iterable[str]) -> bool:
     return bool(names) and names <= SYNTHETIC_SOURCES
 
 
+def sources_in(metrics: dict[str, Any]) -> tuple[str, ...]:
+    """The prompt sources of a checkpoint's validation split, from its ``metrics.json`` mapping."""
+    return tuple(sorted(metrics.get("val_per_source") or {}))
+
+
 def checkpoint_sources(folder: str | Path) -> tuple[str, ...]:
-    """The prompt sources of a checkpoint's validation split (its ``metrics.json``); () when it has none."""
+    """``sources_in`` a checkpoint folder's ``metrics.json``; () when it has none or it is unreadable (a model
+    loads without its metrics)."""
     path = Path(folder) / "metrics.json"
     if not path.is_file():
         return ()
     try:
-        per_source = json.loads(path.read_text()).get("val_per_source") or {}
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return ()
-    return tuple(sorted(per_source))
+    return sources_in(metrics) if isinstance(metrics, dict) else ()

@@ -20,7 +20,7 @@ import yaml
 from img2prompt.config import RESOLVED_NAME, read_yaml
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.files import write_text_atomic
-from img2prompt.provenance import MODEL_WARNING, checkpoint_sources, synthetic
+from img2prompt.provenance import MODEL_WARNING, sources_in, synthetic
 
 CARD_NAME = "README.md"
 SHIPPED = ("config.yaml", "model.safetensors", "metrics.json")
@@ -43,7 +43,7 @@ def model_card(checkpoint: Path, repo_id: str) -> str:
     metrics = _metrics(checkpoint)
     backbone = str(model.get("backbone", "unknown"))
     base, licence = BASE_MODELS.get(backbone, ("unknown", "see the base model"))
-    sources = list(checkpoint_sources(checkpoint))
+    sources = list(sources_in(metrics))
     finetune = train.get("finetune") or {}
     optim = train.get("optim") or {}
     data = train.get("data") or {}
