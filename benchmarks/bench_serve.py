@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -151,6 +153,29 @@ async def load_test(url: str, images: list[tuple[str, bytes]], requests: int, co
     }
 
 
+@contextmanager
+def workspace(bank_size: int) -> Iterator[tuple[Path, Path, Path, list[tuple[str, bytes]]]]:
+    """A temporary folder holding the benchmark checkpoint and a bank of ``bank_size`` prompts, and the images
+    the clients upload: (folder, checkpoint, bank, images)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    images = load_images()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        yield work, build_checkpoint(work), build_bank(work, bank_size), images
+
+
+def save_screenshots(url: str) -> None:
+    """benchmarks/serve_screenshot.png and serve_docs_screenshot.png of the server at ``url`` (with the Kaggle
+    sample images: one example clicked, three of them uploaded as a batch)."""
+    if not KAGGLE_IMAGES.is_dir():
+        print("screenshots skipped: no Kaggle sample images", file=sys.stderr)
+        return
+    page = ROOT / "benchmarks" / "serve_screenshot.png"
+    docs = ROOT / "benchmarks" / "serve_docs_screenshot.png"
+    screenshots(url, "raccoons.webp", sorted(KAGGLE_IMAGES.glob("*.png"))[:3], page, docs)
+    print(f"screenshots: {page}, {docs}")
+
+
 def screenshots(url: str, single: str, batch: list[Path], page_out: Path, docs_out: Path) -> None:
     """Drive the page in headless Chromium and save it and ``/docs``: an example image tried with one click
     (``single``, an example's file name), then ``batch`` uploaded at once in mode ``best``."""
@@ -210,11 +235,7 @@ def main() -> None:
     parser.add_argument("--modifiers", nargs="*", default=["mediums", "movements"])
     parser.add_argument("--screenshot", action="store_true", help="Also save benchmarks/serve_screenshot.png.")
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    images = load_images()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        checkpoint, bank = build_checkpoint(work), build_bank(work, args.bank_size)
+    with workspace(args.bank_size) as (work, checkpoint, bank, images):
         decode = {"modifiers": args.modifiers, "cache_dir": str(work / "cache"), "budget_s": args.decode_budget}
         base = {"decode": decode, "serve": {"max_in_flight": 64}}
         unbatched = {"decode": decode, "serve": {**base["serve"], "batch_size": 1}}
@@ -222,11 +243,8 @@ def main() -> None:
         with Server(checkpoint, bank, base, work, "batched") as url:
             results["embed"] = asyncio.run(load_test(url, images, args.requests, args.concurrency, "?decode=false"))
             results["decode"] = asyncio.run(load_test(url, images, args.requests, args.concurrency, ""))
-            if args.screenshot and KAGGLE_IMAGES.is_dir():
-                page = ROOT / "benchmarks" / "serve_screenshot.png"
-                docs = ROOT / "benchmarks" / "serve_docs_screenshot.png"
-                screenshots(url, "raccoons.webp", sorted(KAGGLE_IMAGES.glob("*.png"))[:3], page, docs)
-                print(f"screenshots: {page}, {docs}")
+            if args.screenshot:
+                save_screenshots(url)
         with Server(checkpoint, bank, unbatched, work, "unbatched") as url:
             results["embed-b1"] = asyncio.run(load_test(url, images, args.requests, args.concurrency, "?decode=false"))
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores (load average at the end: "

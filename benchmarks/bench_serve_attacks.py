@@ -29,7 +29,6 @@ import socket
 import statistics
 import struct
 import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -42,7 +41,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from bench_serve import KAGGLE_IMAGES, ROOT, Server, build_bank, build_checkpoint, load_images, screenshots
+from bench_serve import ROOT, Server, save_screenshots, workspace
 
 sys.path.insert(0, str(ROOT / "tests"))
 from test_serve_fuzz import random_request  # the fuzz test's generator of malformed requests
@@ -279,11 +278,7 @@ def main() -> None:
     parser.add_argument("--screenshot", action="store_true",
                         help="Also save benchmarks/serve_screenshot.png and benchmarks/serve_docs_screenshot.png.")
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    images = load_images()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        checkpoint, bank = build_checkpoint(work), build_bank(work, args.bank_size)
+    with workspace(args.bank_size) as (work, checkpoint, bank, images):
         # A 2 s cap on a decode: fast mode ends within it, best is cut short (the page says so).
         config = {"decode": {"modifiers": ["mediums", "movements"], "budget_s": 2.0}}  # default cache folder
         env = {**os.environ, "PYTHONPATH": str(args.src.resolve())} if args.src else None
@@ -293,11 +288,8 @@ def main() -> None:
             for name in args.attacks:
                 print(f"attack {name}...", file=sys.stderr, flush=True)
                 rows.append(run_attack(server, url, name, images))
-            if args.screenshot and KAGGLE_IMAGES.is_dir():
-                page = ROOT / "benchmarks" / "serve_screenshot.png"
-                docs = ROOT / "benchmarks" / "serve_docs_screenshot.png"
-                screenshots(url, "raccoons.webp", sorted(KAGGLE_IMAGES.glob("*.png"))[:3], page, docs)
-                print(f"screenshots: {page}, {docs}")
+            if args.screenshot:
+                save_screenshots(url)
     table(rows, f"# server from {args.src or 'this checkout'}: {os.cpu_count()} cores, load average "
                 f"{os.getloadavg()[0]:.1f} at the end; bank {args.bank_size} prompts; serve: defaults")
 
