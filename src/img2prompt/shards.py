@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from img2prompt.errors import fail
-from img2prompt.space import from_npy_bytes, npy_bytes
+from img2prompt.space import EMBEDDING_DIM, from_npy_bytes, npy_bytes
 
 MANIFEST = "manifest.jsonl"
 IMAGE_EXTENSIONS = ("webp", "png", "jpg")
@@ -322,7 +322,7 @@ def scan_shard(path: str | Path, sha256: str, name: str | None = None) -> ShardC
         rows.append((prompt_hash(prompt_id), k, split, source, group["offset"], group["end"] - group["offset"]))
     columns = np.array(rows, dtype=np.uint64).reshape(-1, 6).T
     codes = columns[2].astype(np.int64)
-    sums = np.zeros((len(splits), vectors[0].shape[0] if vectors else 384))
+    sums = np.zeros((len(splits), vectors[0].shape[0] if vectors else EMBEDDING_DIM))
     if vectors:
         np.add.at(sums, codes, np.stack(vectors).astype(np.float64))
     meta = {"version": INDEX_VERSION, "shard": name or path.name, "bytes": path.stat().st_size, "sha256": sha256,
@@ -432,7 +432,6 @@ def read_record(path: str | Path, offset: int, size: int) -> dict[str, Any]:
 def iter_records(paths: Iterable[str | Path]) -> Iterator[dict[str, Any]]:
     """Raw WebDataset records (bytes per member, ``__key__``, ``__url__``) of tar files, in order; a damaged tar
     is a one-line error naming it."""
-    import tarfile
 
     import webdataset as wds
 

@@ -106,14 +106,17 @@ class ShardIndex:
         """
         entries = [pair for source in sources for pair in shard_entries(source)]
         start = rank * len(entries) // max(world_size, 1)
+        built: dict[Path, ShardColumns] = {}  # hashed and checked against the manifest as they were built
         for path, entry in entries[start:] + entries[:start]:
             if not index_path(path).exists():
-                shard_index(path, entry)
+                built[path] = shard_index(path, entry)
         gathered = _Gather(splits)
         for i, (path, entry) in enumerate(entries):
-            shard = shard_index(path, entry)
-            if verify == "sha256" and i % max(world_size, 1) == rank and sha256_file(path) != shard.meta["sha256"]:
-                raise fail(path, "sha256 differs from the one recorded when it was written: damaged or replaced")
+            shard = built.pop(path, None)
+            if shard is None:
+                shard = shard_index(path, entry)
+                if verify == "sha256" and i % max(world_size, 1) == rank and sha256_file(path) != shard.meta["sha256"]:
+                    raise fail(path, "sha256 differs from the one recorded when it was written: damaged or replaced")
             gathered.add(shard)
         return gathered.index([str(path) for path, _ in entries])
 
@@ -140,9 +143,10 @@ class ShardIndex:
 
     def mean_embedding(self, split: str) -> np.ndarray:
         """The constant baseline: the normalised mean target of a split (from the shards' summed targets)."""
-        if split not in self.splits or not self.rows_of(split).any():
+        count = int(self.rows_of(split).sum())  # 0 for a split the shards do not have
+        if not count:
             raise fail(self.urls[0] if self.urls else "shards", f"no samples with split {split!r}")
-        mean = self.sums[self.splits.index(split)] / self.rows_of(split).sum()
+        mean = self.sums[self.splits.index(split)] / count
         return (mean / np.linalg.norm(mean)).astype(np.float32)
 
     def shard_of(self, rows: np.ndarray) -> np.ndarray:
@@ -157,14 +161,13 @@ class _Gather:
     """
 
     COMPACT = 256
-    NAMES = ("pid", "k", "split", "source", "offset", "size")
 
     def __init__(self, keep: Collection[str] | None):
         self.keep = keep
         self.splits: dict[str, int] = {}
         self.sources: dict[str, int] = {}
         self.sums: dict[str, np.ndarray] = {}
-        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in self.NAMES}
+        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in ShardColumns.ROWS}
         self.counts: list[int] = []
         self.shards: list[str] = []
 
@@ -186,7 +189,7 @@ class _Gather:
             self.parts = {name: [np.concatenate(pieces)] for name, pieces in self.parts.items()}
 
     def index(self, urls: list[str]) -> ShardIndex:
-        arrays = {name: np.concatenate(self.parts.pop(name)) for name in self.NAMES}
+        arrays = {name: np.concatenate(self.parts.pop(name)) for name in ShardColumns.ROWS}
         images, image_rank = _images_of_prompts(arrays["pid"], arrays["k"])
         sums = np.array([self.sums[name] for name in self.splits], dtype=np.float64).reshape(-1, EMBEDDING_DIM)
         return ShardIndex(urls, self.shards, np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)]),
@@ -303,7 +306,7 @@ class TrainPlan:
         self.world_size = world_size
         self.workers = max(num_workers, 1)
         self.train = index.rows_of("train")
-        self.prompts = int((self.train & (index.image_rank == 0)).sum())
+        self.prompts = len(index.first_images("train"))
         where = index.urls[0] if index.urls else "shards"
         if not self.prompts:
             raise fail(where, "no samples with split 'train'")

@@ -115,7 +115,6 @@ class Trainer:
         self.plan = TrainPlan(self.index, batch_size=config.data.batch_size, shuffle_buffer=config.data.shuffle_buffer,
                               seed=config.seed, world_size=self.accelerator.num_processes,
                               num_workers=config.data.num_workers)
-        self.per_epoch = self.plan.steps(0)  # micro-batches of each rank in the current epoch (fit updates it)
         accum = config.optim.grad_accum
         self.total = config.optim.max_steps or sum(math.ceil(self.plan.steps(epoch) / accum)
                                                    for epoch in range(config.optim.epochs))
@@ -190,6 +189,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
+    @property
+    def per_epoch(self) -> int:
+        """Micro-batches of each rank in the current epoch (the plan caches each epoch's deal)."""
+        return self.plan.steps(self.run.epoch)
+
     def fit(self) -> Path:
         """Resume when ``state.pt`` is there, train to the last optimizer step, validate and save; returns ``out``."""
         from tqdm.auto import tqdm
@@ -204,7 +208,6 @@ class Trainer:
         started = time.perf_counter()
         while run.step < self.total:
             self.ddp_model.train()
-            self.per_epoch = self.plan.steps(run.epoch)
             for pixels, targets in self._epoch_batches():
                 loss = self.step(pixels, targets)
                 if loss is None:  # inside an accumulation group
