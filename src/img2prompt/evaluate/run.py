@@ -116,15 +116,16 @@ def run_evaluate(
     predicted = np.concatenate(vectors)
     truth = load_truth(truth_path, keys=set(predictions.image_id))
     scores = score_table(list(predictions.image_id), list(predictions.model), predicted, truth, truth_path)
-    summary = summarise(scores)
+    board = with_baseline(scores)
+    with_reference = summarise(board)  # the models and the constant baseline, best first
+    summary = {model: stats for model, stats in with_reference.items() if model != BASELINE}
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "scores.csv", scores.to_csv(index=False))
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
     shown = best_and_worst(scores, grid)
     rows = [i for picks in shown.values() for side in picks.values() for i in side]
     decoded = _decode_predictions(rows, predicted, bank, decode_config) if bank else {}
-    board = with_baseline(scores)
-    write_html_report(board, summarise(board), out, shown=shown, truth=str(truth_path), decoded=decoded,
+    write_html_report(board, with_reference, out, shown=shown, truth=str(truth_path), decoded=decoded,
                       thumbnails=thumbnails({scores.image_id[i] for i in rows}, images or []))
     return summary
 

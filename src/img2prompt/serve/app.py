@@ -36,7 +36,7 @@ from swagger_ui_bundle import swagger_ui_path
 from img2prompt.decode import DecodeConfig
 from img2prompt.errors import Img2PromptError
 from img2prompt.images import MAX_ASPECT
-from img2prompt.models.specs import PATH_PARAMS, PATH_SOURCES, Spec, parse
+from img2prompt.models.specs import map_paths
 from img2prompt.provenance import MODEL_WARNING, synthetic
 from img2prompt.serve.batcher import BatchInfo, MicroBatcher
 from img2prompt.serve.limits import AllowedHosts, Gate, RequestLimits
@@ -119,12 +119,7 @@ class ErrorBody(BaseModel):
 def display_name(spec: str) -> str:
     """The model's name in answers and on the page: its spec without folders, which are the server's business
     (a checkpoint's folder name, an ensemble file's name, ``mean:prompts.parquet``)."""
-    parsed = parse(spec)
-    if parsed.kind is None:
-        return PurePath(spec).name or spec
-    source = PurePath(parsed.source).name or parsed.source if parsed.kind in PATH_SOURCES else parsed.source
-    params = {k: PurePath(v).name or v if k in PATH_PARAMS else v for k, v in parsed.params.items()}
-    return str(Spec(parsed.kind, source, params))
+    return map_paths(spec, lambda path: PurePath(path).name or path)
 
 
 def _body_schemas() -> dict[str, Any]:
@@ -204,7 +199,8 @@ def create_app(model: ImageEmbedder, decoder: PromptDecoder | None = None, setti
     async def predict_uploads(uploads: list[Upload], top_k: int, decode: bool, mode: str,
                               started: float) -> list[Prediction]:
         read_ms = (time.perf_counter() - started) * 1000
-        with gate.decoded(sum(header_pixels(u, settings.max_pixels) for u in uploads)):
+        pixels = await run_in_threadpool(lambda: sum(header_pixels(u, settings.max_pixels) for u in uploads))
+        with gate.decoded(pixels):
             images = await run_in_threadpool(
                 lambda: [decode_upload(u, allowed_formats=list(settings.allowed_formats),
                                        max_pixels=settings.max_pixels) for u in uploads])
