@@ -21,17 +21,14 @@ All but ``slow`` repeat their cases for 15 s.
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import os
 import random
 import socket
 import statistics
-import struct
 import sys
 import threading
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,11 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from PIL import Image
 
 from bench_serve import ROOT, Server, save_screenshots, workspace
 
 sys.path.insert(0, str(ROOT / "tests"))
+from serve_fakes import ELONGATED, elongated_png, image_bytes, png_header_only
 from test_serve_fuzz import random_request  # the fuzz test's generator of malformed requests
 
 SLOW_CLIENTS = 32
@@ -72,15 +69,11 @@ def post(http: httpx.Client, tally: Tally, path: str = "/v1/predict", **kwargs) 
 
 def no_attack(url: str, tally: Tally, ready: threading.Event) -> None:
     ready.set()
-    time.sleep(15)
+    time.sleep(SECONDS)
 
 
 def aspect(url: str, tally: Tally, ready: threading.Event) -> None:
-    files = []
-    for width, height in ((16_000_000, 1), (800_000, 20)):
-        buffer = io.BytesIO()
-        Image.new("RGB", (width, height), (90, 160, 30)).save(buffer, format="PNG")
-        files.append(buffer.getvalue())
+    files = [elongated_png(width, height) for width, height in ELONGATED]
 
     def attacker(seed: int) -> None:
         with httpx.Client(base_url=url, timeout=120) as http:
@@ -130,14 +123,6 @@ def slow(url: str, tally: Tally, ready: threading.Event) -> None:
         sock.close()
 
 
-def header_only_png(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
 def bombs(url: str, tally: Tally, ready: threading.Event) -> None:
     big = b"\x89PNG\r\n\x1a\n" + bytes(11 * 2**20)
 
@@ -149,8 +134,8 @@ def bombs(url: str, tally: Tally, ready: threading.Event) -> None:
     until = time.monotonic() + SECONDS
     with httpx.Client(base_url=url, timeout=120) as http:
         while time.monotonic() < until:
-            post(http, tally, files={"file": ("bomb.png", header_only_png(60_000, 60_000), "image/png")})
-            post(http, tally, files={"file": ("big.png", header_only_png(5_000, 5_000), "image/png")})
+            post(http, tally, files={"file": ("bomb.png", png_header_only(60_000, 60_000), "image/png")})
+            post(http, tally, files={"file": ("big.png", png_header_only(5_000, 5_000), "image/png")})
             post(http, tally, content=big, headers={"content-type": "application/json"})
             post(http, tally, content=chunks(), headers={"content-type": "application/json"})
             tally.add(declare_only(url, 10 * 2**30))
@@ -171,13 +156,8 @@ def declare_only(url: str, length: int) -> int:
 
 def fuzz(url: str, tally: Tally, ready: threading.Event) -> None:
     rng = random.Random(1234)
-    seeds = [Image.new("RGB", size, (200, 30, 60)) for size in ((7, 5), (40, 31))]
-    encoded = []
-    for image in seeds:
-        for fmt in ("PNG", "JPEG", "WEBP", "GIF"):
-            buffer = io.BytesIO()
-            image.save(buffer, format=fmt)
-            encoded.append(buffer.getvalue())
+    encoded = [image_bytes((200, 30, 60), fmt, size) for size in ((7, 5), (40, 31))
+               for fmt in ("PNG", "JPEG", "WEBP", "GIF")]
     ready.set()
     until = time.monotonic() + SECONDS
     with httpx.Client(base_url=url, timeout=120) as http:
@@ -187,15 +167,14 @@ def fuzz(url: str, tally: Tally, ready: threading.Event) -> None:
 
 
 def host(url: str, tally: Tally, ready: threading.Event) -> None:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), (10, 120, 200)).save(buffer, format="PNG")  # a valid image: only the Host is wrong
+    valid = image_bytes((10, 120, 200), size=(64, 64))  # a valid image: only the Host is wrong
     ready.set()
     until = time.monotonic() + SECONDS
     names = itertools.cycle(["evil.example", "attacker.example:8000", "192.168.1.20", "127.0.0.1.evil.example"])
     with httpx.Client(base_url=url, timeout=60) as http:
         while time.monotonic() < until:
             name = next(names)
-            post(http, tally, files={"file": ("a.png", buffer.getvalue(), "image/png")}, headers={"host": name})
+            post(http, tally, files={"file": ("a.png", valid, "image/png")}, headers={"host": name})
 
 
 # Each attack sets ``ready`` once its pressure is in place; the innocent clients start then.

@@ -8,7 +8,9 @@ prompt of each primary colour is known in advance.
 from __future__ import annotations
 
 import io
+import struct
 import threading
+import zlib
 from functools import lru_cache
 
 import httpx
@@ -51,6 +53,15 @@ def image_bytes(colour: tuple[int, int, int], fmt: str = "PNG", size: tuple[int,
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG declaring ``width x height`` with one tiny compressed row: a decompression bomb's signature."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 ELONGATED = [(16_000_000, 1), (800_000, 20)]  # the issue's attacks: 62 and 142 KB files, 16 M pixels each

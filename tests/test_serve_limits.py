@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import struct
 import time
-import zlib
 from pathlib import Path
 
 import httpx
@@ -16,7 +14,7 @@ import pytest
 from PIL import Image
 
 from img2prompt.serve import ServeConfig, create_app
-from serve_fakes import ELONGATED, ColourModel, elongated_png, image_bytes, in_lifespan, local_client
+from serve_fakes import ELONGATED, ColourModel, elongated_png, image_bytes, in_lifespan, local_client, png_header_only
 
 RED = image_bytes((255, 0, 0))
 
@@ -27,15 +25,6 @@ def client():
     settings = ServeConfig(max_upload_bytes=200_000, max_pixels=1_000_000, max_images=4)
     with local_client(create_app(ColourModel(basis), None, settings)) as test_client:
         yield test_client
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG declaring ``width x height`` with one tiny compressed row: a decompression bomb's signature."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def error_of(response) -> tuple[int, str]:
