@@ -24,6 +24,7 @@ from img2prompt.errors import Img2PromptError
 from img2prompt.models.regressor import Regressor
 from img2prompt.train.config import RESUMABLE, TrainConfig
 from img2prompt.train.trainer import Trainer, build_accelerator, train
+from learning import Bar, assert_learned
 from test_train_data import make_color_shards
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,11 +73,40 @@ def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     return scalars
 
 
-def test_training_beats_the_constant_baseline_and_stage_2_continues(shards: Path, tmp_path: Path) -> None:
-    run = train(config(shards, tmp_path / "stage1", log_with=["tensorboard"], plots=True))
+# What the first test asserts the model learned. Six epochs at lr 1e-2 make the task decisive: over 5 seeds x {1, 2}
+# threads the gain over the constant baseline was 0.266 to 0.383 (three epochs, the old setting, gave -0.009 to 0.119,
+# so a bar tuned on one CPU failed on another). benchmarks/learning_margins.py measures the worst values.
+LEARNING = {
+    "val cosine - constant baseline": Bar(0.15, worst=0.2663),
+    "stage 1 start loss - stage 2 start loss": Bar(0.3, worst=0.5272),  # stage 2 does not start from scratch...
+    "stage 1 end loss - stage 2 start loss": Bar(-0.1, worst=-0.0241),  # ...but where stage 1 ended
+    "stage 2 val cosine - constant baseline": Bar(0.15, worst=0.2690),
+}
+
+
+def measure(seed: int, root: Path) -> dict[str, float]:
+    """Stage 1 on colour shards of ``seed``, then stage 2 from it: the quantities ``LEARNING`` bounds.
+
+    A start or end loss is the mean of 3 (start) or 12 (the last epoch's) batch losses: one batch is too noisy.
+    """
+    shards = make_color_shards(root / "shards", n_prompts=240, size=32, seed=seed)
+    run = train(config(shards, root / "stage1", seed=seed, log_with=["tensorboard"], plots=True,
+                       optim={"epochs": 6}))
+    stage2 = train(config(shards, root / "stage2", seed=seed, init_from=str(run),
+                          optim={"lr": 1e-3, "epochs": 1, "warmup_steps": 0}, finetune={"ema_decay": 0.9}))
+    one, two = (json.loads((folder / "metrics.json").read_text()) for folder in (run, stage2))
+    start2 = np.mean(losses(stage2)[:3])
+    return {"val cosine - constant baseline": one["val_mean_cosine"] - one["baseline_mean_cosine"],
+            "stage 1 start loss - stage 2 start loss": np.mean(losses(run)[:3]) - start2,
+            "stage 1 end loss - stage 2 start loss": np.mean(losses(run)[-12:]) - start2,
+            "stage 2 val cosine - constant baseline": two["val_mean_cosine"] - one["baseline_mean_cosine"]}
+
+
+def test_training_beats_the_constant_baseline_and_stage_2_continues(tmp_path: Path) -> None:
+    assert_learned(measure(0, tmp_path), LEARNING)
+    run = tmp_path / "stage1"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["step"] == 36 and len(metrics["train_loss"]) == 36 and len(metrics["val_curve"]) == 3
-    assert metrics["val_mean_cosine"] >= metrics["baseline_mean_cosine"] + 0.08
+    assert metrics["step"] == 72 and len(metrics["train_loss"]) == 72 and len(metrics["val_curve"]) == 6
     assert set(metrics["val_per_source"]) == {"small", "large"} and metrics["val_count"] == 48
     assert (run / "curves.png").stat().st_size > 0 and list((run / "tb").iterdir())
     model = Regressor.from_pretrained(run)
@@ -87,16 +117,10 @@ def test_training_beats_the_constant_baseline_and_stage_2_continues(shards: Path
     # val scores at each epoch end.
     scalars = tensorboard_scalars(run / "tb")
     assert set(scalars) == {"train/loss", "train/lr", "val/mean_cosine", "val/small", "val/large"}
-    assert [s for s, _ in scalars["train/loss"]] == [10, 20, 30, 36]
-    assert [v for _, v in scalars["train/loss"]] == pytest.approx([losses(run)[s - 1] for s in (10, 20, 30, 36)])
+    assert [s for s, _ in scalars["train/loss"]] == [*range(10, 80, 10), 72]
+    assert [v for _, v in scalars["train/loss"]] == pytest.approx(
+        [losses(run)[s - 1] for s in (*range(10, 80, 10), 72)])
     assert scalars["val/mean_cosine"] == [(s, pytest.approx(v)) for s, v in metrics["val_curve"]]
-
-    stage2 = train(config(shards, tmp_path / "stage2", init_from=str(run),
-                          optim={"lr": 1e-3, "epochs": 1, "warmup_steps": 0}, finetune={"ema_decay": 0.9}))
-    # Stage 2 starts where stage 1 ended (its last epoch's loss), well below where a fresh model starts.
-    assert losses(stage2)[0] < sum(losses(run)[-12:]) / 12 + 0.05
-    assert losses(stage2)[0] < losses(run)[0] - 0.2
-    assert json.loads((stage2 / "metrics.json").read_text())["val_mean_cosine"] > metrics["baseline_mean_cosine"]
 
 
 # The child SIGKILLs itself right after its first save (state.pt at step 2 of 6) is in place: a kill mid-run at
@@ -112,20 +136,6 @@ Trainer.save = save_then_die
 from img2prompt.cli import main
 main()
 """
-
-
-def test_a_killed_run_resumes_onto_the_same_loss_curve(shards: Path, tmp_path: Path) -> None:
-    optim = {"epochs": 1, "max_steps": 6}
-    reference = train(config(shards, tmp_path / "reference", save_every=2, optim=optim))
-    cfg = config(shards, tmp_path / "killed", save_every=2, optim=optim)
-    state = tmp_path / "killed" / "state.pt"
-    killed = cli_train(cfg, tmp_path, KILL_AFTER_FIRST_SAVE)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert state.exists() and "resumed" not in killed.stdout
-    done = cli_train(cfg, tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "train: resumed at optimizer step 2 (epoch 0, batch 2)" in done.stdout
-    assert losses(tmp_path / "killed") == losses(reference)
 
 
 def same_weights(run: Path, reference: Path) -> list[str]:
@@ -160,15 +170,16 @@ def uninterrupted(shards: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.parametrize("name", sorted(RESUMES))
-def test_a_killed_and_resumed_run_ends_with_bit_identical_weights(shards: Path, uninterrupted, tmp_path: Path,
-                                                                   name: str) -> None:
+def test_a_killed_run_resumes_onto_the_same_curve_and_ends_with_bit_identical_weights(
+        shards: Path, uninterrupted, tmp_path: Path, name: str, capsys: pytest.CaptureFixture) -> None:
     settings, position = RESUMES[name]
     cfg = config(shards, tmp_path / "killed", **settings)
     killed = cli_train(cfg, tmp_path, KILL_AFTER_FIRST_SAVE)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    done = cli_train(cfg, tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert f"train: resumed at optimizer {position}" in done.stdout
+    assert (tmp_path / "killed" / "state.pt").exists() and "resumed" not in killed.stdout
+    capsys.readouterr()
+    train(cfg)  # resumed in this process: all a run resumes from is on disk, none of it in the process it left
+    assert f"train: resumed at optimizer {position}" in capsys.readouterr().out
     assert losses(tmp_path / "killed") == losses(uninterrupted(name))
     assert same_weights(tmp_path / "killed", uninterrupted(name)) == []
 

@@ -50,6 +50,7 @@ class NearestNeighbour:
                  tiny: bool = False, k: int = 1, batch_size: int = 32, name: str = "nearest",
                  sources: tuple[str, ...] = ()):
         import faiss
+        import torch
 
         from img2prompt.models.backbones import build_backbone
         from img2prompt.models.regressor import build_transform
@@ -61,7 +62,8 @@ class NearestNeighbour:
         self.k = min(k, len(images))
         self.batch_size = batch_size
         network, spec = build_backbone(backbone, pretrained=not tiny, tiny=tiny)
-        self._network = network.eval()
+        # NHWC: oneDNN runs the depthwise convolutions of the CNN backbones several times faster on the CPU.
+        self._network = network.eval().to(memory_format=torch.channels_last)
         self._transform = build_transform(spec.image_size, spec.mean, spec.std)
         self._embeddings = normalise(embeddings)
         self._index = faiss.IndexFlatIP(spec.feature_dim)
@@ -93,7 +95,7 @@ class NearestNeighbour:
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
                 batch = torch.stack([self._transform(im) for im in images[start:start + self.batch_size]])
-                features = self._network(batch)
+                features = self._network(batch.to(memory_format=torch.channels_last))
                 if features.ndim == 3:  # token outputs: mean over tokens
                     features = features.mean(dim=1)
                 chunks.append(features.float().numpy())
