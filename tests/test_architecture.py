@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "img2prompt"
-STAGES = ("curate", "generate", "train", "predict", "ensemble", "evaluate", "serve", "embed_command", "push",
-          "interrogate")
+STAGES = ("download", "curate", "generate", "train", "predict", "ensemble", "evaluate", "serve", "embed_command",
+          "push", "interrogate")
 ORCHESTRATORS = ("cli", "quickstart", "recipe", "__main__")
 
 
