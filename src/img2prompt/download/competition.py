@@ -16,10 +16,12 @@ TOKEN_PAGE = "https://www.kaggle.com/settings/api"
 def has_credentials() -> bool:
     """Whether the ``kaggle`` client will find a key, checked before it is asked (it exits the process when it
     finds none)."""
-    config_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "kaggle"
+    folders = [Path(os.environ["KAGGLE_CONFIG_DIR"])] if os.environ.get("KAGGLE_CONFIG_DIR") else [
+        Path.home() / ".kaggle", xdg]  # the client's own search order
     return bool(os.environ.get("KAGGLE_API_TOKEN")
                 or (os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"))
-                or (config_dir / "kaggle.json").is_file() or (config_dir / "access_token").is_file())
+                or any((f / name).is_file() for f in folders for name in ("kaggle.json", "access_token")))
 
 
 def fetch_competition(competition: str, folder: Path, *, progress: bool) -> Path:

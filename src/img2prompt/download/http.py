@@ -96,7 +96,7 @@ class _Download:
                 if total is not None and self.bar.total is None:
                     self.bar.total = total
                 with open(self.part, mode) as out:
-                    for block in response.iter_bytes(CHUNK):
+                    for block in response.iter_bytes():  # as it arrives: a cut keeps every byte received
                         out.write(block)
                         self.digest.update(block)
                         self.bar.update(len(block))
