@@ -21,15 +21,21 @@ WHOLE = "The whole pipeline"
 CHECKS = "Checks"
 # Verb -> its --help panel, in the order --help lists them.
 ORDER = {
-    "download": STAGES, "embed": STAGES, "curate": STAGES, "generate": STAGES, "train": STAGES, "predict": STAGES,
-    "ensemble": STAGES, "evaluate": STAGES, "decode": STAGES, "interrogate": STAGES, "serve": STAGES,
-    "push": STAGES, "recipe": WHOLE, "quickstart": WHOLE, "validate-submission": CHECKS,
+    "download": STAGES, "write-prompts": STAGES, "embed": STAGES, "curate": STAGES, "generate": STAGES,
+    "train": STAGES, "predict": STAGES, "ensemble": STAGES, "evaluate": STAGES, "decode": STAGES,
+    "interrogate": STAGES, "serve": STAGES, "push": STAGES, "recipe": WHOLE, "quickstart": WHOLE,
+    "validate-submission": CHECKS,
 }
 EXAMPLES = {
     "download": [
         "img2prompt download --dry-run",
         "img2prompt download coco vizwiz --to data",
         "img2prompt download coyo --parts 32 --set download.progress=false",
+    ],
+    "write-prompts": [
+        "img2prompt write-prompts configs/write_prompts/recipe.yaml",
+        "img2prompt write-prompts configs/write_prompts/recipe.yaml \\",
+        "    --set write_prompts.count=20000 --set write_prompts.out=data/llm/trial.jsonl",
     ],
     "embed": [
         "img2prompt embed prompts.csv --kaggle submission.csv",
@@ -174,6 +180,19 @@ def download(
         print_plan(settings, select(settings, corpora, parts))
         return
     run_download(settings, corpora, parts=parts)
+
+
+@verb("write-prompts")
+def write_prompts(
+    config: Annotated[Path, typer.Argument(help="YAML with a write_prompts: section (configs/write_prompts/).")],
+    set_: Annotated[list[str] | None, set_option("write_prompts.KEY=VALUE")] = None,
+) -> None:
+    """Write prompts with a local instruct LLM, seeded with bank and earlier examples (resumable, deduplicated)."""
+    from img2prompt.config import load_config
+    from img2prompt.curate.write_prompts import write_prompts as run_write_prompts
+
+    out = run_write_prompts(load_config(config, set_).write_prompts)
+    typer.echo(f"wrote {out}")
 
 
 @verb("embed")

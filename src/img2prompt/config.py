@@ -30,6 +30,7 @@ from img2prompt.files import write_text_atomic
 
 if TYPE_CHECKING:
     from img2prompt.curate.run import CurateConfig
+    from img2prompt.curate.write_prompts import WritePromptsConfig
     from img2prompt.decode import DecodeConfig
     from img2prompt.download.catalog import DownloadConfig
     from img2prompt.generate.run import GenerateConfig
@@ -54,6 +55,7 @@ SECTIONS: dict[str, str] = {
     "quickstart": "img2prompt.quickstart:QuickstartConfig",
     "recipe": "img2prompt.recipe:RecipeConfig",
     "download": "img2prompt.download.catalog:DownloadConfig",
+    "write_prompts": "img2prompt.curate.write_prompts:WritePromptsConfig",
 }
 
 
@@ -220,6 +222,10 @@ class Config:
     @property
     def download(self) -> DownloadConfig:
         return self.section("download")  # type: ignore[return-value]
+
+    @property
+    def write_prompts(self) -> WritePromptsConfig:
+        return self.section("write_prompts")  # type: ignore[return-value]
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
