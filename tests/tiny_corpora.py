@@ -122,7 +122,7 @@ def serve_tiny_catalog(hosts: LocalHosts, out: Path, prompts: list[str], *, coyo
     for name, content in corpus_contents(prompts, coyo_parts).items():
         corpus = section["corpora"][name]
         if "hub" in corpus:
-            hosts.add_repo(corpus["hub"]["repo"], content)
+            hosts.add_repo(corpus["hub"]["repo"], content, commit=corpus["hub"]["revision"])
             if corpus["hub"].get("parts"):
                 corpus["hub"]["parts"] = coyo_parts
             continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-WORDS = tuple(
+_WORDS_TEXT = (
     "a an the of in on with and at by from under over near into while is are old new small large red blue green "
     "golden dark bright quiet busy ancient modern tall tiny wooden stone glass misty sunny rainy snowy castle forest "
     "river mountain city street village garden ocean beach desert lake bridge tower house market harbor island "
@@ -16,7 +16,8 @@ WORDS = tuple(
     "autumn spring clouds sky stars moon sun fog storm fire water flowers trees leaves mist detailed cinematic "
     "dramatic soft warm cold colorful lighting style scene view close wide sitting standing walking flying reading "
     "holding looking beside behind above below system user assistant write prompts here some new"
-).split(" ")
+)
+WORDS = _WORDS_TEXT.split()
 SPECIALS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

@@ -164,6 +164,8 @@ def download(
     dry_run: Annotated[bool, typer.Option(help="List every file, its size and the total; fetch nothing.")] = False,
     parts: Annotated[int | None, typer.Option(min=1, help="How many parts of a corpus in parts (COYO-700M: 128).")]
     = None,
+    optional: Annotated[list[str] | None, typer.Option("--optional", help="A corpus whose failure only warns "
+                                                       "(read by optional curate sources; repeatable).")] = None,
     config: Annotated[Path, typer.Option("--config", "-c", help="Corpus catalog (a download: section).")]
     = Path(DOWNLOAD_CATALOG),
     set_: Annotated[list[str] | None, set_option("download.KEY=VALUE")] = None,
@@ -179,7 +181,7 @@ def download(
     if dry_run:
         print_plan(settings, select(settings, corpora, parts))
         return
-    run_download(settings, corpora, parts=parts)
+    run_download(settings, corpora, parts=parts, optional=frozenset(optional or []))
 
 
 @verb("write-prompts")
