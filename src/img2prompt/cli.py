@@ -30,12 +30,13 @@ EXAMPLES = {
     "download": [
         "img2prompt download --dry-run",
         "img2prompt download coco vizwiz --to data",
-        "img2prompt download coyo --parts 32 --set download.progress=false",
+        "img2prompt download coyo --parts 32 -c configs/download/recipe.yaml \\",
+        "    --set download.progress=false",
     ],
     "write-prompts": [
         "img2prompt write-prompts configs/write_prompts/recipe.yaml",
         "img2prompt write-prompts configs/write_prompts/recipe.yaml \\",
-        "    --set write_prompts.count=20000 --set write_prompts.out=data/llm/trial.jsonl",
+        "    --set write_prompts.count=20000 --set write_prompts.out=data/llm/x.jsonl",
     ],
     "embed": [
         "img2prompt embed prompts.csv --kaggle submission.csv",
