@@ -32,7 +32,8 @@ def test_help_lists_the_verbs_in_pipeline_order() -> None:
     text = help_text()
     listed = [word for line in text.splitlines() for word in re.findall(r"^│ ([a-z-]+) ", line) if word in ORDER]
     assert listed == VERBS
-    assert VERBS[:8] == ["embed", "curate", "generate", "train", "predict", "ensemble", "evaluate", "decode"]
+    assert VERBS[:10] == ["download", "write-prompts", "embed", "curate", "generate", "train", "predict", "ensemble",
+                          "evaluate", "decode"]
 
 
 def set_examples(verb: str) -> list[tuple[str | None, str]]:

@@ -202,3 +202,34 @@ def test_bad_rows_file_holds_every_entry_but_memory_only_the_first_few(tmp_path)
     assert rows[-1] == ["b.parquet", "row group", "2", "unreadable row group"]
     assert len(bad.examples) == bad.keep == 20 and bad.examples[0] == "a.txt:1: broken in two lines"
     assert bad.per_file == {"a.txt": 30, "b.parquet": 1} and bad.total == 31
+
+
+def test_coyo_keeps_only_captions_above_the_similarity_cut_from_the_parts_own_column(tmp_path):
+    from tiny_corpora import coyo_part
+
+    texts = [f"caption number {i} of a part" for i in range(6)]
+    frame = coyo_part(texts, [0.31, 0.3, 0.29, 0.5, 0.1, 0.45])
+    frame.loc[5, "clip_similarity_vitb32"] = None  # no score: not above the cut
+    path = tmp_path / "part-00000.parquet"
+    frame.to_parquet(path)
+    bad = BadRows()
+    kept = list(read_source("coyo", str(path), ReadOptions(min_similarity=0.3), bad))
+    assert kept == [texts[0], texts[3]] and bad.total == 0  # above 0.3, strictly
+    assert len(list(read_source("coyo", str(path), ReadOptions(), bad))) == 6  # no cut: every row
+    with pytest.raises(Img2PromptError, match=r"part-00000.parquet: no column 'clip_similarity_vitl'"):
+        list(read_source("coyo", str(path), ReadOptions(min_similarity=0.3, similarity_column="clip_similarity_vitl"),
+                         bad))
+
+
+def test_a_missing_optional_source_is_left_out_with_a_warning_and_a_required_one_stops(tmp_path, capsys):
+    from img2prompt.curate.run import CurateConfig, present_sources
+
+    (tmp_path / "a.txt").write_text("a red fox in the snow\n", encoding="utf-8")
+    sources = [{"name": "a", "type": "text", "path": str(tmp_path / "a.txt")},
+               {"name": "llm", "type": "text", "path": str(tmp_path / "llm/*.txt"), "optional": True}]
+    config = present_sources(CurateConfig(out=tmp_path / "out", sources=sources))
+    assert [s.name for s in config.sources] == ["a"]
+    assert "warning: optional source 'llm' left out: " in capsys.readouterr().err
+    sources[1]["optional"] = False
+    with pytest.raises(Img2PromptError, match=r"llm/\*.txt: source file not found"):
+        present_sources(CurateConfig(out=tmp_path / "out", sources=sources))

@@ -1,8 +1,10 @@
 """The dress rehearsal: the shipped recipe configs, in order, through every step to a validated submission.
 
-Only sizes, device settings and the tiny twins are overridden (the list below), and the corpora are laid out
-under data/ exactly as configs/curate/recipe.yaml expects them, in each publisher's format, so the day a
-shipped config stops chaining (a path, a tier, a split, an init_from) this test fails.
+It starts at ``download``: tiny copies of every corpus, in each publisher's format and packaging, are served by local
+stand-ins of their hosts (tests/hub_server.py: the hub, the HTTPS hosts, Kaggle's API) and fetched by the real
+clients into data/; ``write-prompts`` writes the LLM tier with a tiny random-init LM. Only sizes, device settings,
+the tiny twins and the catalog's pins (the tiny files' own) are overridden, so the day a shipped config stops
+chaining (a path, a tier, a split, an init_from) this test fails.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ import pytest
 import yaml
 
 from conftest import SHARED_DATA
+from hub_server import LocalHosts
 from img2prompt.config import load_config
 from img2prompt.errors import Img2PromptError
 from img2prompt.recipe import plan
+from tiny_corpora import serve_tiny_catalog
+from tiny_llm import build_tiny_llm
 
 BACKBONES = ("vit_l_14_336", "convnext_xxlarge", "blip2_qformer", "eva02_large_336")
 SIZES = ["curate.splits.val=0.2", "curate.splits.test=0.2", "generate.size=16", "generate.diffusion.save_size=16",
@@ -30,6 +35,10 @@ SIZES = ["curate.splits.val=0.2", "curate.splits.test=0.2", "generate.size=16", 
 DEVICE = ["curate.embedding.device=cpu", "generate.diffusion.dtype=fp32", "generate.diffusion.compile=false",
           "train.precision='no'"]
 TINY = ["train.model.tiny=true", "train.model.pretrained=false"]  # + generate.diffusion.model=<tiny SD folder>
+WRITE = ["write_prompts.revision=null", "write_prompts.backend=transformers", "write_prompts.device=cpu",
+         "write_prompts.dtype=float32", "write_prompts.count=6", "write_prompts.batch_size=4",
+         "write_prompts.per_request=3", "write_prompts.max_new_tokens=24", "write_prompts.progress=false"]
+# + write_prompts.model=<tiny LM folder>
 
 
 def write_corpora(root: Path) -> dict[str, int]:
@@ -72,10 +81,10 @@ def write_corpora(root: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, list[str]]:
     from img2prompt.generate.random_sd import build_random_pipeline
+    from img2prompt.scene_grammar import random_prompts
 
     root = tmp_path_factory.mktemp("recipe")
-    write_corpora(root)
-    build_random_pipeline("tiny", root / "tokenizer").save_pretrained(root / "tiny_sd")
+    hosts = LocalHosts()
     kaggle = SHARED_DATA / "kaggle_sample" / "images"
     if not kaggle.is_dir():  # a user's clone has no ../shared: three images of our own stand in
         from PIL import Image
@@ -84,11 +93,22 @@ def rehearsal(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, list
         kaggle.mkdir()
         for i in range(3):
             Image.fromarray(np.random.default_rng(i).integers(0, 256, (64, 64, 3), np.uint8)).save(kaggle / f"k{i}.png")
-    overrides = [*SIZES, *DEVICE, *TINY, f"generate.diffusion.model={root / 'tiny_sd'}",
-                 f"recipe.kaggle_images={kaggle}"]
+    catalog = serve_tiny_catalog(hosts, root, random_prompts(400, seed=11),
+                                 kaggle_images=kaggle if hosts.kaggle else None)
+    build_random_pipeline("tiny", root / "tokenizer").save_pretrained(root / "tiny_sd")
+    build_tiny_llm(root / "tiny_llm")
+    images = "data/kaggle/images" if hosts.kaggle else str(kaggle)  # fetched by the kaggle client, else at hand
+    overrides = [*SIZES, *DEVICE, *TINY, *WRITE, f"generate.diffusion.model={root / 'tiny_sd'}",
+                 f"write_prompts.model={root / 'tiny_llm'}", f"recipe.download={catalog}",
+                 f"recipe.kaggle_images={images}"]
     args = [arg for item in overrides for arg in ("--set", item)]
-    run = subprocess.run([sys.executable, "-m", "img2prompt", "recipe", "configs/recipe/full.yaml", *args],
-                         cwd=root, capture_output=True, text=True, timeout=900, env={**os.environ})
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "KAGGLE_API_ENVIRONMENT": "LOCALHOST", "KAGGLE_USERNAME": "me",
+           "KAGGLE_KEY": "k", "KAGGLE_CONFIG_DIR": str(root / "kaggle_config")}
+    try:
+        run = subprocess.run([sys.executable, "-m", "img2prompt", "recipe", "configs/recipe/full.yaml", *args],
+                             cwd=root, capture_output=True, text=True, timeout=900, env=env)
+    finally:
+        hosts.close()
     return root, run, args
 
 
@@ -135,10 +155,12 @@ def test_a_second_run_resumes_and_the_dry_run_prints_every_command(rehearsal):
     dry = subprocess.run([sys.executable, "-m", "img2prompt", "recipe", "configs/recipe/full.yaml", "--dry-run",
                           "--gpus", "8", *args], cwd=root, capture_output=True, text=True, check=True).stdout
     lines = dry.strip().splitlines()
-    steps = 1 + 2 + 2 * len(BACKBONES) + 2 * len(BACKBONES) + 2 + 1 + 2
+    steps = 2 + 1 + 2 + 2 * len(BACKBONES) + 2 * len(BACKBONES) + 2 + 1 + 2
     assert len(lines) == steps and all(line.endswith("# done") for line in lines)
+    assert lines[0].startswith("img2prompt download diffusiondb coco vizwiz") and " --optional flickr30k" in lines[0]
+    assert lines[1].startswith("img2prompt write-prompts configs/write_prompts/recipe.yaml")
     assert sum(line.startswith("accelerate launch --multi_gpu --num_processes 8") for line in lines) == 16 + 1 + 1
-    assert lines[1].startswith("torchrun --standalone --nproc_per_node 8 --no-python img2prompt generate")
+    assert lines[3].startswith("torchrun --standalone --nproc_per_node 8 --no-python img2prompt generate")
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -168,7 +190,7 @@ def test_the_one_gpu_recipe_runs_with_the_zero_shot_model_as_first_member(tmp_pa
     name, weights = tiny_clip
     member = f"clip:{name}/{weights}?bank=runs/one_gpu/curate/prompts.parquet"
     overrides = [*SIZES, *DEVICE, *TINY, f"generate.diffusion.model={tmp_path / 'tiny_sd'}",
-                 f"recipe.members=['{member}']"]
+                 f"recipe.members=['{member}']", "recipe.download=null"]  # the corpora are laid out by hand
     steps = run_recipe("configs/recipe/one_gpu.yaml", overrides, gpus=1, dry_run=False,
                        run_in_process=lambda argv: app(argv, standalone_mode=False))
     assert [s.name for s in steps][:3] == ["curate", "generate hq", "train vit_l_14_336 stage 1"]

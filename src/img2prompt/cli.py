@@ -21,11 +21,23 @@ WHOLE = "The whole pipeline"
 CHECKS = "Checks"
 # Verb -> its --help panel, in the order --help lists them.
 ORDER = {
-    "embed": STAGES, "curate": STAGES, "generate": STAGES, "train": STAGES, "predict": STAGES,
-    "ensemble": STAGES, "evaluate": STAGES, "decode": STAGES, "interrogate": STAGES, "serve": STAGES,
-    "push": STAGES, "recipe": WHOLE, "quickstart": WHOLE, "validate-submission": CHECKS,
+    "download": STAGES, "write-prompts": STAGES, "embed": STAGES, "curate": STAGES, "generate": STAGES,
+    "train": STAGES, "predict": STAGES, "ensemble": STAGES, "evaluate": STAGES, "decode": STAGES,
+    "interrogate": STAGES, "serve": STAGES, "push": STAGES, "recipe": WHOLE, "quickstart": WHOLE,
+    "validate-submission": CHECKS,
 }
 EXAMPLES = {
+    "download": [
+        "img2prompt download --dry-run",
+        "img2prompt download coco vizwiz --to data",
+        "img2prompt download coyo --parts 32 -c configs/download/recipe.yaml \\",
+        "    --set download.progress=false",
+    ],
+    "write-prompts": [
+        "img2prompt write-prompts configs/write_prompts/recipe.yaml",
+        "img2prompt write-prompts configs/write_prompts/recipe.yaml \\",
+        "    --set write_prompts.count=20000 --set write_prompts.out=data/llm/x.jsonl",
+    ],
     "embed": [
         "img2prompt embed prompts.csv --kaggle submission.csv",
         "img2prompt embed prompts.csv --out prompts.parquet --backend int8",
@@ -140,6 +152,50 @@ def set_option(form: str) -> Any:
 
 
 ConfigArg = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (see configs/).")]
+
+
+DOWNLOAD_CATALOG = "configs/download/recipe.yaml"
+
+
+@verb("download")
+def download(
+    corpora: Annotated[list[str] | None, typer.Argument(help="Corpora to fetch (default: every one of the catalog).")]
+    = None,
+    to: Annotated[Path | None, typer.Option("--to", help="Root folder (default: download.root, data).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List every file, its size and the total; fetch nothing.")] = False,
+    parts: Annotated[int | None, typer.Option(min=1, help="How many parts of a corpus in parts (COYO-700M: 128).")]
+    = None,
+    optional: Annotated[list[str] | None, typer.Option("--optional", help="A corpus whose failure only warns "
+                                                       "(read by optional curate sources; repeatable).")] = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="Corpus catalog (a download: section).")]
+    = Path(DOWNLOAD_CATALOG),
+    set_: Annotated[list[str] | None, set_option("download.KEY=VALUE")] = None,
+) -> None:
+    """Fetch the corpora the recipe reads into the paths it reads them from: pinned, verified, resumable."""
+    from img2prompt.config import load_config
+    from img2prompt.download.run import download as run_download
+    from img2prompt.download.run import print_plan, select
+
+    settings = load_config(config, set_).download
+    if to is not None:
+        settings.root = to
+    if dry_run:
+        print_plan(settings, select(settings, corpora, parts))
+        return
+    run_download(settings, corpora, parts=parts, optional=frozenset(optional or []))
+
+
+@verb("write-prompts")
+def write_prompts(
+    config: Annotated[Path, typer.Argument(help="YAML with a write_prompts: section (configs/write_prompts/).")],
+    set_: Annotated[list[str] | None, set_option("write_prompts.KEY=VALUE")] = None,
+) -> None:
+    """Write prompts with a local instruct LLM, seeded with bank and earlier examples (resumable, deduplicated)."""
+    from img2prompt.config import load_config
+    from img2prompt.curate.write_prompts import write_prompts as run_write_prompts
+
+    out = run_write_prompts(load_config(config, set_).write_prompts)
+    typer.echo(f"wrote {out}")
 
 
 @verb("embed")

@@ -30,7 +30,9 @@ from img2prompt.files import write_text_atomic
 
 if TYPE_CHECKING:
     from img2prompt.curate.run import CurateConfig
+    from img2prompt.curate.write_prompts import WritePromptsConfig
     from img2prompt.decode import DecodeConfig
+    from img2prompt.download.catalog import DownloadConfig
     from img2prompt.generate.run import GenerateConfig
     from img2prompt.quickstart import QuickstartConfig
     from img2prompt.recipe import RecipeConfig
@@ -52,6 +54,8 @@ SECTIONS: dict[str, str] = {
     "serve": "img2prompt.serve.settings:ServeConfig",
     "quickstart": "img2prompt.quickstart:QuickstartConfig",
     "recipe": "img2prompt.recipe:RecipeConfig",
+    "download": "img2prompt.download.catalog:DownloadConfig",
+    "write_prompts": "img2prompt.curate.write_prompts:WritePromptsConfig",
 }
 
 
@@ -214,6 +218,14 @@ class Config:
     @property
     def recipe(self) -> RecipeConfig:
         return self.section("recipe")  # type: ignore[return-value]
+
+    @property
+    def download(self) -> DownloadConfig:
+        return self.section("download")  # type: ignore[return-value]
+
+    @property
+    def write_prompts(self) -> WritePromptsConfig:
+        return self.section("write_prompts")  # type: ignore[return-value]
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

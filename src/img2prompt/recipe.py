@@ -1,9 +1,10 @@
 """``img2prompt recipe``: the winning recipe as one chain of stage commands, built from the shipped configs.
 
-curate -> generate (one shard set per config: HQ and LQ) -> train each model's stages in order (stage 1 on LQ,
-stage 2 on HQ from stage 1) -> predict every model on the held-out set's val and test splits straight from the
-shards -> fit the ensemble on val -> predict and evaluate test -> predict the Kaggle test images -> validate
-the submission.
+download (every corpus the curate config and the Kaggle images need; present and verified ones are skipped) ->
+write-prompts (the LLM tier, an optional curate source) -> curate -> generate (one shard set per config: HQ and
+LQ) -> train each model's stages in order (stage 1 on LQ, stage 2 on HQ from stage 1) -> predict every model on
+the held-out set's val and test splits straight from the shards -> fit the ensemble on val -> predict and
+evaluate test -> predict the Kaggle test images -> validate the submission.
 
 Before anything runs, the chain is checked: every config must read exactly what the one before it writes
 (the curated table, the shard sets, the stage-1 checkpoint), so a config that stops chaining fails in a line,
@@ -15,6 +16,7 @@ started again resumes where it stopped.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shlex
 import subprocess
@@ -26,6 +28,7 @@ from typing import Literal
 from pydantic import Field
 
 from img2prompt.config import StrictModel, load_config
+from img2prompt.curate.run import CurateConfig
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.models.specs import parse
 from img2prompt.steps import Steps
@@ -43,6 +46,8 @@ class RecipeConfig(StrictModel):
     models: dict[str, list[str]] = Field(min_length=1)  # name -> its train configs, stage by stage
     members: list[str] = Field(default_factory=list)  # ensemble members without training, e.g. clip:MODEL/TAG
     kaggle_images: str | None = None  # folder of the images to submit for (the competition's test images)
+    download: str | None = None  # corpus catalog: step 0 fetches every corpus the chain reads into its paths
+    write_prompts: str | None = None  # the LLM-written tier, written before curate into an optional curate source
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class Step:
     name: str
     argv: list[str]
     launcher: Launcher = "none"
+    note: str = ""  # said after the command by --dry-run (what a download fetches)
 
     def command(self, gpus: int) -> list[str]:
         if gpus <= 1 or self.launcher == "none":
@@ -76,11 +82,43 @@ def _slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", spec).strip("_")
 
 
+def _inputs(recipe: RecipeConfig, overrides: list[str], curate: CurateConfig) -> list[Step]:
+    """Steps 0: download what curate and the Kaggle images need, write the LLM tier curate reads."""
+    paths = {s.name: s.path if isinstance(s.path, list) else [s.path] for s in curate.sources if s.path is not None}
+    steps: list[Step] = []
+    if recipe.write_prompts is not None:
+        written = str(load_config(recipe.write_prompts, _only(overrides, "write_prompts")).write_prompts.out)
+        readers = [s for s in curate.sources if any(fnmatch.fnmatchcase(written, p) for p in paths.get(s.name, []))]
+        if not readers or not all(s.optional for s in readers):
+            raise fail(recipe.write_prompts, f"write_prompts.out is {written}, which no optional source of "
+                                             f"{recipe.curate} reads")
+        paths = {name: p for name, p in paths.items() if name not in {s.name for s in readers}}
+        steps.append(Step("write prompts", ["write-prompts", recipe.write_prompts,
+                                            *_sets(overrides, "write_prompts")]))
+    if recipe.download is not None:
+        from img2prompt.download.catalog import corpora_for
+        from img2prompt.download.run import plan as download_plan
+        from img2prompt.download.run import total_line
+
+        catalog = load_config(recipe.download, _only(overrides, "download")).download
+        optional = {s.name for s in curate.sources if s.optional}
+        images = [recipe.kaggle_images] if recipe.kaggle_images else []
+        names = corpora_for([p for ps in paths.values() for p in ps] + images, catalog)
+        needed = set(corpora_for([p for name, ps in paths.items() if name not in optional for p in ps] + images,
+                                 catalog))
+        flags = [arg for name in names if name not in needed for arg in ("--optional", name)]
+        note = total_line(download_plan(catalog, {name: catalog.corpora[name] for name in names}))
+        steps.insert(0, Step("download", ["download", *names, "--config", recipe.download, *flags,
+                                          *_sets(overrides, "download")], note=note))
+    return steps
+
+
 def plan(recipe: RecipeConfig, overrides: list[str], source: str) -> list[Step]:
     """The chain's steps, after checking that each config reads what the previous one writes."""
     curate = load_config(recipe.curate, _only(overrides, "curate")).curate
     table = Path(curate.out) / "prompts.parquet"
-    steps = [Step("curate", ["curate", recipe.curate, *_sets(overrides, "curate")])]
+    steps = [*_inputs(recipe, overrides, curate), Step("curate", ["curate", recipe.curate,
+                                                                          *_sets(overrides, "curate")])]
     shard_sets: dict[Path, list[str]] = {}  # out -> the splits it draws
     for path in recipe.generate:
         generate = load_config(path, _only(overrides, "generate")).generate
@@ -135,7 +173,8 @@ def plan(recipe: RecipeConfig, overrides: list[str], source: str) -> list[Step]:
     steps.append(Step("evaluate test", ["evaluate", *scored, "--truth", truth, "--out", str(out / "evaluate"),
                                         "--images", truth]))
     if recipe.kaggle_images is not None:
-        if not Path(recipe.kaggle_images).is_dir():
+        fetched = steps[0].name == "download" and "kaggle" in steps[0].argv  # step 0 brings the folder
+        if not fetched and not Path(recipe.kaggle_images).is_dir():
             raise fail(recipe.kaggle_images, "recipe.kaggle_images: no such folder (the images to submit for)")
         submission = str(out / "submission.csv")
         steps.append(Step("predict kaggle images", ["predict", final, recipe.kaggle_images, "--kaggle", submission],
@@ -157,7 +196,8 @@ def run_recipe(path: str | Path, overrides: list[str], *, gpus: int, dry_run: bo
     for step in steps:
         line = shlex.join(step.command(gpus))
         if dry_run:
-            print(f"{line}{'   # done' if markers.done(step.name) else ''}")
+            note = "done" if markers.done(step.name) else step.note
+            print(f"{line}{f'   # {note}' if note else ''}")
             continue
         markers(step.name, lambda step=step, line=line: _run(step, line, gpus, run_in_process))
     return steps

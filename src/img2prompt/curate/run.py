@@ -19,6 +19,7 @@ val/test prompt has a train prompt that close.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,7 +35,7 @@ from img2prompt.curate.dedup import DedupConfig, DedupResult, near_duplicates
 from img2prompt.curate.report import DuplicateExample, ReportData, write_report
 from img2prompt.curate.rules import FILTERS, PromptRules, RulesConfig, words
 from img2prompt.curate.sources import BadRows, ReadOptions, SourceType, bad_rows_file, expand_paths, read_source
-from img2prompt.errors import fail
+from img2prompt.errors import Img2PromptError, fail
 from img2prompt.files import write_text_atomic
 from img2prompt.prompt_table import prompt_id, write_table
 from img2prompt.space import EMBEDDING_DIM
@@ -61,9 +62,13 @@ class SourceConfig(StrictModel):
     # stop once this many of the source's prompts passed the rules and exact dedup: caps a huge corpus (COYO)
     # at the size the recipe needs, since curation memory grows with the candidates (~2.15 GB per million)
     max_kept: int | None = Field(None, ge=1)
+    # Parquet sources (COYO): keep only rows whose similarity_column is above this (the winner: COYO above 0.3)
+    min_similarity: float | None = None
+    similarity_column: str = "clip_similarity_vitb32"
     # keep what could be read of a damaged file (a cut JSON, an unreadable Parquet row group) or of a source
     # whose bad rows pass curate.max_bad_share, instead of stopping
     allow_partial: bool = False
+    optional: bool = False  # a missing file is a warning and the source is left out, not a stop (LLM prompts)
 
     @model_validator(mode="after")
     def _needs_input(self) -> SourceConfig:
@@ -74,7 +79,8 @@ class SourceConfig(StrictModel):
         return self
 
     def options(self) -> ReadOptions:
-        return ReadOptions(self.column, self.delimiter, self.header, self.count, self.seed)
+        return ReadOptions(self.column, self.delimiter, self.header, self.count, self.seed, self.min_similarity,
+                           self.similarity_column)
 
 
 class EmbeddingConfig(StrictModel):
@@ -134,9 +140,7 @@ class Candidates:
 
 def curate(config: CurateConfig) -> Path:
     """Run the whole stage; returns the path of the prompt table."""
-    for source in config.sources:  # a missing file fails the run before anything is read or written
-        if source.path is not None:
-            expand_paths(source.path)
+    config = present_sources(config)  # a missing file fails the run before anything is read or written
     out = Path(config.out)
     write_resolved(config, "curate", out)
     timings: dict[str, float] = {}
@@ -175,6 +179,24 @@ def curate(config: CurateConfig) -> Path:
         counts["moved_to_train"] = int(moved[group.index].sum())
     _write_outputs(config, candidates, result, frame, moved, stats, rules, bad, timings)
     return table
+
+
+def present_sources(config: CurateConfig) -> CurateConfig:
+    """The config without its optional sources whose files are missing (each one a warning); a missing file of
+    any other source is an error naming it."""
+    kept = []
+    for source in config.sources:
+        try:
+            if source.path is not None:
+                expand_paths(source.path)
+            kept.append(source)
+        except Img2PromptError as exc:
+            if not source.optional:
+                raise
+            print(f"warning: optional source {source.name!r} left out: {exc}", file=sys.stderr, flush=True)
+    if not kept:
+        raise fail(config.out, "no source has any file to read")
+    return config.model_copy(update={"sources": kept})
 
 
 def read_candidates(config: CurateConfig, rules: PromptRules, bad: BadRows) -> tuple[Candidates, list[Counter]]:

@@ -14,7 +14,9 @@ Formats (the names used as ``type:`` in a curation config):
 - ``jsonl``: one JSON object per line; ``column`` names the field (default ``prompt``).
 - ``parquet``: any Parquet file; ``column`` names the text column.
 - ``diffusiondb``: DiffusionDB's ``metadata.parquet`` (text column ``prompt``).
-- ``coyo``: COYO-700M Parquet parts (text column ``text``).
+- ``coyo``: COYO-700M Parquet parts (text column ``text``); with ``min_similarity``, only the rows whose image-text
+  similarity column (default ``clip_similarity_vitb32``, CLIP ViT-B/32 cosine, as COYO ships it) is above it, as
+  the winner kept COYO captions above 0.3.
 - ``coco``: COCO caption annotations JSON (``annotations[].caption``).
 - ``vizwiz``: VizWiz-Captions JSON (COCO layout; pre-canned and rejected captions are skipped).
 - ``textcaps``: TextCaps JSON (``data[].caption_str``).
@@ -98,6 +100,8 @@ class ReadOptions:
     header: bool = True
     count: int = 0
     seed: int = 0
+    min_similarity: float | None = None  # Parquet readers: keep rows whose similarity_column is above this
+    similarity_column: str = "clip_similarity_vitb32"
 
 
 @contextmanager
@@ -206,15 +210,21 @@ def _parquet_reader(default_column: str) -> Reader:
             parquet = pq.ParquetFile(path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise fail(path, f"not a readable Parquet file ({exc})") from None
-        if column not in parquet.schema_arrow.names:
-            raise fail(path, f"no column {column!r} (has {', '.join(parquet.schema_arrow.names)[:200]})")
+        columns = [column] if options.min_similarity is None else [column, options.similarity_column]
+        for name in columns:
+            if name not in parquet.schema_arrow.names:
+                raise fail(path, f"no column {name!r} (has {', '.join(parquet.schema_arrow.names)[:200]})")
         end = 0
         for group in range(parquet.num_row_groups):  # a corrupt group costs its own rows, not the file's rest
             row, end = end, end + parquet.metadata.row_group(group).num_rows
             try:
-                for batch in parquet.iter_batches(batch_size=65536, row_groups=[group], columns=[column]):
-                    for value in batch.column(0).to_pylist():
+                for batch in parquet.iter_batches(batch_size=65536, row_groups=[group], columns=columns):
+                    texts = batch.column(0).to_pylist()
+                    keep = _above(batch, options) if options.min_similarity is not None else None
+                    for i, value in enumerate(texts):
                         row += 1
+                        if keep is not None and not keep[i]:
+                            continue
                         if isinstance(value, str):
                             yield value
                         else:
@@ -224,6 +234,17 @@ def _parquet_reader(default_column: str) -> Reader:
                 bad.add(path, group, why, unit="row group", lost_rest=True)
 
     return read
+
+
+def _above(batch: pa.RecordBatch, options: ReadOptions) -> list[bool]:
+    """Rows whose similarity is above ``min_similarity``, compared in the column's own precision (COYO's float32 0.3
+    is not above 0.3); a missing similarity is not above anything."""
+    import pyarrow.compute as pc
+
+    scores = batch.column(1)
+    cut = pa.scalar(options.min_similarity).cast(scores.type) if pa.types.is_floating(scores.type) else (
+        options.min_similarity)
+    return pc.fill_null(pc.greater(scores, cut), False).to_pylist()
 
 
 def _json_items(path: Path, prefix: str, bad: BadRows) -> Iterator[tuple[int, dict]]:
