@@ -44,10 +44,17 @@ def interrogate(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-def test_one_line_per_image_identical_on_a_second_run_and_unreadable_images_listed(setup):
+@pytest.fixture(scope="module")
+def folder_runs(setup) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """The folder interrogated twice, in two processes."""
     bank, checkpoint, images, config = setup
     args = [str(images), "--model", str(checkpoint), "--bank", str(bank), "--mode", "fast", "-c", str(config)]
-    first, second = interrogate(*args), interrogate(*args)
+    return interrogate(*args), interrogate(*args)
+
+
+def test_one_line_per_image_identical_on_a_second_run_and_unreadable_images_listed(setup, folder_runs):
+    _, _, images, _ = setup
+    first, second = folder_runs
     assert first.returncode == 0, first.stderr[-2000:]
     lines = first.stdout.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == [str(images / f"im{i}.png") for i in range(3)]
@@ -67,15 +74,15 @@ def test_json_lines_carry_the_prompt_its_cosine_the_nearest_prompts_and_timings(
     assert answer["nearest"][0]["prompt"] in BANK and -1 <= answer["cosine"] <= 1 and answer["capped"] is False
 
 
-def test_the_python_api_gives_the_cli_answer(setup):
-    bank, checkpoint, images, config = setup
-    run = interrogate(str(images / "im1.png"), "--model", str(checkpoint), "--bank", str(bank), "-c", str(config))
+def test_the_python_api_gives_the_cli_answer(setup, folder_runs):
+    bank, checkpoint, images, _ = setup
+    cli = dict(line.split("\t") for line in folder_runs[0].stdout.strip().splitlines())[str(images / "im1.png")]
     interrogator = Interrogator(checkpoint, bank, mode="fast",
                                 decode=DecodeConfig(modifiers=["mediums"], cache_dir=None))
     from PIL import Image
 
-    assert interrogator.prompt(images / "im1.png") == run.stdout.strip().split("\t")[1]
-    assert interrogator.prompt(Image.open(images / "im1.png")) == run.stdout.strip().split("\t")[1]
+    assert interrogator.prompt(images / "im1.png") == cli
+    assert interrogator.prompt(Image.open(images / "im1.png")) == cli
     assert interrogator.embed([images / "im0.png", images / "im1.png"]).shape == (2, 384)
 
 
