@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from img2prompt.config import load_config
 from img2prompt.curate.dedup import DedupConfig, near_duplicates
 from img2prompt.curate.rules import PromptRules
-from img2prompt.curate.run import curate, embed, read_candidates
+from img2prompt.curate.run import CurateConfig, curate, embed, read_candidates
 from img2prompt.curate.sources import BadRows
 from img2prompt.embedding import TextEmbedder
+from img2prompt.sections import load_section
 
 TARGET = 8_600_000
 
@@ -54,7 +54,7 @@ def main() -> None:
     overrides = [f"curate.out={args.out}", "curate.progress=false"]
     if args.cache_dir:
         overrides.append(f"curate.embedding.cache_dir={args.cache_dir}")
-    full = load_config(args.config, overrides).curate
+    full = load_section(args.config, "curate", CurateConfig, overrides)
     # reading + rules + exact dedup over every source, in full (cheap next to embedding)
     started = time.perf_counter()
     all_candidates, per_source = read_candidates(full, PromptRules(full.rules), BadRows())

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from img2prompt.config import load_config
+from img2prompt.sections import load_section
+from img2prompt.train.config import TrainConfig
 from img2prompt.train.trainer import train
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train" / "cpu_quickstart.yaml"
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="train.x=y override")
     args = parser.parse_args(argv)
     overrides = [f"train.data.shards=[{args.shards}]", f"train.out={args.out}", *args.overrides]
-    config = load_config(args.config, overrides).train
+    config = load_section(args.config, "train", TrainConfig, overrides)
     start, cpu_start = time.perf_counter(), time.process_time()
     out = train(config)
     minutes = (time.perf_counter() - start) / 60

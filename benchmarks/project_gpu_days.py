@@ -30,9 +30,12 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_backward_flop_count, sdpa_flop_count
 
 from bench_generate_sd import flops_per_image
-from img2prompt.config import load_config
+from img2prompt.generate.run import GenerateConfig
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import Regressor
+from img2prompt.recipe.config import RecipeConfig
+from img2prompt.sections import load_section
+from img2prompt.train.config import TrainConfig
 from img2prompt.train.optim import freeze_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +69,7 @@ FORMULAS = {ATEN.convolution_backward: _conv_backward,
 def train_flops_per_sample(config_path: Path) -> tuple[str, str, float]:
     """Model FLOPs of one training sample for a stage config: forward + backward, plus the recomputed forward
     under gradient checkpointing."""
-    config = load_config(config_path).train
+    config = load_section(config_path, "train", TrainConfig)
     model = Regressor(config.model, pretrained=False).train()
     ft = config.finetune
     if ft.method == "lora":
@@ -121,14 +124,14 @@ def main() -> None:
     parser.add_argument("--train-json", type=Path)
     args = parser.parse_args()
     assumed_rate = args.mfu * args.peak_tflops * 1e12
-    recipe = load_config(args.recipe).recipe
+    recipe = load_section(args.recipe, "recipe", RecipeConfig)
     prompts = {"hq": args.hq_prompts, "lq": args.lq_prompts}
 
     print("| step | samples | TFLOP per sample | rate | GPU-days |\n|---|---|---|---|---|")
     total = 0.0
     tier_of: dict[Path, list[str]] = {}
     for path in recipe.generate:
-        gen = load_config(ROOT / path).generate
+        gen = load_section(ROOT / path, "generate", GenerateConfig)
         tiers = gen.tiers or sorted(prompts)
         tier_of[Path(gen.out)] = tiers
         images = sum(prompts[t] * gen.images_per_prompt[t] for t in tiers)
@@ -144,7 +147,7 @@ def main() -> None:
     for name, stages in recipe.models.items():
         for number, path in enumerate(stages, start=1):
             backbone, method, flops = train_flops_per_sample(ROOT / path)
-            config = load_config(ROOT / path).train
+            config = load_section(ROOT / path, "train", TrainConfig)
             # One random image per prompt per epoch: an epoch is one pass over the prompts of its shard sets.
             samples = config.optim.epochs * sum(prompts[t] for s in config.data.shards for t in tier_of[Path(s)])
             seconds, label = duration(samples, flops, rates.get((backbone, "lora" if method == "lora" else "full")),

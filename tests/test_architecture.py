@@ -1,5 +1,6 @@
 """The house rules of docs/DESIGN.md, checked on the source: the import graph has no cycle, library modules
-never import a stage, and no stage imports another stage (only the orchestrators, cli and quickstart, do)."""
+never import a stage, and no stage imports another stage (only the orchestrators, cli, sections and recipe, do).
+Every import counts: at module level, inside a function, under ``TYPE_CHECKING`` and by name through importlib."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "img2prompt"
 STAGES = ("download", "curate", "generate", "train", "predict", "ensemble", "evaluate", "serve", "embed_command",
           "push", "interrogate")
-ORCHESTRATORS = ("cli", "quickstart", "recipe", "__main__")
+ORCHESTRATORS = ("cli", "sections", "recipe", "__main__")
 
 
 def module_name(path: Path) -> str:
@@ -26,28 +27,20 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
 
 
-def _type_checking_lines(tree: ast.Module) -> set[int]:
-    lines: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
-            lines.update(range(node.lineno, node.end_lineno + 1))
-    return lines
-
-
 def imports(name: str) -> set[str]:
-    """Every img2prompt module ``name`` imports at run time, at module level or inside a function."""
+    """Every img2prompt module ``name`` imports: at module level, inside a function, for type checking only, or by a
+    string literal that names a module (``importlib.import_module("img2prompt.x")``)."""
     tree = ast.parse(MODULES[name].read_text())
-    typing_only = _type_checking_lines(tree)
     found: set[str] = set()
     for node in ast.walk(tree):
-        if getattr(node, "lineno", 0) in typing_only:
-            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.startswith("img2prompt"))
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("img2prompt"):
             for alias in node.names:
                 child = f"{node.module}.{alias.name}"
                 found.add(child if child in MODULES else node.module)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("img2prompt."):
+            found.add(node.value.split(":")[0])
     return {m for m in found if m in MODULES and m != name}
 
 
@@ -94,8 +87,13 @@ def test_library_modules_never_import_a_stage_and_stages_never_import_each_other
     assert not wrong, "\n".join(wrong)
 
 
-def test_the_checker_sees_function_local_imports():
+def test_the_checker_sees_function_local_type_checking_and_by_name_imports(tmp_path, monkeypatch):
     assert "img2prompt.models.load" in GRAPH["img2prompt.predict"]  # imported inside run_predict
+    assert "img2prompt.config" in GRAPH["img2prompt.cli"]  # under TYPE_CHECKING (and inside a function)
+    fake = tmp_path / "fake.py"
+    fake.write_text('import importlib\nmodel = importlib.import_module("img2prompt.train.config")\n')
+    monkeypatch.setitem(MODULES, "img2prompt.fake", fake)
+    assert imports("img2prompt.fake") == {"img2prompt.train.config"}
 
 
 def _top_level_imports() -> dict[str, str]:

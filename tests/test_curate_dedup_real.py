@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from img2prompt.config import load_config
 from img2prompt.curate.dedup import DedupConfig, near_duplicates
 from img2prompt.curate.rules import PromptRules
+from img2prompt.curate.run import CurateConfig
 from img2prompt.curate.sources import BadRows, read_source
+from img2prompt.sections import load_section
 
 SHARED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "curate" / "shared_data.yaml"
 SAMPLE = 10_000
@@ -19,7 +20,7 @@ SAMPLE = 10_000
 def curate_candidates_sample(shared_data: Path, size: int, seed: int) -> list[str]:
     """``size`` prompts drawn uniformly (fixed seed) from every source of configs/curate/shared_data.yaml,
     in config order, through the curation rules and exact dedup: what the near-dedup step is given."""
-    config = load_config(SHARED_CONFIG).curate
+    config = load_section(SHARED_CONFIG, "curate", CurateConfig)
     pool: dict[str, None] = {}
     for source in config.sources:
         path = source.path.replace("../shared/data", str(shared_data)) if source.path else None

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from img2prompt.config import load_config
 from img2prompt.curate.run import CurateConfig, SplitConfig, curate, split_of
 from img2prompt.prompt_table import COLUMNS, prompt_id, read_table
+from img2prompt.sections import load_section
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prompts"
 CHUNK = 8  # prompts per cached embedding chunk: small, so a run has several
@@ -48,7 +48,7 @@ def write_config(tmp: Path, out: Path, **extra) -> Path:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("curate")
-    curate(load_config(write_config(tmp, tmp / "out"), [f"curate.embedding.chunk={CHUNK}"]).curate)
+    curate(load_section(write_config(tmp, tmp / "out"), "curate", CurateConfig, [f"curate.embedding.chunk={CHUNK}"]))
     return tmp / "out"
 
 
@@ -143,7 +143,8 @@ def test_resume_reuses_cached_chunks_and_gives_the_same_table_bit_for_bit(run, t
         encoded.append(len(prompts))
         return original(self, prompts, **options)
 
-    config = load_config(write_config(tmp_path, tmp_path / "out"), [f"curate.embedding.chunk={CHUNK}"]).curate
+    config = load_section(write_config(tmp_path, tmp_path / "out"), "curate", CurateConfig,
+                          [f"curate.embedding.chunk={CHUNK}"])
     monkeypatch.setattr(TextEmbedder, "_encode_uncached", killed_after_first_chunk)
     with pytest.raises(KeyboardInterrupt):
         curate(config)
@@ -204,7 +205,7 @@ def test_max_kept_caps_a_source_at_that_many_candidates(tmp_path):
     from img2prompt.curate.run import read_candidates
     from img2prompt.curate.sources import BadRows
 
-    config = load_config(write_config(tmp_path, tmp_path / "out")).curate
+    config = load_section(write_config(tmp_path, tmp_path / "out"), "curate", CurateConfig)
     full, _ = read_candidates(config, PromptRules(config.rules), BadRows())
     coyo = config.sources[-2]
     assert coyo.name == "coyo"
@@ -230,7 +231,7 @@ def cut_coco_config(tmp_path: Path, **source) -> Path:
 def test_a_truncated_source_stops_the_run_with_one_line_and_keeps_bad_rows_tsv(tmp_path):
     from img2prompt.errors import Img2PromptError
 
-    config = load_config(cut_coco_config(tmp_path)).curate
+    config = load_section(cut_coco_config(tmp_path), "curate", CurateConfig)
     with pytest.raises(Img2PromptError, match=r"captions_train2017\.json: damaged \(item 2: JSON broken after "
                                               r"item 1.*allow_partial: true") as info:
         curate(config)
@@ -242,7 +243,7 @@ def test_a_truncated_source_stops_the_run_with_one_line_and_keeps_bad_rows_tsv(t
 
 
 def test_allow_partial_keeps_what_a_damaged_source_held(tmp_path):
-    table = curate(load_config(cut_coco_config(tmp_path, allow_partial=True)).curate)
+    table = curate(load_section(cut_coco_config(tmp_path, allow_partial=True), "curate", CurateConfig))
     frame, _ = read_table(table)
     assert len(frame) == 1
 
@@ -252,7 +253,7 @@ def test_a_source_of_mostly_bad_rows_stops_the_run(tmp_path):
 
     lines = tmp_path / "llm.jsonl"
     lines.write_text('{"prompt": "a red fox on a beach at sunset, oil painting"}\n' + "not json\n" * 3)
-    config = load_config(None, [f"curate.out={tmp_path / 'out'}", "curate.progress=false",
-                                f"curate.sources=[{{name: llm, type: jsonl, path: '{lines}'}}]"]).curate
+    config = load_section(None, "curate", CurateConfig, [f"curate.out={tmp_path / 'out'}", "curate.progress=false",
+                                f"curate.sources=[{{name: llm, type: jsonl, path: '{lines}'}}]"])
     with pytest.raises(Img2PromptError, match=r"llm\.jsonl: 3 of 4 rows of source 'llm' are malformed"):
         curate(config)

@@ -263,8 +263,9 @@ def test_an_unknown_mode_and_a_negative_cap_are_refused(decoder: PromptDecoder) 
 
 
 def test_a_mode_override_changes_only_what_it_names() -> None:
-    from img2prompt.config import load_config
+    from img2prompt.decode import DecodeConfig
+    from img2prompt.sections import load_section
 
-    config = load_config(None, ["decode.modes.best.beam=8"]).decode
+    config = load_section(None, "decode", DecodeConfig, ["decode.modes.best.beam=8"])
     assert config.modes["best"].beam == 8 and config.modes["best"].pool == DecodeConfig().modes["best"].pool
     assert config.modes["fast"] == DecodeConfig().modes["fast"]

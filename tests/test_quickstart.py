@@ -29,7 +29,7 @@ REDUCED = [
     "generate.size=96",
     "train.model.image_size=96",
     "train.optim.epochs=2",
-    "quickstart.report_grid=4",
+    "recipe.report_grid=4",
     "decode.modifiers=[mediums]",
 ]
 # The reduced run's test scores (seed 0: ensemble 0.625, linear probe 0.617, full FT 0.614, mean 0.585, nearest
@@ -47,8 +47,8 @@ def overrides(out: Path, seed: int = 0) -> list[str]:
     shared = SHARED_DATA.is_dir()
     images = [str(SHARED_DATA / "kaggle_sample" / "images")] if shared else []
     bank = [f"bank.sources.1.path={SHARED_DATA / 'prompts' / '900k_dedup_08_split_dedup_wt_wv.txt'}"] if shared else []
-    return [*REDUCED, *bank, f"curate.sources.0.seed={seed}", f"train.seed={seed}", f"quickstart.out={out}",
-            f"quickstart.images={json.dumps(images)}"]
+    return [*REDUCED, *bank, f"curate.sources.0.seed={seed}", f"train.seed={seed}", f"recipe.out={out}",
+            f"recipe.images={json.dumps(images)}"]
 
 
 def run_quickstart(python: Path | str, out: Path, seed: int = 0, env: dict[str, str] | None = None
@@ -111,7 +111,7 @@ def test_the_wheel_holds_the_package_and_its_configs(wheel, tmp_path):
     where = subprocess.run([str(python), "-c", "import img2prompt, img2prompt.config as c; "
                             "print(img2prompt.__file__); print(c.packaged_configs())"],
                            cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout.split()
-    assert not where[0].startswith(str(REPO)) and Path(where[1], "quickstart.yaml").is_file()
+    assert not where[0].startswith(str(REPO)) and Path(where[1], "recipe", "quickstart.yaml").is_file()
 
 
 def test_every_output_exists(run):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +23,8 @@ import yaml
 
 from conftest import SHARED_DATA
 from hub_server import LocalHosts
-from img2prompt.config import load_config
 from img2prompt.errors import Img2PromptError
-from img2prompt.recipe import plan
+from img2prompt.recipe.plan import plan
 from tiny_corpora import serve_tiny_catalog
 from tiny_llm import build_tiny_llm
 
@@ -100,7 +100,7 @@ def rehearsal(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, list
     images = "data/kaggle/images" if hosts.kaggle else str(kaggle)  # fetched by the kaggle client, else at hand
     overrides = [*SIZES, *DEVICE, *TINY, *WRITE, f"generate.diffusion.model={root / 'tiny_sd'}",
                  f"write_prompts.model={root / 'tiny_llm'}", f"recipe.download={catalog}",
-                 f"recipe.kaggle_images={images}"]
+                 f"recipe.images=[{images}]"]
     args = [arg for item in overrides for arg in ("--set", item)]
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "KAGGLE_API_ENVIRONMENT": "LOCALHOST", "KAGGLE_USERNAME": "me",
            "KAGGLE_KEY": "k", "KAGGLE_CONFIG_DIR": str(root / "kaggle_config")}
@@ -125,7 +125,7 @@ def test_the_shipped_recipe_runs_to_a_validated_submission(rehearsal):
             assert (out / "train" / f"{backbone}_stage{stage}" / "model.safetensors").is_file()
     spec = yaml.safe_load((out / "ensemble.yaml").read_text())["ensemble"]
     assert sorted(Path(m["model"]).name for m in spec["members"]) == sorted(f"{b}_stage2" for b in BACKBONES)
-    metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert len(metrics) == len(BACKBONES) + 1 and all(m["images"] > 0 for m in metrics.values())
     assert "validate submission" in run.stdout and "ok," in run.stdout
 
@@ -167,14 +167,20 @@ def test_a_second_run_resumes_and_the_dry_run_prints_every_command(rehearsal):
     ("generate.prompts=runs/other.parquet", "generate.prompts is runs/other.parquet, but"),
     ("train.init_from=runs/x", "has init_from runs/x; it needs no init_from"),
     ("train.data.shards=[runs/nowhere]", "reads shards runs/nowhere, which no generate config of the recipe writes"),
-    ("recipe.kaggle_images=no/such/folder", "recipe.kaggle_images: no such folder"),
+    ("recipe.images=[no/such/folder]", "no/such/folder: recipe.images: no such file or folder"),
+    ("trian.seed=1", "no step of configs/recipe/full.yaml reads a 'trian' section (did you mean 'train'?)"),
 ])
 def test_a_config_that_stops_chaining_fails_in_one_line_before_anything_runs(override, message):
-    recipe_path = "configs/recipe/full.yaml"
-    with pytest.raises(Img2PromptError, match=message) as info:
-        plan(load_config(recipe_path, [o for o in [override] if o.startswith("recipe.")]).recipe, [override],
-             recipe_path)
+    with pytest.raises(Img2PromptError, match=re.escape(message)) as info:
+        plan("configs/recipe/full.yaml", [override])
     assert "\n" not in str(info.value)
+
+
+def test_recipe_out_moves_the_whole_chain():
+    """Every step of the moved chain reads and writes under the new root, and the chain still checks."""
+    _, steps = plan("configs/recipe/full.yaml", ["recipe.out=/data/elsewhere"])
+    words = " ".join(arg for step in steps for arg in step.argv if "runs/" in arg or "/data/elsewhere" in arg)
+    assert "runs/recipe" not in words and words.count("/data/elsewhere/train/vit_l_14_336_stage1") >= 2
 
 
 def test_the_one_gpu_recipe_runs_with_the_zero_shot_model_as_first_member(tmp_path, monkeypatch, tiny_clip):
@@ -182,7 +188,7 @@ def test_the_one_gpu_recipe_runs_with_the_zero_shot_model_as_first_member(tmp_pa
     process, so this run is in-process: exactly what `img2prompt recipe` does on one GPU)."""
     from img2prompt.cli import app
     from img2prompt.generate.random_sd import build_random_pipeline
-    from img2prompt.recipe import run_recipe
+    from img2prompt.recipe.run import run_recipe
 
     write_corpora(tmp_path)
     build_random_pipeline("tiny", tmp_path / "tokenizer").save_pretrained(tmp_path / "tiny_sd")
@@ -191,10 +197,12 @@ def test_the_one_gpu_recipe_runs_with_the_zero_shot_model_as_first_member(tmp_pa
     member = f"clip:{name}/{weights}?bank=runs/one_gpu/curate/prompts.parquet"
     overrides = [*SIZES, *DEVICE, *TINY, f"generate.diffusion.model={tmp_path / 'tiny_sd'}",
                  f"recipe.members=['{member}']", "recipe.download=null"]  # the corpora are laid out by hand
-    steps = run_recipe("configs/recipe/one_gpu.yaml", overrides, gpus=1, dry_run=False,
-                       run_in_process=lambda argv: app(argv, standalone_mode=False))
+    _, steps = plan("configs/recipe/one_gpu.yaml", overrides)
     assert [s.name for s in steps][:3] == ["curate", "generate hq", "train vit_l_14_336 stage 1"]
+    summary = run_recipe("configs/recipe/one_gpu.yaml", overrides, gpus=1, dry_run=False,
+                         run_in_process=lambda argv: app(argv, standalone_mode=False))
+    assert summary["note"] is None  # not the quickstart's scenes: no synthetic-data warning
     members = yaml.safe_load((tmp_path / "runs/one_gpu/ensemble.yaml").read_text())["ensemble"]["members"]
     assert members[0]["model"].startswith(f"clip:{name}/") and Path(members[1]["model"]).name == "vit_l_14_336"
-    metrics = json.loads((tmp_path / "runs/one_gpu/evaluate/metrics.json").read_text())
-    assert len(metrics) == 3
+    metrics = json.loads((tmp_path / "runs/one_gpu/report/metrics.json").read_text())
+    assert len(metrics) == 3 and len(summary["test_mean_cosine"]) == 3

@@ -124,8 +124,8 @@ def test_cli_rejects_a_misspelled_config_section_in_one_line(bank, tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("serv:\n  port: 9000\n")
     assert one_line_error([f"mean:{bank}", "-c", str(config)]) == (
-        f"error: {config}: unknown section 'serv' (did you mean 'serve'?) (sections: curate, bank, generate, train, "
-        "decode, serve, quickstart, recipe)")
+        f"error: {config}: unknown section 'serv' (did you mean 'serve'?) (sections: download, write_prompts, curate, "
+        "generate, train, decode, serve, recipe)")
 
 
 @pytest.mark.parametrize("port", ["70000", "-1"])

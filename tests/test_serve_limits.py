@@ -184,17 +184,19 @@ def test_app_starts_again_after_shutdown():
 
 
 def test_shipped_serve_configs_load():
-    from img2prompt.config import load_config
+    from img2prompt.decode import DecodeConfig
+    from img2prompt.sections import load_section
+    from img2prompt.serve.settings import ServeConfig
 
     root = Path(__file__).resolve().parents[1] / "configs" / "serve"
-    assert load_config(root / "cpu.yaml").serve == ServeConfig()
+    assert load_section(root / "cpu.yaml", "serve", ServeConfig) == ServeConfig()
     import yaml
 
     assert set(yaml.safe_load((root / "cpu.yaml").read_text())["serve"]) == set(ServeConfig.model_fields)  # every knob
-    gpu = load_config(root / "gpu.yaml").serve
+    gpu = load_section(root / "gpu.yaml", "serve", ServeConfig)
     assert (gpu.device, gpu.batch_size, gpu.max_in_flight) == ("cuda", 64, 64)
     for name in ("cpu.yaml", "gpu.yaml"):
-        assert load_config(root / name).decode.budget_s == 0.3
+        assert load_section(root / name, "decode", DecodeConfig).budget_s == 0.3
 
 
 class FailingOnce(ColourModel):

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from img2prompt.config import load_config
 from img2prompt.models.backbones import REGISTRY
+from img2prompt.sections import load_section
+from img2prompt.train.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
 REAL = ["vit_l_14_336", "convnext_xxlarge", "eva02_large_336", "blip2_qformer", "efficientnet_lite2"]
@@ -15,14 +16,14 @@ REAL = ["vit_l_14_336", "convnext_xxlarge", "eva02_large_336", "blip2_qformer", 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_config_is_valid(path: Path) -> None:
-    config = load_config(path).train
+    config = load_section(path, "train", TrainConfig)
     assert config.model.backbone in REGISTRY and config.data.shards
 
 
 @pytest.mark.parametrize("backbone", REAL)
 def test_two_stages_per_real_backbone_at_336_px_and_up(backbone: str) -> None:
-    stage1 = load_config(CONFIGS / f"{backbone}_stage1.yaml").train
-    stage2 = load_config(CONFIGS / f"{backbone}_stage2.yaml").train
+    stage1 = load_section(CONFIGS / f"{backbone}_stage1.yaml", "train", TrainConfig)
+    stage2 = load_section(CONFIGS / f"{backbone}_stage2.yaml", "train", TrainConfig)
     assert stage1.model == stage2.model and stage1.model.pretrained and not stage1.model.tiny
     assert stage1.model.image_size >= 336 and stage1.precision == "bf16"
     assert stage2.init_from == stage1.out and stage1.init_from is None
@@ -30,6 +31,6 @@ def test_two_stages_per_real_backbone_at_336_px_and_up(backbone: str) -> None:
 
 
 def test_cpu_quickstart_uses_efficientnet_lite0_with_real_weights() -> None:
-    config = load_config(CONFIGS / "cpu_quickstart.yaml").train
+    config = load_section(CONFIGS / "cpu_quickstart.yaml", "train", TrainConfig)
     assert config.model.backbone == "efficientnet_lite0" and config.model.pretrained
     assert config.precision == "no" and config.data.num_workers <= 1

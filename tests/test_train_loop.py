@@ -19,9 +19,9 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from img2prompt.config import load_config
 from img2prompt.errors import Img2PromptError
 from img2prompt.models.regressor import Regressor
+from img2prompt.sections import load_section
 from img2prompt.train.config import RESUMABLE, TrainConfig
 from img2prompt.train.trainer import Trainer, build_accelerator, train
 from learning import Bar, assert_learned
@@ -271,7 +271,7 @@ def test_config_errors_name_the_file(tmp_path: Path, shards: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  optim:\n    lr_typo: 1\n")
     with pytest.raises(Img2PromptError, match=r"bad\.yaml: train\.optim\.lr_typo"):
-        load_config(bad)
+        load_section(bad, "train", TrainConfig)
     cfg = config(shards, tmp_path / "run", optim={"max_steps": 1})
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "state.pt").write_bytes(b"torn")

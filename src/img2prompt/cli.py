@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperGroup
 
 from img2prompt import __version__
 from img2prompt.errors import Img2PromptError
+
+if TYPE_CHECKING:
+    from img2prompt.config import StrictModel
+
+Section = TypeVar("Section", bound="StrictModel")
 
 STAGES = "Stages, in pipeline order"
 WHOLE = "The whole pipeline"
@@ -92,14 +97,14 @@ EXAMPLES = {
         "img2prompt push runs/train/lite0 me/lite0 --dry-run staged/",
     ],
     "recipe": [
-        "img2prompt recipe configs/recipe/full.yaml --dry-run",
+        "img2prompt recipe configs/recipe/full.yaml --dry-run --gpus 8",
         "img2prompt recipe configs/recipe/full.yaml --gpus 8 \\",
-        "    --set recipe.out=/data/recipe",
+        "    --set recipe.out=/data/recipe --set train.data.batch_size=32",
     ],
     "quickstart": [
         "img2prompt quickstart",
-        "img2prompt quickstart -c configs/quickstart.yaml \\",
-        "    --set quickstart.out=runs/qs2 --set quickstart.report_grid=12",
+        "img2prompt quickstart --set recipe.out=runs/qs2 --set recipe.report_grid=12 \\",
+        "    --set curate.sources.0.count=300",
     ],
     "validate-submission": [
         "img2prompt validate-submission submission.csv",
@@ -151,6 +156,13 @@ def set_option(form: str) -> Any:
     return typer.Option("--set", help=f"Override a config key: {form} (repeatable; see the examples).")
 
 
+def section(config: Path | None, overrides: list[str] | None, name: str, model: type[Section]) -> Section:
+    """``sections.load_section``, imported when a verb runs (``--help`` stays instant)."""
+    from img2prompt.sections import load_section
+
+    return load_section(config, name, model, overrides)
+
+
 ConfigArg = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (see configs/).")]
 
 
@@ -172,11 +184,11 @@ def download(
     set_: Annotated[list[str] | None, set_option("download.KEY=VALUE")] = None,
 ) -> None:
     """Fetch the corpora the recipe reads into the paths it reads them from: pinned, verified, resumable."""
-    from img2prompt.config import load_config
+    from img2prompt.download.catalog import DownloadConfig
     from img2prompt.download.run import download as run_download
     from img2prompt.download.run import print_plan, select
 
-    settings = load_config(config, set_).download
+    settings = section(config, set_, "download", DownloadConfig)
     if to is not None:
         settings.root = to
     if dry_run:
@@ -191,10 +203,10 @@ def write_prompts(
     set_: Annotated[list[str] | None, set_option("write_prompts.KEY=VALUE")] = None,
 ) -> None:
     """Write prompts with a local instruct LLM, seeded with bank and earlier examples (resumable, deduplicated)."""
-    from img2prompt.config import load_config
+    from img2prompt.curate.write_prompts import WritePromptsConfig
     from img2prompt.curate.write_prompts import write_prompts as run_write_prompts
 
-    out = run_write_prompts(load_config(config, set_).write_prompts)
+    out = run_write_prompts(section(config, set_, "write_prompts", WritePromptsConfig))
     typer.echo(f"wrote {out}")
 
 
@@ -282,11 +294,11 @@ def evaluate(
     set_: Annotated[list[str] | None, set_option("decode.KEY=VALUE")] = None,
 ) -> None:
     """Score predictions against the true prompts and the constant baseline; write a one-page HTML report."""
-    from img2prompt.config import load_config
+    from img2prompt.decode import DecodeConfig
     from img2prompt.evaluate.run import run_evaluate
     from img2prompt.provenance import SCORE_WARNING, synthetic
 
-    decode_config = load_config(config, set_).decode
+    decode_config = section(config, set_, "decode", DecodeConfig)
     summary = run_evaluate(predictions, truth, out, images=images or [], bank=bank, grid=grid,
                            decode_config=decode_config)
     if synthetic(source for stats in summary.values() for source in stats["by_source"]):
@@ -330,10 +342,9 @@ def decode(
     set_: Annotated[list[str] | None, set_option("decode.KEY=VALUE")] = None,
 ) -> None:
     """Turn predicted embeddings into readable prompts (bank prompt + phrases + modifiers)."""
-    from img2prompt.config import load_config
-    from img2prompt.decode import run_decode
+    from img2prompt.decode import DecodeConfig, run_decode
 
-    settings = load_config(config, set_).decode
+    settings = section(config, set_, "decode", DecodeConfig)
     if budget is not None:
         settings.budget_s = budget
     for row in run_decode(bank, settings, predictions=predictions, texts=text or [], out=out, mode=mode):
@@ -346,12 +357,11 @@ def generate(
     overrides: Annotated[list[str] | None, set_option("generate.KEY=VALUE")] = None,
 ) -> None:
     """Draw training images for a prompt table into WebDataset shards (resumable; torchrun for many GPUs)."""
-    from img2prompt.config import load_config
+    from img2prompt.generate.run import GenerateConfig, rank_and_world
     from img2prompt.generate.run import generate as run_generate
-    from img2prompt.generate.run import rank_and_world
     from img2prompt.shards import Manifest
 
-    out = run_generate(load_config(config, overrides).generate)
+    out = run_generate(section(config, overrides, "generate", GenerateConfig))
     rank, world = rank_and_world()
     manifest = Manifest(out)
     typer.echo(f"rank {rank}/{world}: {out} holds {manifest.total()} samples in {len(manifest.finished())} shards")
@@ -363,10 +373,10 @@ def curate(
     set_: Annotated[list[str] | None, set_option("curate.KEY=VALUE")] = None,
 ) -> None:
     """Curate prompts: read sources, clean, deduplicate, tier and split; write prompts.parquet + report."""
-    from img2prompt.config import load_config
+    from img2prompt.curate.run import CurateConfig
     from img2prompt.curate.run import curate as run_curate
 
-    table = run_curate(load_config(config, set_).curate)
+    table = run_curate(section(config, set_, "curate", CurateConfig))
     typer.echo(f"wrote {table} and {table.parent / 'report.html'}")
 
 
@@ -383,9 +393,18 @@ def serve(
     set_: Annotated[list[str] | None, set_option("serve.KEY=VALUE")] = None,
 ) -> None:
     """Serve the HTTP API (POST /v1/predict) and the web page at / for a trained model."""
+    from img2prompt.config import validate
+    from img2prompt.decode import DecodeConfig
+    from img2prompt.sections import read_config
     from img2prompt.serve.server import run_server
+    from img2prompt.serve.settings import ServeConfig
 
-    run_server(model, bank, config, set_, host=host, port=port)
+    file = read_config(config, set_)
+    flags = {key: value for key, value in (("host", host), ("port", port)) if value is not None}
+    # the flags replace the config's values and are checked by the same rules, before the model loads
+    settings = validate(ServeConfig, {**file.section("serve", ServeConfig).model_dump(), **flags}, "--host/--port",
+                        "serve")
+    run_server(model, settings, file.section("decode", DecodeConfig), bank)
 
 
 @verb("train")
@@ -398,10 +417,10 @@ def train(
 
     import torch
 
-    from img2prompt.config import load_config
+    from img2prompt.train.config import TrainConfig
     from img2prompt.train.trainer import train as run_train
 
-    out = run_train(load_config(config, set_).train)
+    out = run_train(section(config, set_, "train", TrainConfig))
     typer.echo(f"checkpoint: {out}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         # gloo may abort in interpreter teardown after a finished, saved run (docs/STACK.md pitfall 5):
@@ -427,14 +446,14 @@ def interrogate(
     """Image -> prompt in one call: predict the prompt embedding, decode it; prints path<TAB>prompt per image."""
     import json
 
-    from img2prompt.config import load_config
+    from img2prompt.decode import DecodeConfig
     from img2prompt.interrogate import run_interrogate
 
     if bank is None:
         raise Img2PromptError("interrogate: give --bank PROMPTS.parquet, a prompt table to decode with (img2prompt "
                               "curate makes one; the quickstart writes runs/quickstart/bank/prompts.parquet)")
     answers, skipped, warning = run_interrogate(images, model, bank, mode=mode,
-                                                decode=load_config(config, set_).decode)
+                                                decode=section(config, set_, "decode", DecodeConfig))
     if warning:
         typer.echo(f"warning: {warning}", err=True)
     for reason in skipped:
@@ -466,25 +485,32 @@ def recipe(
         list[str] | None, set_option("SECTION.KEY=VALUE, given to each step whose config has SECTION")
     ] = None,
 ) -> None:
-    """Run the whole recipe chain (curate -> generate -> train -> predict -> ensemble -> evaluate -> submit)."""
-    from img2prompt.recipe import run_recipe
-
-    run_recipe(config, set_ or [], gpus=gpus, dry_run=dry_run,
-               run_in_process=lambda argv: app(argv, standalone_mode=False))
+    """Run a whole recipe chain (download -> curate -> generate -> train -> predict -> ensemble -> evaluate)."""
+    _run_recipe(config, set_ or [], gpus=gpus, dry_run=dry_run)
 
 
 @verb("quickstart")
 def quickstart(
     config: ConfigArg = None,
-    overrides: Annotated[list[str] | None, set_option("SECTION.KEY=VALUE of the quickstart config")] = None,
+    overrides: Annotated[list[str] | None, set_option("SECTION.KEY=VALUE, given to each step whose config has "
+                                                      "SECTION")] = None,
 ) -> None:
-    """Run every stage offline at laptop scale: curate, generate, train two models, ensemble, evaluate, decode."""
+    """Run every stage offline at laptop scale (configs/recipe/quickstart.yaml): curate, generate, train two
+    models, ensemble, evaluate, decode."""
+    from img2prompt.recipe.run import QUICKSTART
+
+    _run_recipe(config or QUICKSTART, overrides or [], gpus=1, dry_run=False)
+
+
+def _run_recipe(config: Path, overrides: list[str], *, gpus: int, dry_run: bool) -> None:
     import json
 
-    from img2prompt.quickstart import quickstart as run_quickstart
+    from img2prompt.recipe.run import run_recipe
 
-    summary = run_quickstart(config, overrides or [])
-    typer.echo(json.dumps(summary, indent=2))
+    summary = run_recipe(config, overrides, gpus=gpus, dry_run=dry_run,
+                         run_in_process=lambda argv: app(argv, standalone_mode=False))
+    if summary is not None:
+        typer.echo(json.dumps(summary, indent=2))
 
 
 def main() -> None:

@@ -1,9 +1,10 @@
-"""Configs: one YAML file of top-level sections (``curate:``, ``generate:``, ``train:`` ...), loaded the same way
-by every verb with ``load_config(path, overrides)``.
+"""Configs: one YAML file of top-level sections (``curate:``, ``generate:``, ``train:`` ...), read the same way
+by every verb with ``ConfigFile(path, overrides, known)``.
 
-- Each stage owns the pydantic model of its section (``SECTIONS`` says where it lives; it is imported only when
-  the file has that section). Unknown sections and unknown keys are errors, with a "did you mean", so a typo
-  never silently falls back to a default.
+- Each stage owns the pydantic model of its section; a verb validates only the sections it runs
+  (``ConfigFile.section(name, model)``), so a file may hold the sections of several verbs. This module knows no
+  stage: the orchestrators pass the names of every section (``known``), and a section of another name is an
+  error, as is an unknown key, with a "did you mean", so a typo never silently falls back to a default.
 - ``base:`` (a path or a list of paths, relative to the file, else a shipped ``configs/...`` name) includes
   other config files first; this file's mappings are merged over theirs key by key, lists and scalars replace.
   Stage 2 of a recipe is its stage 1 plus a few lines; a user's config can start from a shipped one.
@@ -17,10 +18,10 @@ Every stage writes its resolved section next to its outputs (``write_resolved``)
 from __future__ import annotations
 
 import difflib
-import importlib
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -28,36 +29,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.files import write_text_atomic
 
-if TYPE_CHECKING:
-    from img2prompt.curate.run import CurateConfig
-    from img2prompt.curate.write_prompts import WritePromptsConfig
-    from img2prompt.decode import DecodeConfig
-    from img2prompt.download.catalog import DownloadConfig
-    from img2prompt.generate.run import GenerateConfig
-    from img2prompt.quickstart import QuickstartConfig
-    from img2prompt.recipe import RecipeConfig
-    from img2prompt.serve.settings import ServeConfig
-    from img2prompt.train.config import TrainConfig
-
 Section = TypeVar("Section", bound="StrictModel")
 RESOLVED_NAME = "config.yaml"
 BASE_KEY = "base"
 PACKAGED_PREFIX = "configs"
-
-# section name -> "module:class" of its model; ``bank`` is the quickstart's decoding bank (a curation).
-SECTIONS: dict[str, str] = {
-    "curate": "img2prompt.curate.run:CurateConfig",
-    "bank": "img2prompt.curate.run:CurateConfig",
-    "generate": "img2prompt.generate.run:GenerateConfig",
-    "train": "img2prompt.train.config:TrainConfig",
-    "decode": "img2prompt.decode:DecodeConfig",
-    "serve": "img2prompt.serve.settings:ServeConfig",
-    "quickstart": "img2prompt.quickstart:QuickstartConfig",
-    "recipe": "img2prompt.recipe:RecipeConfig",
-    "download": "img2prompt.download.catalog:DownloadConfig",
-    "write_prompts": "img2prompt.curate.write_prompts:WritePromptsConfig",
-}
-
 
 class StrictModel(BaseModel):
     """Base of every config section: unknown keys are rejected, values are validated on assignment."""
@@ -167,82 +142,29 @@ def _list_item(items: list[Any], part: str, item: str) -> Any:
     return child
 
 
-def section_model(name: str) -> type[StrictModel]:
-    """The pydantic model of section ``name`` (its stage module is imported now, not before)."""
-    module, _, attribute = SECTIONS[name].partition(":")
-    return getattr(importlib.import_module(module), attribute)
+class ConfigFile:
+    """A config file read with its ``base:`` files and ``--set`` overrides; sections are validated on request.
 
-
-class Config:
-    """A validated config file: one typed section per stage, defaults where the file has none."""
-
-    def __init__(self, sections: dict[str, StrictModel], source: str):
-        self._sections = sections
-        self.source = source
-
-    def section(self, name: str) -> StrictModel:
-        if name not in SECTIONS:
-            raise Img2PromptError(f"unknown config section {name!r}")
-        if name not in self._sections:
-            self._sections[name] = validate(section_model(name), {}, self.source, name)
-        return self._sections[name]
-
-    @property
-    def curate(self) -> CurateConfig:
-        return self.section("curate")  # type: ignore[return-value]
-
-    @property
-    def bank(self) -> CurateConfig:
-        return self.section("bank")  # type: ignore[return-value]
-
-    @property
-    def generate(self) -> GenerateConfig:
-        return self.section("generate")  # type: ignore[return-value]
-
-    @property
-    def train(self) -> TrainConfig:
-        return self.section("train")  # type: ignore[return-value]
-
-    @property
-    def decode(self) -> DecodeConfig:
-        return self.section("decode")  # type: ignore[return-value]
-
-    @property
-    def serve(self) -> ServeConfig:
-        return self.section("serve")  # type: ignore[return-value]
-
-    @property
-    def quickstart(self) -> QuickstartConfig:
-        return self.section("quickstart")  # type: ignore[return-value]
-
-    @property
-    def recipe(self) -> RecipeConfig:
-        return self.section("recipe")  # type: ignore[return-value]
-
-    @property
-    def download(self) -> DownloadConfig:
-        return self.section("download")  # type: ignore[return-value]
-
-    @property
-    def write_prompts(self) -> WritePromptsConfig:
-        return self.section("write_prompts")  # type: ignore[return-value]
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read ``path`` (with its bases; defaults when None), apply ``overrides`` and validate every section.
-
-    Sections the file does not have are built from defaults when a verb asks for them; a section that needs
-    values (``curate.sources``) then fails with a one-line error naming it.
+    ``known`` names every section a config file may hold (the orchestrators own that list); a section of another
+    name is a one-line error with a "did you mean". ``path=None`` reads only the overrides.
     """
-    source = str(path) if path is not None else "--set"
-    data = read_with_bases(path) if path is not None else {}
-    apply_overrides(data, overrides or [])
-    unknown = [name for name in data if name not in SECTIONS]
-    if unknown:
-        raise fail(source, f"unknown section {unknown[0]!r}{_did_you_mean(unknown[0], SECTIONS)} "
-                           f"(sections: {', '.join(SECTIONS)})")
-    sections = {name: validate(section_model(name), raw or {}, source, name) for name, raw in data.items()}
-    return Config(sections, source)
+
+    def __init__(self, path: str | Path | None, overrides: list[str] | None, known: Collection[str]):
+        self.source = str(path) if path is not None else "--set"
+        self.data = read_with_bases(path) if path is not None else {}
+        apply_overrides(self.data, overrides or [])
+        unknown = [name for name in self.data if name not in known]
+        if unknown:
+            raise fail(self.source, f"unknown section {unknown[0]!r}{did_you_mean(unknown[0], known)} "
+                                    f"(sections: {', '.join(known)})")
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.data
+
+    def section(self, name: str, model: type[Section]) -> Section:
+        """Section ``name`` validated as ``model``, from defaults where the file has none (a section that needs
+        values, such as ``curate.sources``, then fails with a line naming it)."""
+        return validate(model, self.data.get(name) or {}, self.source, name)
 
 
 def validate(model: type[Section], raw: Any, source: str | Path, where: str) -> Section:
@@ -255,7 +177,7 @@ def validate(model: type[Section], raw: Any, source: str | Path, where: str) -> 
         hint = ""
         if first["type"] == "extra_forbidden":
             parent = _model_at(model, first["loc"][:-1])
-            hint = _did_you_mean(str(first["loc"][-1]), parent.model_fields if parent else {})
+            hint = did_you_mean(str(first["loc"][-1]), parent.model_fields if parent else {})
         raise fail(source, f"{location}: {first['msg']}{hint}") from None
 
 
@@ -279,7 +201,7 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _did_you_mean(word: str, choices: Any) -> str:
+def did_you_mean(word: str, choices: Any) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

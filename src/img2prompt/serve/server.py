@@ -6,37 +6,29 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from img2prompt.config import load_config, validate
+from img2prompt.decode import DecodeConfig
 from img2prompt.serve.app import create_app
 from img2prompt.serve.settings import ServeConfig
 
 
-def build_app(model: str, bank: Path | None = None, config: Path | None = None,
-              overrides: list[str] | None = None, host: str | None = None, port: int | None = None
-              ) -> tuple[FastAPI, ServeConfig]:
-    """The app for a checkpoint, ensemble YAML or baseline spec, with the ``serve:``/``decode:`` config sections;
-    ``host``/``port`` (the command's flags) replace the config's and are checked by the same rules, before the
-    model loads."""
+def build_app(model: str, settings: ServeConfig, decode: DecodeConfig, bank: Path | None = None) -> FastAPI:
+    """The app for a checkpoint, ensemble YAML or baseline spec; with a bank, it decodes prompts too."""
     from img2prompt.models.load import load_model
 
-    loaded = load_config(config, overrides)
-    flags = {key: value for key, value in (("host", host), ("port", port)) if value is not None}
-    settings = validate(ServeConfig, {**loaded.serve.model_dump(), **flags}, "--host/--port", "serve")
     embedder = load_model(model, device=settings.device, batch_size=settings.batch_size, bank=bank)
     decoder = None
     if bank is not None:
         from img2prompt.decode import PromptDecoder
 
-        decoder = PromptDecoder.from_table(bank, config=loaded.decode)
-    return create_app(embedder, decoder, settings), settings
+        decoder = PromptDecoder.from_table(bank, config=decode)
+    return create_app(embedder, decoder, settings)
 
 
-def run_server(model: str, bank: Path | None = None, config: Path | None = None, overrides: list[str] | None = None,
-               host: str | None = None, port: int | None = None) -> None:
+def run_server(model: str, settings: ServeConfig, decode: DecodeConfig, bank: Path | None = None) -> None:
     """Serve until interrupted; ``port=0`` picks a free port (uvicorn logs the one it bound)."""
     import uvicorn
 
-    app, settings = build_app(model, bank, config, overrides, host, port)
+    app = build_app(model, settings, decode, bank)
     # limit_concurrency bounds open connections (uvicorn answers 503 past it); uvicorn has no timeout for a
     # request's headers, so a server exposed to the internet belongs behind a reverse proxy that has one.
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=5,
