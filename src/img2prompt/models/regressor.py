@@ -2,7 +2,8 @@
 
 A checkpoint directory (DESIGN.md contract 3) holds ``config.yaml`` (``train:`` section, whose ``model:``
 block rebuilds the architecture), ``model.safetensors`` (merged weights: LoRA is folded in, so loading
-never needs peft), ``metrics.json`` and, for LoRA runs, ``adapter/`` (the peft adapter on its own).
+never needs peft), ``metrics.json`` and, for LoRA runs, ``adapter/`` (the peft adapter on its own; under LoRA on
+the bottom blocks the blocks above trained too, so only ``model.safetensors`` holds the whole model).
 Loading never unpickles anything and never downloads weights: the architecture is built random-init and
 the saved tensors are loaded into it.
 """
