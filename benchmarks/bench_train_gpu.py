@@ -8,6 +8,10 @@ the card's dense bf16 peak (H100 SXM: 989 TFLOP/s; pass --peak-tflops for anothe
     python benchmarks/bench_train_gpu.py                       # every backbone, full + lora, on cuda
     python benchmarks/bench_train_gpu.py --only vit_l_14_336 --modes full --batch 64
     python benchmarks/bench_train_gpu.py --tiny --device cpu   # the tiny twins on the CPU: proves it runs
+    python benchmarks/bench_train_gpu.py --configs configs/train/vit_l_14_336_stage1.yaml --json train.jsonl
+
+``--configs`` measures stage configs as they train (their resolution, head, fine-tuning and per-GPU batch; the
+mode is the config's path): ``project_gpu_days.py --train-json`` takes those rates for those stages.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from img2prompt.config import load_config
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import ModelConfig, Regressor
-from img2prompt.train.optim import FinetuneConfig, OptimConfig, build_optimizer, trainable_summary
+from img2prompt.train.optim import FinetuneConfig, OptimConfig, apply_finetune, build_optimizer, trainable_summary
 
 # backbone -> (resolution, per-GPU batch that fits an 80 GB H100 in bf16 without checkpointing)
 BACKBONES = {
@@ -49,17 +54,32 @@ class Result:
     device: str
 
 
-def measure(backbone: str, mode: str, *, resolution: int, batch: int, steps: int, warmup: int,
-            device: torch.device, tiny: bool, peak_tflops: float, compile_model: bool) -> Result:
-    from torch.utils.flop_counter import FlopCounterMode
-
+def build(backbone: str, mode: str, *, resolution: int, tiny: bool) -> tuple[Regressor, FinetuneConfig]:
+    """A backbone with the 2048-wide FC block, fully trained or under LoRA r16 on every block."""
     torch.manual_seed(0)
     config = ModelConfig(backbone=backbone, pretrained=False, tiny=tiny, image_size=None if tiny else resolution,
                          fc_dim=2048)
     model = Regressor(config)
     finetune = FinetuneConfig(method="lora" if mode == "lora" else "full", lora_rank=16)
-    if mode == "lora":
-        model.add_lora(finetune.lora_rank, finetune.lora_alpha, finetune.lora_dropout)
+    apply_finetune(model, finetune)
+    return model, finetune
+
+
+def build_from_config(path: str, *, tiny: bool) -> tuple[Regressor, FinetuneConfig, int]:
+    """A stage config's model as it trains (tiny: its tiny twin), its fine-tuning and its per-GPU batch."""
+    torch.manual_seed(0)
+    train = load_config(path, ["train.model.pretrained=false", *(
+        ["train.model.tiny=true", "train.model.image_size=null"] if tiny else [])]).train
+    model = Regressor(train.model)
+    apply_finetune(model, train.finetune)
+    model.set_grad_checkpointing(train.grad_checkpointing)
+    return model, train.finetune, train.data.batch_size
+
+
+def measure(model: Regressor, finetune: FinetuneConfig, backbone: str, mode: str, *, batch: int, steps: int,
+            warmup: int, device: torch.device, peak_tflops: float, compile_model: bool) -> Result:
+    from torch.utils.flop_counter import FlopCounterMode
+
     model.to(device).train()
     if backbone in ("convnext_xxlarge", "efficientnet_lite2"):  # convnets run faster channels-last
         model.to(memory_format=torch.channels_last)
@@ -100,6 +120,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", default=list(BACKBONES), choices=list(BACKBONES))
     parser.add_argument("--modes", nargs="*", default=["full", "lora"], choices=["full", "lora"])
+    parser.add_argument("--configs", nargs="*", default=[], help="measure these train configs instead")
     parser.add_argument("--batch", type=int, default=None, help="override the per-backbone batch")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -117,22 +138,26 @@ def main(argv: list[str] | None = None) -> list[Result]:
     print("| backbone | mode | px | batch | params (M) | trainable (M) | ms/step | samples/s | TFLOP/step "
           "| TFLOP/s | MFU |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for backbone in args.only:
-        resolution, batch = BACKBONES[backbone]
-        for mode in args.modes:
-            result = measure(backbone, mode, resolution=resolution, batch=args.batch or (2 if args.tiny else batch),
-                             steps=args.steps, warmup=args.warmup, device=device, tiny=args.tiny,
-                             peak_tflops=args.peak_tflops, compile_model=args.compile)
-            results.append(result)
-            print(f"| {backbone} | {mode} | {result.resolution} | {result.batch} | {result.params_m:.1f} "
-                  f"| {result.trainable_m:.1f} | {result.step_ms:.1f} | {result.samples_per_s:.1f} "
-                  f"| {result.tflop_per_step:.3f} | {result.achieved_tflops:.1f} | {100 * result.mfu:.1f}% |",
-                  flush=True)
-            if args.json:
-                with open(args.json, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(asdict(result)) + "\n")
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    runs = [(path, "config") for path in args.configs] or [(b, mode) for b in args.only for mode in args.modes]
+    for name, mode in runs:
+        if mode == "config":
+            model, finetune, batch = build_from_config(name, tiny=args.tiny)
+            backbone, mode = model.config.backbone, name
+        else:
+            backbone, (resolution, batch) = name, BACKBONES[name]
+            model, finetune = build(backbone, mode, resolution=resolution, tiny=args.tiny)
+        result = measure(model, finetune, backbone, mode, batch=args.batch or (2 if args.tiny else batch),
+                         steps=args.steps, warmup=args.warmup, device=device, peak_tflops=args.peak_tflops,
+                         compile_model=args.compile)
+        results.append(result)
+        print(f"| {backbone} | {mode} | {result.resolution} | {result.batch} | {result.params_m:.1f} "
+              f"| {result.trainable_m:.1f} | {result.step_ms:.1f} | {result.samples_per_s:.1f} "
+              f"| {result.tflop_per_step:.3f} | {result.achieved_tflops:.1f} | {100 * result.mfu:.1f}% |", flush=True)
+        if args.json:
+            with open(args.json, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(asdict(result)) + "\n")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     return results
 
 

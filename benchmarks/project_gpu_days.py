@@ -11,12 +11,16 @@ formulas are replaced (``FORMULAS``): it counts a grouped (depthwise) convolutio
 768-channel 7x7 depthwise conv: 43 MFLOP forward, 33 GFLOP backward), and it has none for the CPU attention
 kernel that open_clip's ``nn.MultiheadAttention`` reaches on fake tensors, so ViT attention went uncounted.
 The rate that turns FLOPs into days is the measured one where a benchmark's JSON is given
-(``bench_generate_sd.py --out``, ``bench_train_gpu.py --json``), else an assumed fraction of the card's
-dense bf16 peak, and the table says which.
+(``bench_generate_sd.py --out``; ``bench_train_gpu.py --configs <the recipe's train configs> --json``), else an
+assumed fraction of the card's dense bf16 peak, and the table says which.
 
     python benchmarks/project_gpu_days.py                          # assumed 40% of an H100's bf16 peak
     python benchmarks/project_gpu_days.py --recipe configs/recipe/one_gpu.yaml --hq-prompts 5e5 --lq-prompts 0
     python benchmarks/project_gpu_days.py --generate-json gen.json --train-json train.jsonl   # measured
+    python benchmarks/project_gpu_days.py --set generate.size=768 --set generate.diffusion.save_size=512  # options
+
+Each training row also gives the stage's trained share (the parameters that train, LoRA adapters counted, over
+all parameters), as ``img2prompt train`` prints it at the start of the run.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from img2prompt.models.regressor import Regressor
 from img2prompt.recipe.config import RecipeConfig
 from img2prompt.sections import load_section
 from img2prompt.train.config import TrainConfig
-from img2prompt.train.optim import freeze_blocks
+from img2prompt.train.optim import apply_finetune, trainable_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 H100_BF16_PEAK = 989.4e12
@@ -66,15 +70,12 @@ FORMULAS = {ATEN.convolution_backward: _conv_backward,
             ATEN._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward}
 
 
-def train_flops_per_sample(config_path: Path) -> tuple[str, str, float]:
-    """Model FLOPs of one training sample for a stage config: forward + backward, plus the recomputed forward
-    under gradient checkpointing."""
-    config = load_section(config_path, "train", TrainConfig)
+def train_flops_per_sample(config) -> tuple[float, float]:
+    """Model FLOPs of one training sample for a stage's ``train`` section (forward + backward, plus the recomputed
+    forward under gradient checkpointing), and its trained share."""
     model = Regressor(config.model, pretrained=False).train()
-    ft = config.finetune
-    if ft.method == "lora":
-        model.add_lora(ft.lora_rank, ft.lora_alpha, ft.lora_dropout)
-    freeze_blocks(model, ft.freeze_blocks)
+    apply_finetune(model, config.finetune)
+    trained, total = trainable_summary(model)
     size = model.image_size
     forward, backward = FlopCounterMode(display=False, custom_mapping=FORMULAS), FlopCounterMode(
         display=False, custom_mapping=FORMULAS)
@@ -85,11 +86,17 @@ def train_flops_per_sample(config_path: Path) -> tuple[str, str, float]:
         with backward:
             loss.backward()
     passes = forward.get_total_flops() * (2 if config.grad_checkpointing else 1) + backward.get_total_flops()
-    return config.model.backbone, config.finetune.method, passes / batch
+    return passes / batch, trained / total
+
+
+def section_overrides(overrides: list[str], section: str) -> list[str]:
+    """The ``--set`` items of one config section (each config gets those of the section it has)."""
+    return [item for item in overrides if item.split(".", 1)[0] == section]
 
 
 def measured_train_rates(path: Path | None) -> dict[tuple[str, str], float]:
-    """samples/s per (backbone, mode) from ``bench_train_gpu.py --json`` lines."""
+    """samples/s per (backbone, train config) from ``bench_train_gpu.py --configs ... --json`` lines (the mode of
+    such a line is the config's path, as the recipe names it)."""
     if path is None:
         return {}
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -122,16 +129,18 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=H100_BF16_PEAK / 1e12)
     parser.add_argument("--generate-json", type=Path)
     parser.add_argument("--train-json", type=Path)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override every generate or train config, e.g. generate.size=768")
     args = parser.parse_args()
     assumed_rate = args.mfu * args.peak_tflops * 1e12
     recipe = load_section(args.recipe, "recipe", RecipeConfig)
     prompts = {"hq": args.hq_prompts, "lq": args.lq_prompts}
 
-    print("| step | samples | TFLOP per sample | rate | GPU-days |\n|---|---|---|---|---|")
+    print("| step | samples | TFLOP per sample | trained | rate | GPU-days |\n|---|---|---|---|---|---|")
     total = 0.0
     tier_of: dict[Path, list[str]] = {}
     for path in recipe.generate:
-        gen = load_section(ROOT / path, "generate", GenerateConfig)
+        gen = load_section(ROOT / path, "generate", GenerateConfig, section_overrides(args.overrides, "generate"))
         tiers = gen.tiers or sorted(prompts)
         tier_of[Path(gen.out)] = tiers
         images = sum(prompts[t] * gen.images_per_prompt[t] for t in tiers)
@@ -139,24 +148,27 @@ def main() -> None:
         seconds, label = duration(images, gen_flops, measured_generate_rate(args.generate_json, gen.size),
                                   assumed_rate, f"assumed {args.mfu:.0%} MFU", "img/s")
         total += seconds
-        print(f"| generate {Path(gen.out).name} ({'+'.join(tiers)}): SD2 {gen.size} px, {gen.diffusion.steps} steps "
-              f"| {images / 1e6:.2f}M images | {gen_flops / 1e12:.1f} | {label} | {seconds / SECONDS_PER_DAY:.2f} |",
+        print(f"| generate {Path(gen.out).name} ({'+'.join(tiers)}): SD2 {gen.size} px, {gen.diffusion.scheduler} "
+              f"{gen.diffusion.steps} steps, {gen.diffusion.dtype} "
+              f"| {images / 1e6:.2f}M images | {gen_flops / 1e12:.1f} | | {label} | {seconds / SECONDS_PER_DAY:.2f} |",
               flush=True)
 
     rates = measured_train_rates(args.train_json)
     for name, stages in recipe.models.items():
         for number, path in enumerate(stages, start=1):
-            backbone, method, flops = train_flops_per_sample(ROOT / path)
-            config = load_section(ROOT / path, "train", TrainConfig)
+            config = load_section(ROOT / path, "train", TrainConfig, section_overrides(args.overrides, "train"))
+            backbone, method = config.model.backbone, config.finetune.method
+            flops, share = train_flops_per_sample(config)
             # One random image per prompt per epoch: an epoch is one pass over the prompts of its shard sets.
             samples = config.optim.epochs * sum(prompts[t] for s in config.data.shards for t in tier_of[Path(s)])
-            seconds, label = duration(samples, flops, rates.get((backbone, "lora" if method == "lora" else "full")),
+            seconds, label = duration(samples, flops, rates.get((backbone, path)),
                                       assumed_rate, f"assumed {args.mfu:.0%} MFU", "samples/s")
             total += seconds
-            print(f"| train {name} stage {number} ({method}, {config.optim.epochs} epoch(s)) | "
-                  f"{samples / 1e6:.2f}M | {flops / 1e12:.3f} | {label} | {seconds / SECONDS_PER_DAY:.2f} |",
+            print(f"| train {name} stage {number} ({method}, {config.model.image_size} px, {config.optim.epochs} "
+                  f"epoch(s)) | {samples / 1e6:.2f}M | {flops / 1e12:.3f} | {share:.1%} | {label} | "
+                  f"{seconds / SECONDS_PER_DAY:.2f} |",
                   flush=True)
-    print(f"| **total** | | | | **{total / SECONDS_PER_DAY:.2f}** |")
+    print(f"| **total** | | | | | **{total / SECONDS_PER_DAY:.2f}** |")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from img2prompt.recipe.plan import plan
 from tiny_corpora import serve_tiny_catalog
 from tiny_llm import build_tiny_llm
 
-BACKBONES = ("vit_l_14_336", "convnext_xxlarge", "blip2_qformer", "eva02_large_336")
+BACKBONES = ("vit_l_14_336", "convnext_xxlarge", "blip2_qformer")
 SIZES = ["curate.splits.val=0.2", "curate.splits.test=0.2", "generate.size=16", "generate.diffusion.save_size=16",
          "generate.diffusion.steps=2", "train.model.image_size=56", "train.data.batch_size=4",
          "train.data.num_workers=0", "train.optim.epochs=1"]
@@ -159,7 +159,8 @@ def test_a_second_run_resumes_and_the_dry_run_prints_every_command(rehearsal):
     assert len(lines) == steps and all(line.endswith("# done") for line in lines)
     assert lines[0].startswith("img2prompt download diffusiondb coco vizwiz") and " --optional flickr30k" in lines[0]
     assert lines[1].startswith("img2prompt write-prompts configs/write_prompts/recipe.yaml")
-    assert sum(line.startswith("accelerate launch --multi_gpu --num_processes 8") for line in lines) == 16 + 1 + 1
+    launched = 2 * len(BACKBONES) + 2 * len(BACKBONES) + 1 + 1  # train stages, predict val + test, ensemble, images
+    assert sum(line.startswith("accelerate launch --multi_gpu --num_processes 8") for line in lines) == launched
     assert lines[3].startswith("torchrun --standalone --nproc_per_node 8 --no-python img2prompt generate")
 
 

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from img2prompt.errors import Img2PromptError
 from img2prompt.models.backbones import REGISTRY
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import ModelConfig, Regressor, build_transform
+from img2prompt.train import augment
 from img2prompt.train.config import TrainConfig
 from img2prompt.train.data import AugmentConfig, ShardIndex, build_train_transform
 from img2prompt.train.trainer import STATE_NAME, train, validate
@@ -95,10 +96,46 @@ def test_augmentation_is_off_by_default_and_each_option_changes_the_pixels() -> 
     torch.testing.assert_close(plain, build_transform(32, (0.5,) * 3, (0.5,) * 3)(probe_image()), rtol=0, atol=0)
     for seed in range(1, 6):
         torch.testing.assert_close(transformed(AugmentConfig(), seed), plain, rtol=0, atol=0)
-    for option in ({"hflip": True}, {"min_crop_scale": 0.5}, {"color_jitter": 0.4}):
+    for option in ({"hflip": True}, {"min_crop_scale": 0.5}, {"color_jitter": 0.4}, {"rand_augment": 2}):
         outputs = [transformed(AugmentConfig(**option), seed) for seed in range(8)]
         assert all(out.shape == plain.shape for out in outputs)
         assert any(not torch.equal(out, plain) for out in outputs), option
+
+
+def test_blip2_rand_augment_runs_lavis_operations_at_magnitude_5() -> None:
+    image = probe_image()
+    pixels = np.asarray(image)
+    grey = np.array([128, 128, 128], dtype=np.uint8)
+
+    def op(name: str, sign: float = 1.0) -> np.ndarray:
+        out = augment.apply(name, image, sign)
+        assert out.size == image.size and out.mode == "RGB"
+        return np.asarray(out)
+
+    for name in ("Identity", "Brightness", "Sharpness"):  # factor (5 / 10) * 1.8 + 0.1 = 1.0: no change
+        assert np.array_equal(op(name), pixels)
+    assert np.array_equal(op("AutoContrast"), np.asarray(ImageOps.autocontrast(image)))
+    assert np.array_equal(op("Equalize"), np.asarray(ImageOps.equalize(image)))
+    # 5 pixels of translation, the uncovered strip grey
+    assert np.array_equal(op("TranslateX")[:, 5:], pixels[:, :-5]) and (op("TranslateX")[:, :5] == grey).all()
+    assert np.array_equal(op("TranslateY", -1.0)[:-5], pixels[5:]) and (op("TranslateY", -1.0)[-5:] == grey).all()
+    # A 0.15 shear about the top-left corner, as LAVIS's cv2.warpAffine: on a horizontal ramp (4 levels a pixel),
+    # row y slides by 0.15 y pixels (to a quarter pixel: PIL samples pixel centres, cv2 pixel corners).
+    ramp = np.zeros((48, 64, 3), dtype=np.uint8)
+    ramp[..., 0] = 4 * np.arange(64)
+    for sign in (1.0, -1.0):
+        sheared = np.asarray(augment.apply("ShearX", Image.fromarray(ramp), sign)).astype(float)
+        for y in (0, 10, 47):
+            slide = (sheared[y, 20:40, 0] - ramp[y, 20:40, 0]) / 4
+            assert np.abs(slide - sign * 0.15 * y).max() <= 0.3
+    rotated = op("Rotate")  # 15 degrees about the centre: the corners turn grey
+    assert all((rotated[y, x] == grey).all() for y, x in ((0, 0), (0, -1), (-1, 0), (-1, -1)))
+    # Two draws, each applied with probability 0.5, three of the ten operations leaving this image as it is:
+    # it comes out unchanged with probability (0.5 + 0.5 * 3 / 10) ** 2 = 0.42.
+    rand_augment = augment.RandAugment(2)
+    torch.manual_seed(0)
+    unchanged = sum(np.array_equal(np.asarray(rand_augment(image)), pixels) for _ in range(400))
+    assert unchanged / 400 == pytest.approx(0.4225, abs=0.06)
 
 
 def one_step(model: Regressor, pixels: torch.Tensor) -> tuple[int, torch.Tensor, list[torch.Tensor]]:

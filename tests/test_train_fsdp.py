@@ -152,7 +152,7 @@ def test_fsdp_config_wraps_every_block_of_its_backbone(path: Path) -> None:
     assert settings["distributed_type"] == "FSDP" and fsdp["fsdp_version"] == 2
     assert fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT" and not fsdp["fsdp_activation_checkpointing"]
     backbone = path.stem.removeprefix("fsdp_")
-    assert (REPO / "configs" / "train" / f"{backbone}_stage1.yaml").exists()
+    assert any((REPO / "configs" / "train" / folder / f"{backbone}_stage1.yaml").exists() for folder in ("", "plus"))
     module, spec = build_backbone(backbone, pretrained=False, tiny=True)
     plugin = FullyShardedDataParallelPlugin(
         fsdp_version=2, auto_wrap_policy=fsdp["fsdp_auto_wrap_policy"],

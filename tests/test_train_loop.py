@@ -23,6 +23,7 @@ from img2prompt.errors import Img2PromptError
 from img2prompt.models.regressor import Regressor
 from img2prompt.sections import load_section
 from img2prompt.train.config import RESUMABLE, TrainConfig
+from img2prompt.train.optim import apply_finetune, trainable_summary
 from img2prompt.train.trainer import Trainer, build_accelerator, train
 from learning import Bar, assert_learned
 from test_train_data import make_color_shards
@@ -228,12 +229,31 @@ def test_a_resumed_run_may_change_only_what_leaves_the_weights_alone(
     # Gradient checkpointing recomputes EfficientNet's BatchNorm layers, updating their running statistics twice.
     with pytest.raises(Img2PromptError, match=r"state\.pt: .*\(train\.grad_checkpointing changed;"):
         train(resumed.model_copy(update={"grad_checkpointing": True}))
+    # A state.pt written before a setting existed resumes: the setting counts at its default (the old maths) there.
+    before = {**saved["config"], "optim": {k: v for k, v in saved["config"]["optim"].items()
+                                           if k not in ("end_lr", "warmup_epochs")}}
+    torch.save({**saved, "config": before}, state_path)
     capsys.readouterr()
     train(resumed)
     assert "train: resumed at optimizer step 2 (epoch 0, batch 2)" in capsys.readouterr().out
     assert losses(tmp_path / "moved") == losses(uninterrupted("mid_epoch"))
     assert same_weights(tmp_path / "moved", uninterrupted("mid_epoch")) == []
     assert (tmp_path / "moved" / "curves.png").exists() and tensorboard_scalars(tmp_path / "moved" / "tb")
+
+
+def test_the_start_of_a_run_prints_its_trained_share(shards: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    vit = {"backbone": "vit_l_14_336", "pretrained": False, "tiny": True, "image_size": 28}
+    cfg = config(shards, tmp_path / "run", model=vit, finetune={"method": "lora", "lora_rank": 4, "lora_blocks": 2},
+                 optim={"max_steps": 1, "epochs": 1})
+    train(cfg)
+    model = Regressor(cfg.model, pretrained=False)
+    apply_finetune(model, cfg.finetune)
+    trained, total = trainable_summary(model)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (f"train: trained share {trained / total:.1%} ({trained:,} of {total:,} parameters train: LoRA "
+                     "adapters count, frozen weights do not)")
+    assert 0 < trained < total
 
 
 def test_gradient_accumulation_matches_the_bigger_batch(shards: Path, tmp_path: Path) -> None:

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
 
+from img2prompt.errors import Img2PromptError
 from img2prompt.models.backbones import REGISTRY
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import ModelConfig, Regressor
-from img2prompt.train.optim import FinetuneConfig, OptimConfig, block_depths, build_optimizer, freeze_blocks
+from img2prompt.train.optim import (
+    FinetuneConfig,
+    OptimConfig,
+    apply_finetune,
+    block_depths,
+    build_optimizer,
+    freeze_blocks,
+)
 
 
 def tiny(name: str) -> Regressor:
@@ -123,3 +132,63 @@ def test_freezing_early_blocks_keeps_them_fixed() -> None:
     assert all(torch.equal(a, b) for a, b in zip(before, frozen, strict=True))
     assert all(p.grad is None for p in frozen)
     assert model.blocks()[3].parameters().__next__().grad is not None
+
+
+@pytest.mark.parametrize(("name", "lora_blocks"), [("vit_l_14_336", 2), ("blip2_qformer", 3)])
+def test_lora_on_the_bottom_blocks_trains_the_blocks_above_directly(name: str, lora_blocks: int) -> None:
+    model = tiny(name)
+    # Backbone parameters outside every block count as the top (BLIP-2's query tokens): they train too. Named
+    # before the adapters go in (peft's MultiheadAttention adapter re-registers the parameters it wraps).
+    in_blocks = {id(p) for block in model.blocks() for p in block.parameters()}
+    outside = {n for n, p in model.backbone.named_parameters() if id(p) not in in_blocks}
+    apply_finetune(model, FinetuneConfig(method="lora", lora_rank=4, lora_blocks=lora_blocks))
+    blocks = model.blocks()
+    bottom = {n: p for block in blocks[:lora_blocks] for n, p in block.named_parameters()}
+    adapters = {n: p for n, p in bottom.items() if "lora_" in n}
+    frozen = {n: p for n, p in bottom.items() if "lora_" not in n}
+    above = [p for block in blocks[lora_blocks:] for p in block.parameters()]
+    assert adapters and frozen and above
+    assert all(p.requires_grad for p in adapters.values()) and not any(p.requires_grad for p in frozen.values())
+    assert all(p.requires_grad for p in above)
+    assert not any("lora_" in n for block in blocks[lora_blocks:] for n, _ in block.named_parameters())
+    assert all(p.requires_grad for n, p in model.base_backbone().named_parameters() if n in outside)
+    assert bool(outside) == (name == "blip2_qformer")
+    frozen_before = {n: p.detach().clone() for n, p in frozen.items()}
+    above_before = [p.detach().clone() for p in above]
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    step(model, optimizer)
+    now = {n: p for block in model.blocks()[:lora_blocks] for n, p in block.named_parameters()}
+    assert all(torch.equal(now[n], before) for n, before in frozen_before.items())
+    moved = [not torch.equal(a, b) for a, b in zip(above_before, above, strict=True)]
+    # Every parameter above gets a gradient; a few (fresh norms) get one too small to move them at this rate.
+    assert all(p.grad is not None for p in above) and sum(moved) > 0.9 * len(moved)
+
+
+def test_lora_blocks_that_hold_no_adapter_target_is_a_one_line_error() -> None:
+    model = tiny("vit_l_14_336")  # block 0 is the stem: patch embedding, norm, embeddings, no projection
+    with pytest.raises(Img2PromptError, match=r"finetune.lora_blocks=1: the bottom 1 blocks of 'vit_l_14_336' hold "
+                                              r"no LoRA target"):
+        apply_finetune(model, FinetuneConfig(method="lora", lora_blocks=1))
+
+
+def test_warmup_in_epochs_then_a_cosine_down_to_the_end_lr() -> None:
+    model = tiny("efficientnet_lite0")
+    optim = OptimConfig(lr=1.0, head_lr=4.0, end_lr=0.5, warmup_epochs=1.5)
+    optimizer, scheduler = build_optimizer(model, optim, FinetuneConfig(), total_steps=10, steps_per_epoch=4)
+    backbone = next(g for g in optimizer.param_groups if g["role"] == "backbone")
+    head = next(g for g in optimizer.param_groups if g["role"] == "head")
+    seen = []
+    for _ in range(11):
+        seen.append((backbone["lr"], head["lr"]))
+        optimizer.step()
+        scheduler.step()
+    # 1.5 epochs of 4 steps: 6 warm-up steps, then a cosine from lr to end_lr over the other 4; every group ends
+    # at the same fraction of its start (end_lr / lr).
+    cosine = [0.5 + 0.25 * (1 + math.cos(math.pi * k / 4)) for k in range(5)]
+    assert [lr for lr, _ in seen] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0, *cosine])
+    assert [h for _, h in seen] == pytest.approx([4 * lr for lr, _ in seen])
+    assert OptimConfig(warmup_steps=3).warmup(100) == 3 and OptimConfig(warmup_epochs=0.5).warmup(7) == 4
+    with pytest.raises(ValueError, match="set warmup_steps or warmup_epochs, not both"):
+        OptimConfig(warmup_steps=3, warmup_epochs=1)
+    with pytest.raises(ValueError, match=r"end_lr 0\.1 is above lr 0\.01"):
+        OptimConfig(lr=0.01, end_lr=0.1)

@@ -193,8 +193,10 @@ def _open_clip_visual(model_name: str, weights: str, pretrained: bool, image_siz
     if tiny_cfg is not None:
         kwargs = {"embed_dim": 32, "vision_cfg": tiny_cfg, "text_cfg": TINY_TEXT}
     try:
+        # On the default device: the meta device builds the real architecture without memory (tests, costs).
         model = open_clip.create_model(
-            model_name, pretrained=weights if pretrained else None, force_image_size=image_size, **kwargs
+            model_name, pretrained=weights if pretrained else None, force_image_size=image_size,
+            device=torch.get_default_device(), **kwargs
         )
     except (RuntimeError, OSError, ValueError) as exc:
         if not pretrained:

@@ -2,7 +2,8 @@
 
 A checkpoint directory (DESIGN.md contract 3) holds ``config.yaml`` (``train:`` section, whose ``model:``
 block rebuilds the architecture), ``model.safetensors`` (merged weights: LoRA is folded in, so loading
-never needs peft), ``metrics.json`` and, for LoRA runs, ``adapter/`` (the peft adapter on its own).
+never needs peft), ``metrics.json`` and, for LoRA runs, ``adapter/`` (the peft adapter on its own; under LoRA on
+the bottom blocks the blocks above trained too, so only ``model.safetensors`` holds the whole model).
 Loading never unpickles anything and never downloads weights: the architecture is built random-init and
 the saved tensors are loaded into it.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +25,7 @@ from torch import nn
 
 from img2prompt import space
 from img2prompt.config import RESOLVED_NAME, StrictModel, read_yaml, validate
-from img2prompt.errors import fail
+from img2prompt.errors import Img2PromptError, fail
 from img2prompt.files import atomic_path, write_text_atomic
 from img2prompt.models.backbones import BackboneSpec, build_backbone
 from img2prompt.models.heads import EmbeddingHead
@@ -103,13 +105,31 @@ class Regressor(nn.Module):
         """Recompute the backbone's block activations in the backward pass: less memory, same gradients."""
         self.base_backbone().set_grad_checkpointing(enable)
 
-    def add_lora(self, rank: int, alpha: int, dropout: float = 0.0) -> None:
-        """Wrap the backbone with peft LoRA on its attention/MLP projections; the head stays fully trainable."""
+    def add_lora(self, rank: int, alpha: int, dropout: float = 0.0, blocks: int | None = None) -> None:
+        """Wrap the backbone with peft LoRA on the attention/MLP projections (``spec.lora_targets``) of its bottom
+        ``blocks`` blocks (stem first, as ``blocks()`` lists them), whose own weights freeze; the blocks above and
+        any backbone parameter outside every block train directly, as the head does. ``blocks=None``: adapters on
+        every block and nothing else of the backbone trains (plain LoRA)."""
         from peft import LoraConfig, get_peft_model
 
-        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=self.spec.lora_targets,
-                            bias="none")
+        bottom = self.blocks()[:blocks]
+        inside = {id(module) for block in bottom for module in block.modules()}
+        pattern = re.compile(self.spec.lora_targets)
+        targets = [name for name, module in self.backbone.named_modules()
+                   if pattern.fullmatch(name) and id(module) in inside]
+        if not targets:
+            raise Img2PromptError(f"finetune.lora_blocks={blocks}: the bottom {blocks} blocks of "
+                                  f"{self.config.backbone!r} hold no LoRA target ({self.spec.lora_targets})")
+        # Named before wrapping: peft's nn.MultiheadAttention adapter re-registers the parameters it wraps
+        # (docs/STACK.md, pitfall 13).
+        frozen = {id(param) for block in bottom for param in block.parameters()}
+        above = {name for name, param in self.backbone.named_parameters() if id(param) not in frozen}
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
         self.backbone = get_peft_model(self.backbone, config)
+        if blocks is not None:  # peft froze the whole backbone: the part above the adapted blocks trains again
+            for name, param in self.base_backbone().named_parameters():
+                if name in above:
+                    param.requires_grad_(True)
 
     @torch.no_grad()
     def embed(self, images: list[Image.Image], batch_size: int = 32) -> np.ndarray:

@@ -60,9 +60,11 @@ RESUMABLE: dict[str, str] = {
 
 def maths_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     """Dotted names of the settings (outside ``RESUMABLE``) in which ``config`` differs from ``saved``, a resolved
-    section as ``state.pt`` keeps it."""
+    section as ``state.pt`` keeps it. A setting added since ``saved`` was written counts at its default there: a new
+    setting's default is the maths the code did before it existed."""
     missing = object()
-    old, new = _flatten(saved), _flatten(config.model_dump(mode="json"))
+    new = _flatten(config.model_dump(mode="json"))
+    old = _flatten(TrainConfig().model_dump(mode="json")) | _flatten(saved)
     return sorted(key for key in old.keys() | new.keys()
                   if not _resumable(key) and old.get(key, missing) != new.get(key, missing))
 

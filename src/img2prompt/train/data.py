@@ -48,15 +48,18 @@ from img2prompt.shards import (
     shard_index,
 )
 from img2prompt.space import EMBEDDING_DIM
+from img2prompt.train.augment import RandAugment
 
 OnBadSample = Literal["skip", "fail"]
 
 
 class AugmentConfig(StrictModel):
-    """Off by default: the winners found flips hurt (prompts say "left"/"right") and crops lose content."""
+    """Off by default, as the 1st place trained its CLIP models. BLIP-2's default (LAVIS ``blip_image_train``), which
+    it trained BLIP-2 with: ``{min_crop_scale: 0.5, hflip: true, rand_augment: 2}`` (``train/augment.py``)."""
 
     hflip: bool = False
     min_crop_scale: float = 1.0  # < 1 turns on RandomResizedCrop(scale=(min_crop_scale, 1))
+    rand_augment: int = Field(0, ge=0)  # > 0: that many draws of LAVIS's RandomAugment at magnitude 5
     color_jitter: float = 0.0
 
 
@@ -487,6 +490,8 @@ def build_train_transform(image_size: int, mean: tuple[float, ...], std: tuple[f
         steps += [T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(image_size)]
     if augment.hflip:
         steps.append(T.RandomHorizontalFlip())
+    if augment.rand_augment:
+        steps.append(RandAugment(augment.rand_augment))
     if augment.color_jitter > 0:
         j = augment.color_jitter
         steps.append(T.ColorJitter(brightness=j, contrast=j, saturation=j))

@@ -50,7 +50,7 @@ from img2prompt.train.data import (
     iter_eval_batches,
     train_loader,
 )
-from img2prompt.train.optim import build_optimizer, freeze_blocks, trainable_summary
+from img2prompt.train.optim import apply_finetune, build_optimizer, trainable_summary
 from img2prompt.train.sharding import (
     check_lora_shardable,
     enable_fsdp_on_cpu,
@@ -122,7 +122,8 @@ class Trainer:
         self.transform = build_train_transform(model.image_size, model.spec.mean, model.spec.std,
                                                config.data.augment)
         # The raw optimizer holds the state that state.pt keeps; accelerate's wrapper of it takes the steps.
-        self.raw_optimizer, self.scheduler = build_optimizer(model, config.optim, config.finetune, self.total)
+        self.raw_optimizer, self.scheduler = build_optimizer(model, config.optim, config.finetune, self.total,
+                                                             steps_per_epoch=math.ceil(self.plan.steps(0) / accum))
         self.ema = self._build_ema(model)
         self.ddp_model, self.optimizer = self.accelerator.prepare(model, self.raw_optimizer)
         self.model: Regressor = self.accelerator.unwrap_model(self.ddp_model)
@@ -169,11 +170,9 @@ class Trainer:
             init_from_checkpoint(model, config.init_from)
         else:
             model.head.start_at(torch.from_numpy(self.baseline))
-        if ft.method == "lora":
-            model.add_lora(ft.lora_rank, ft.lora_alpha, ft.lora_dropout)
-            if self.sharded:
-                check_lora_shardable(model)
-        freeze_blocks(model, ft.freeze_blocks)
+        apply_finetune(model, ft)
+        if ft.method == "lora" and self.sharded:
+            check_lora_shardable(model)
         if config.grad_checkpointing:
             model.set_grad_checkpointing(True)
         return model.to(memory_format=self.layout)
@@ -365,11 +364,9 @@ class Trainer:
 
         Built under a forked RNG: its random init must not move the run's RNG, or saving would change the run.
         """
-        ft = self.config.finetune
         with torch.random.fork_rng(devices=[]):
             plain = Regressor(self.config.model, pretrained=False)
-            if ft.method == "lora":
-                plain.add_lora(ft.lora_rank, ft.lora_alpha, ft.lora_dropout)
+            apply_finetune(plain, self.config.finetune)
         plain.load_state_dict(model_state)
         return plain.eval()
 
@@ -401,9 +398,11 @@ class Trainer:
     def _announce(self) -> None:
         if not self.accelerator.is_main_process:
             return
-        trainable, n_params = trainable_summary(self.model)
+        trained, n_params = trainable_summary(self.model)
         processes, plan = self.accelerator.num_processes, self.plan
-        print(f"train: {n_params:,} parameters ({trainable:,} trainable), {plan.prompts} training prompts,"
+        print(f"train: trained share {trained / n_params:.1%} ({trained:,} of {n_params:,} parameters train: LoRA "
+              "adapters count, frozen weights do not)")
+        print(f"train: {plan.prompts} training prompts,"
               f" {plan.steps(self.run.epoch)} batches/epoch x {processes} process(es)"
               f"{' (FSDP-sharded)' if self.sharded else ''},"
               f" {self.total} optimizer steps")
