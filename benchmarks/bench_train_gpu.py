@@ -23,9 +23,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from img2prompt.config import load_config
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import ModelConfig, Regressor
+from img2prompt.sections import load_section
+from img2prompt.train.config import TrainConfig
 from img2prompt.train.optim import FinetuneConfig, OptimConfig, apply_finetune, build_optimizer, trainable_summary
 
 # backbone -> (resolution, per-GPU batch that fits an 80 GB H100 in bf16 without checkpointing)
@@ -68,8 +69,8 @@ def build(backbone: str, mode: str, *, resolution: int, tiny: bool) -> tuple[Reg
 def build_from_config(path: str, *, tiny: bool) -> tuple[Regressor, FinetuneConfig, int]:
     """A stage config's model as it trains (tiny: its tiny twin), its fine-tuning and its per-GPU batch."""
     torch.manual_seed(0)
-    train = load_config(path, ["train.model.pretrained=false", *(
-        ["train.model.tiny=true", "train.model.image_size=null"] if tiny else [])]).train
+    train = load_section(path, "train", TrainConfig, ["train.model.pretrained=false", *(
+        ["train.model.tiny=true", "train.model.image_size=null"] if tiny else [])])
     model = Regressor(train.model)
     apply_finetune(model, train.finetune)
     model.set_grad_checkpointing(train.grad_checkpointing)

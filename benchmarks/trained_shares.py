@@ -16,8 +16,9 @@ import argparse
 
 import torch
 
-from img2prompt.config import load_config
 from img2prompt.models.regressor import Regressor
+from img2prompt.sections import load_section
+from img2prompt.train.config import TrainConfig
 from img2prompt.train.optim import apply_finetune, trainable_summary
 
 CONFIGS = ["configs/train/vit_l_14_336_stage1.yaml", "configs/train/convnext_xxlarge_stage1.yaml",
@@ -27,7 +28,7 @@ VIT = "configs/train/vit_l_14_336_stage1.yaml"
 
 def build(path: str, overrides: list[str]) -> Regressor:
     """The stage config's model with ``overrides``, fine-tuning applied, on the meta device."""
-    train = load_config(path, ["train.model.pretrained=false", *overrides]).train
+    train = load_section(path, "train", TrainConfig, ["train.model.pretrained=false", *overrides])
     with torch.device("meta"):
         model = Regressor(train.model)
         apply_finetune(model, train.finetune)
@@ -40,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     print("| config | lora_blocks | rank | trained | of |\n|---|---|---|---|---|")
     for path in args.configs:
-        shipped = load_config(path).train.finetune
+        shipped = load_section(path, "train", TrainConfig).finetune
         for blocks in (shipped.lora_blocks - 1, shipped.lora_blocks, shipped.lora_blocks + 1):
             for rank in (16, 32, 64):
                 if blocks != shipped.lora_blocks and rank != shipped.lora_rank:

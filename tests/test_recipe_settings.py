@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 import torch
 
-from img2prompt.config import load_config
+from img2prompt.generate.run import GenerateConfig
 from img2prompt.models.regressor import Regressor
-from img2prompt.recipe import plan
+from img2prompt.recipe.config import RecipeConfig
+from img2prompt.recipe.plan import plan
+from img2prompt.sections import load_section
+from img2prompt.train.config import TrainConfig
 from img2prompt.train.data import AugmentConfig
 from img2prompt.train.optim import apply_finetune, trainable_summary
 
@@ -37,8 +40,8 @@ ARCHITECTURES = {"vit_l_14_336": (26, 304_293_888), "convnext_xxlarge": (42, 846
 
 
 def stages(recipe: str) -> dict[str, list]:
-    return {name: [load_config(path).train for path in paths]
-            for name, paths in load_config(recipe).recipe.models.items()}
+    return {name: [load_section(path, "train", TrainConfig) for path in paths]
+            for name, paths in load_section(recipe, "recipe", RecipeConfig).models.items()}
 
 
 def on_meta(train) -> Regressor:
@@ -116,8 +119,8 @@ def test_trained_shares_on_the_real_architectures_are_table_2s(
 def test_the_head_width_reproduces_table_2_rows_2_and_3() -> None:
     """ViT-L at 336 px with its top quarter trained: 25% of the parameters train (row 2); the FC block alone moves
     that to 30% (row 3). That jump is the write-up's only trace of the FC width: 24 x 768 reproduces it."""
-    vit = load_config("configs/train/vit_l_14_336_stage1.yaml",
-                      ["train.finetune.method=full", "train.finetune.freeze_blocks=19"]).train  # 7 of 26 train
+    vit = load_section("configs/train/vit_l_14_336_stage1.yaml", "train", TrainConfig,
+                       ["train.finetune.method=full", "train.finetune.freeze_blocks=19"])  # 7 of 26 train
     without_fc = share(on_meta(vit.model_copy(update={"model": vit.model.model_copy(update={"fc_dim": 0})})))
     assert without_fc == pytest.approx(0.25, abs=0.005)
     assert share(on_meta(vit)) == pytest.approx(0.30, abs=0.005)
@@ -126,7 +129,7 @@ def test_the_head_width_reproduces_table_2_rows_2_and_3() -> None:
 @pytest.mark.parametrize("path", ["configs/generate/sd2_hq.yaml", "configs/generate/sd2_lq.yaml",
                                   "configs/generate/sd2_512_one_gpu.yaml"])
 def test_generation_is_the_winners_512_px_25_steps_fp16(path: str) -> None:
-    generate = load_config(path).generate
+    generate = load_section(path, "generate", GenerateConfig)
     diffusion = generate.diffusion
     assert generate.size == 512 and diffusion.save_size is None
     # 25 of the 50 default steps of the pinned repository's own scheduler (its model_index.json names DDIM)
@@ -134,14 +137,14 @@ def test_generation_is_the_winners_512_px_25_steps_fp16(path: str) -> None:
 
 
 def test_the_hq_set_has_two_images_per_prompt_and_the_lq_set_one() -> None:
-    hq, lq = (load_config(f"configs/generate/sd2_{tier}.yaml").generate for tier in ("hq", "lq"))
+    hq, lq = (load_section(f"configs/generate/sd2_{tier}.yaml", "generate", GenerateConfig) for tier in ("hq", "lq"))
     assert (hq.tiers, hq.images_per_prompt["hq"]) == (["hq"], 2)
     assert (lq.tiers, lq.images_per_prompt["lq"]) == (["lq"], 1)
 
 
 def test_the_one_gpu_recipe_trains_the_winners_hq_stage_from_the_pretrained_weights() -> None:
     (one,) = stages(ONE_GPU)["vit_l_14_336"]
-    hq = load_config("configs/train/vit_l_14_336_stage2.yaml").train
+    hq = load_section("configs/train/vit_l_14_336_stage2.yaml", "train", TrainConfig)
     assert one.init_from is None and one.model == hq.model and one.finetune == hq.finetune
     assert one.optim == hq.optim and one.data.augment == hq.data.augment
 
@@ -172,12 +175,13 @@ def test_full_plus_differs_from_the_winner_only_where_it_says() -> None:
             assert {key for key in a if a[key] != b[key]} - PATHS == changed, name
     eva = plus["eva02_large_336"][0]
     assert eva.model.fc_dim == FC_MULTIPLE * 1024 and eva.finetune == plus["vit_l_14_336"][0].finetune
-    generate = [load_config(path).generate.diffusion for path in load_config(PLUS).recipe.generate]
+    generate = [load_section(path, "generate", GenerateConfig).diffusion
+                for path in load_section(PLUS, "recipe", RecipeConfig).generate]
     assert {(d.scheduler, d.steps) for d in generate} == {("dpmsolver++", 16)}
-    steps = plan(load_config(PLUS).recipe, [], PLUS)  # it chains
+    _, steps = plan(PLUS, [])  # it chains
     assert sum(step.name.startswith("train ") for step in steps) == 8
 
 
 def test_the_eva02_alternative_trains_as_large_a_share_as_vit_l() -> None:
-    eva = on_meta(load_config("configs/train/plus/eva02_large_336_stage1.yaml").train)
+    eva = on_meta(load_section("configs/train/plus/eva02_large_336_stage1.yaml", "train", TrainConfig))
     assert share(eva) == pytest.approx(0.47, abs=0.03)
