@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
 from pydantic import Field
 
-from img2prompt.config import StrictModel, load_config, packaged_configs, write_resolved
+from img2prompt.config import OUTPUT_FOLDER, StrictModel, check_paths, load_config, packaged_configs, write_resolved
 from img2prompt.errors import Img2PromptError
+from img2prompt.files import write_text_atomic
 from img2prompt.provenance import MODEL_WARNING, SCORE_WARNING
 from img2prompt.steps import Steps
 
@@ -32,10 +33,10 @@ class ModelRun(StrictModel):
 
 
 class QuickstartConfig(StrictModel):
-    out: Path = Path("runs/quickstart")
+    out: Annotated[Path, OUTPUT_FOLDER] = Path("runs/quickstart")
     models: list[ModelRun] = Field(min_length=2)
     images: list[str] = Field(default_factory=list)  # folders/globs to predict and decode at the end
-    report_grid: int = 24
+    report_grid: int = Field(24, ge=0)  # images per model in the evaluation report
 
 
 def _present(sources: list) -> list:
@@ -67,6 +68,7 @@ def quickstart(config_path: Path | None = None, overrides: list[str] | None = No
     overrides = overrides or []
     config = load_config(path, overrides)
     cfg = config.quickstart
+    check_paths(cfg, "quickstart")
     out = cfg.out
     steps = Steps(out, "quickstart")
     write_resolved(cfg, "quickstart", out)
@@ -136,5 +138,5 @@ def quickstart(config_path: Path | None = None, overrides: list[str] | None = No
         "decoded": str(decoded) if inputs else None,
         "submission": str(out / "submission.csv") if inputs else None,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     return summary

@@ -21,11 +21,11 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from img2prompt.config import StrictModel, load_config
+from img2prompt.config import OUTPUT_FOLDER, StrictModel, check_paths, load_config
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.models.specs import parse
 from img2prompt.steps import Steps
@@ -37,7 +37,7 @@ HELD_OUT = ("val", "test")
 class RecipeConfig(StrictModel):
     """The ``recipe:`` section: which stage configs make the chain, and where its own outputs go."""
 
-    out: Path = Path("runs/recipe")  # predictions, ensemble, evaluation, submission
+    out: Annotated[Path, OUTPUT_FOLDER] = Path("runs/recipe")  # predictions, ensemble, evaluation, submission
     curate: str
     generate: list[str] = Field(min_length=1)  # one shard set per config; one of them holds val and test
     models: dict[str, list[str]] = Field(min_length=1)  # name -> its train configs, stage by stage
@@ -153,6 +153,8 @@ def run_recipe(path: str | Path, overrides: list[str], *, gpus: int, dry_run: bo
     """
     recipe = load_config(path, _only(overrides, "recipe")).recipe
     steps = plan(recipe, overrides, str(path))
+    if not dry_run:
+        check_paths(recipe, "recipe")
     markers = Steps(recipe.out, "recipe")
     for step in steps:
         line = shlex.join(step.command(gpus))
