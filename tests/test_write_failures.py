@@ -148,3 +148,37 @@ def test_a_curation_is_complete_or_absent(inputs, disk: Disk, cli):
 
 def pages(size: int) -> int:
     return -(-size // PAGE)
+
+
+def save_with(writer: str, path: Path) -> None:
+    import torch
+
+    tensors = {"w": torch.rand(200_000, generator=torch.Generator().manual_seed(0))}  # 800 kB, incompressible
+    if writer == "torch":  # as Trainer.save writes state.pt: through a Python file
+        with path.open("wb") as handle:
+            torch.save(tensors, handle)
+    elif writer == "safetensors":  # as Regressor.save_pretrained writes model.safetensors (Rust I/O)
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(path))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"w": tensors["w"].numpy()}), path)
+
+
+@pytest.mark.parametrize("writer", ["torch", "safetensors", "parquet"])
+def test_writers_that_wrap_the_os_error_are_named_with_its_cause(writer, disk: Disk):
+    """torch raises "enforce fail at inline_container.cc" from the OSError, safetensors puts "(os error 28)" in its
+    text: atomic_path finds the cause in either."""
+    from img2prompt.errors import Img2PromptError
+    from img2prompt.files import atomic_path
+
+    disk.clear()
+    disk.fill(PAGE)
+    target = disk.root / f"out.{writer}"
+    with pytest.raises(Img2PromptError) as error, atomic_path(target) as tmp:
+        save_with(writer, tmp)
+    assert str(error.value) == f"{target}: cannot write: no space left on device"
+    assert not list(disk.root.glob("out*")) and not list(disk.root.glob(".out*"))
