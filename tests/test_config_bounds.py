@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import img2prompt.config as config_module
-from img2prompt.config import SECTIONS, load_config, packaged_configs, section_model
+from img2prompt.config import SECTIONS, load_config, packaged_configs, resolve_schema, section_model
 from img2prompt.errors import Img2PromptError
 
 SHIPPED = sorted(p for p in packaged_configs().rglob("*.yaml") if p.parent.name != "accelerate")
@@ -63,13 +63,6 @@ def _yaml(value: float) -> str:
     return yaml.safe_dump([value], default_flow_style=True).strip()[1:-1]
 
 
-def _resolve(node: dict, definitions: dict) -> dict:
-    while "$ref" in node or "anyOf" in node:
-        node = definitions[node["$ref"].rsplit("/", 1)[-1]] if "$ref" in node else next(
-            (n for n in node["anyOf"] if n.get("type") != "null"), {})
-    return node
-
-
 def numeric_keys(file: Path) -> Iterator[NumericKey]:
     """Every number of ``file``'s sections: its loaded values walked along each section model's JSON schema."""
     config = load_config(file)
@@ -79,7 +72,7 @@ def numeric_keys(file: Path) -> Iterator[NumericKey]:
 
 
 def _walk(file: Path, key: tuple, node: dict, value: Any, definitions: dict) -> Iterator[NumericKey]:
-    node = _resolve(node, definitions)
+    node = resolve_schema(node, definitions)
     kind = node.get("type")
     if kind in ("integer", "number"):
         yield NumericKey(file, key, node)
@@ -113,9 +106,9 @@ def yaml_read_once():
             cache[str(path)] = read(path)
         return copy.deepcopy(cache[str(path)])
 
-    config_module.read_yaml = cached
-    yield
-    config_module.read_yaml = read
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(config_module, "read_yaml", cached)
+        yield
 
 
 def load_with(key: NumericKey, value: float) -> tuple[Any, str | None]:
@@ -145,7 +138,7 @@ def test_every_number_of_every_section_model_has_a_lower_bound(name):
     unbounded = []
 
     def visit(node: dict, where: str) -> None:
-        node = _resolve(node, schema.get("$defs", {}))
+        node = resolve_schema(node, schema.get("$defs", {}))
         if node.get("type") in ("integer", "number") and not {"minimum", "exclusiveMinimum"} & set(node):
             unbounded.append(where)
         for field, child in node.get("properties", {}).items():

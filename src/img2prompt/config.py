@@ -289,7 +289,7 @@ def validate(model: type[Section], raw: Any, source: str | Path, where: str) -> 
         location = ".".join(str(p) for p in (where, *first["loc"]))
         problem, value = first["msg"], first.get("input")
         if first["type"] in OUT_OF_RANGE:
-            problem = f"{_shown(value)} is out of range (allowed: {allowed_range(model, first['loc'])})"
+            problem = f"{_shown(value)} is out of range (allowed: {_allowed_range(model, first['loc'])})"
         elif isinstance(value, int | float | str) and first["type"] != "extra_forbidden":
             problem += f" (got {_shown(value)})"
         if first["type"] == "extra_forbidden":
@@ -298,24 +298,24 @@ def validate(model: type[Section], raw: Any, source: str | Path, where: str) -> 
         raise fail(source, f"{location}: {problem}") from None
 
 
-def allowed_range(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+def _allowed_range(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
     """The bounds of the number at ``loc`` in ``model``, from its JSON schema: e.g. ``>= 1 and <= 1000``."""
     schema = model.model_json_schema()
     definitions = schema.get("$defs", {})
     node = schema
     for part in loc:
-        node = _resolve(node, definitions)
+        node = resolve_schema(node, definitions)
         if isinstance(part, int):  # a list or tuple item
             items = node.get("prefixItems") or []
             node = items[part] if part < len(items) else node.get("items", {})
         else:  # a field, or a mapping's value
             node = node.get("properties", {}).get(part) or node.get("additionalProperties") or {}
-    node = _resolve(node, definitions)
+    node = resolve_schema(node, definitions)
     bounds = [f"{sign} {node[key]}" for key, sign in _BOUNDS.items() if key in node]
     return " and ".join(bounds) or "a finite number"
 
 
-def _resolve(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
+def resolve_schema(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
     """A schema node with its ``$ref`` followed and, for ``X | None``, the branch that is not null."""
     while True:
         if "$ref" in node:
