@@ -182,3 +182,16 @@ def test_writers_that_wrap_the_os_error_are_named_with_its_cause(writer, disk: D
         save_with(writer, tmp)
     assert str(error.value) == f"{target}: cannot write: no space left on device"
     assert not list(disk.root.glob("out*")) and not list(disk.root.glob(".out*"))
+
+
+def test_the_embedding_cache_on_a_full_disk_is_one_line(disk: Disk):
+    """SQLite reports a full disk as its own "database or disk is full"."""
+    from img2prompt.embedding import EmbeddingCache
+    from img2prompt.errors import Img2PromptError
+
+    disk.clear()
+    disk.fill(0)
+    path = disk.root / "cache" / "embeddings.sqlite"
+    with pytest.raises(Img2PromptError) as error:
+        EmbeddingCache(path, "tag").put_many([f"prompt {i}" for i in range(2000)], np.ones((2000, 384), np.float32))
+    assert str(error.value) == f"{path}: cannot write: no space left on device"
