@@ -1,4 +1,5 @@
-"""Hostile uploads and slow clients against a real ``img2prompt serve`` (issue 14), with innocent clients watching.
+"""Hostile uploads, slow and idle clients against a real ``img2prompt serve`` (issues 14, 23), with innocent clients
+watching.
 
 The server is the one ``bench_serve.py`` measures (EfficientNet-Lite0, a 2,000-prompt bank, the shipped
 ``serve:`` defaults). During each attack two innocent clients upload the Kaggle sample images back to back
@@ -12,10 +13,17 @@ p50/p99 latency and the server's peak resident memory. The attacks:
   bombs       decompression-bomb headers, a 10 GB Content-Length, 11 MB bodies with and without a length
   fuzz        malformed uploads (the seeded generator of tests/test_serve_fuzz.py)
   host        valid uploads whose Host header names another site (DNS rebinding)
-All but ``slow`` repeat their cases for 15 s.
+  idle        1,000 connections from one address (127.0.0.2) that never send a byte, in place before the
+              innocent clients arrive, held until the server answers or closes each, at most 15 s (longer than
+              serve.header_timeout_s, 10 s)
+  headers     200 connections from 127.0.0.2 sending a request's headers one byte a second, likewise
+All but ``slow``, ``idle`` and ``headers`` repeat their cases for 15 s. The innocent clients connect from 127.0.0.1.
 ``--src DIR`` runs the server from another checkout's ``src`` (e.g. the code before the fix) for comparison.
 
     flock /tmp/cpu.lock nice -n 5 .venv/bin/python benchmarks/bench_serve_attacks.py [--src DIR] [--screenshot]
+
+The idle attack needs ~2,300 open files between this process and the server: the soft limit is raised to the hard
+one, and the run stops when that is too low.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import argparse
 import itertools
 import os
 import random
+import resource
 import socket
 import statistics
 import sys
@@ -46,6 +55,10 @@ from test_serve_fuzz import random_request  # the fuzz test's generator of malfo
 SLOW_CLIENTS = 32
 SLOW_SECONDS = 40  # longer than serve.body_timeout_s (30 s): the server should end them first
 SECONDS = 15  # the other attacks repeat their cases for at least this long, so the innocent clients are timed
+ATTACKER = "127.0.0.2"  # the idle and slow-header attacks come from one address; the innocent clients from 127.0.0.1
+IDLE_CLIENTS = 1000
+SLOW_HEADER_CLIENTS = 200
+HELD_OPEN = -1  # a connection the server still held when the attack gave up
 
 
 @dataclass
@@ -118,7 +131,55 @@ def slow(url: str, tally: Tally, ready: threading.Event) -> None:
             open_.discard(i)
         time.sleep(2)
     for _ in open_:  # still held open by the server when the attack gave up
-        tally.add(0)
+        tally.add(HELD_OPEN)
+    for sock in sockets:
+        sock.close()
+
+
+def idle(url: str, tally: Tally, ready: threading.Event) -> None:
+    hold_connections(url, tally, ready, IDLE_CLIENTS, request=None)
+
+
+def slow_headers(url: str, tally: Tally, ready: threading.Event) -> None:
+    host = url.removeprefix("http://")
+    request = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {'x' * 40}\r\n\r\n".encode()
+    hold_connections(url, tally, ready, SLOW_HEADER_CLIENTS, request=request)
+
+
+def hold_connections(url: str, tally: Tally, ready: threading.Event, count: int, request: bytes | None) -> None:
+    """``count`` connections from ``ATTACKER``, all in place before the innocent clients start, each sending nothing
+    (``request`` None) or ``request`` one byte a second, for ``SECONDS``. Tallies the server's answer to each: its
+    status, 0 when it closed the connection without one, ``HELD_OPEN`` when it still held it at the end."""
+    host, port = url.removeprefix("http://").split(":")
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection((host, int(port)), timeout=5, source_address=(ATTACKER, 0))
+        sock.setblocking(False)
+        sockets.append(sock)
+    time.sleep(1)
+    ready.set()
+    pending = dict(enumerate(sockets))
+    sent = Counter()
+    deadline = time.monotonic() + SECONDS
+    while pending and time.monotonic() < deadline:
+        for i, sock in list(pending.items()):
+            try:
+                answer = sock.recv(200)
+            except BlockingIOError:  # no answer yet: the next byte, if any
+                if request is not None and sent[i] < len(request):
+                    try:
+                        sent[i] += sock.send(request[sent[i]:sent[i] + 1])
+                    except OSError:
+                        tally.add(0)
+                        del pending[i]
+                continue
+            except OSError:
+                answer = b""
+            tally.add(int(answer.split()[1]) if answer.startswith(b"HTTP/1.1 ") else 0)
+            del pending[i]
+        time.sleep(1)
+    for _ in pending:
+        tally.add(HELD_OPEN)
     for sock in sockets:
         sock.close()
 
@@ -179,7 +240,8 @@ def host(url: str, tally: Tally, ready: threading.Event) -> None:
 
 # Each attack sets ``ready`` once its pressure is in place; the innocent clients start then.
 ATTACKS: dict[str, Callable[[str, Tally, threading.Event], None]] = {
-    "none": no_attack, "aspect": aspect, "slow": slow, "bombs": bombs, "fuzz": fuzz, "host": host}
+    "none": no_attack, "aspect": aspect, "slow": slow, "bombs": bombs, "fuzz": fuzz, "host": host, "idle": idle,
+    "headers": slow_headers}
 
 
 def innocent(url: str, images: list[tuple[str, bytes]], ready: threading.Event, stop: threading.Event,
@@ -228,7 +290,7 @@ def run_attack(server: Server, url: str, name: str, images: list[tuple[str, byte
             "4xx": sum(n for c, n in codes.items() if 400 <= c < 500), "4xx_codes": sorted(c for c in codes if c >= 400
                                                                                           and c < 500),
             "5xx": sum(n for c, n in codes.items() if c >= 500), "5xx_codes": sorted(c for c in codes if c >= 500),
-            "no_answer": codes[0], "crashed": server.process.poll() is not None,
+            "no_answer": codes[0], "held_open": codes[HELD_OPEN], "crashed": server.process.poll() is not None,
             "innocent": len(seen), "lost": sum(status != 200 for status, _ in seen),
             "p50_ms": statistics.median(latencies) * 1000,
             "p99_ms": latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))] * 1000,
@@ -237,16 +299,16 @@ def run_attack(server: Server, url: str, name: str, images: list[tuple[str, byte
 
 def table(rows: list[dict], label: str) -> None:
     print(f"\n{label}")
-    print("| attack | seconds | cases tried | 2xx | 4xx (codes) | 5xx (codes) | no answer | crashed | "
-          "innocent requests | innocent lost | innocent p50 ms | innocent p99 ms | server peak RSS MB |")
-    print("|---" * 13 + "|")
+    print("| attack | seconds | cases tried | 2xx | 4xx (codes) | 5xx (codes) | closed without an answer | "
+          "still held open | crashed | innocent requests | innocent lost | innocent p50 ms | innocent p99 ms | "
+          "server peak RSS MB |")
+    print("|---" * 14 + "|")
     for r in rows:
         codes4 = f" ({', '.join(map(str, r['4xx_codes']))})" if r["4xx_codes"] else ""
         codes5 = f" ({', '.join(map(str, r['5xx_codes']))})" if r["5xx_codes"] else ""
         print(f"| {r['attack']} | {r['seconds']:.0f} | {r['cases']} | {r['2xx']} | {r['4xx']}{codes4} | "
-              f"{r['5xx']}{codes5} | "
-              f"{r['no_answer']} | {'yes' if r['crashed'] else 'no'} | {r['innocent']} | {r['lost']} | "
-              f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['peak_rss_mb']:.0f} |")
+              f"{r['5xx']}{codes5} | {r['no_answer']} | {r['held_open']} | {'yes' if r['crashed'] else 'no'} | "
+              f"{r['innocent']} | {r['lost']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['peak_rss_mb']:.0f} |")
 
 
 def main() -> None:
@@ -257,6 +319,10 @@ def main() -> None:
     parser.add_argument("--screenshot", action="store_true",
                         help="Also save benchmarks/serve_screenshot.png and benchmarks/serve_docs_screenshot.png.")
     args = parser.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server, started below, inherits it
+    if hard < 2 * (IDLE_CLIENTS + SLOW_HEADER_CLIENTS) and {"idle", "headers"} & set(args.attacks):
+        raise SystemExit(f"ulimit -n is {hard}: the idle attack needs about {2 * IDLE_CLIENTS + 300} open files")
     with workspace(args.bank_size) as (work, checkpoint, bank, images):
         # A 2 s cap on a decode: fast mode ends within it, best is cut short (the page says so).
         config = {"decode": {"modifiers": ["mediums", "movements"], "budget_s": 2.0}}  # default cache folder

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,19 @@ def tiny_clip(tmp_path_factory) -> tuple[str, Path]:
     torch.manual_seed(0)
     torch.save(open_clip.create_model("img2prompt-tiny-clip").state_dict(), root / "weights.pt")
     return "img2prompt-tiny-clip", root / "weights.pt"
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch) -> Callable[..., tuple[int, str]]:
+    """``img2prompt ARGS`` run in this process through the console entry point: (exit status, stderr). Seconds
+    cheaper than a subprocess, and the same error handling (one line, exit 1)."""
+    from img2prompt.cli import main
+
+    def run(*args: object) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["img2prompt", *map(str, args)])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            main()
+        return exited.value.code or 0, capsys.readouterr().err
+
+    return run

@@ -76,3 +76,48 @@ def test_a_damaged_shard_is_one_line_naming_it(tmp_path):
     one_line_error(run("predict", f"mean:{tmp_path / 'prompts.parquet'}", str(shards), "--out",
                        str(tmp_path / "p.parquet")), str(shard))
     assert not (tmp_path / "p.parquet").exists()
+
+
+def curate_config(tmp_path: Path, source: Path) -> Path:
+    config = tmp_path / "curate.yaml"
+    config.write_text(f"curate:\n  out: {tmp_path / 'run'}\n  progress: false\n  sources:\n"
+                      f"    - {{name: s, type: text, path: {source}}}\n")
+    return config
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"\xff\xfe\x80\x81 \xc3\x28\n" * 100, "none of the 100 rows of source 's' is a usable prompt"),
+    (b"", "source 's' is empty: not one prompt was read"),
+])
+def test_a_curate_source_without_one_usable_prompt_stops_the_run(content, message, tmp_path, cli):
+    """The hardening probe (issue 23): 100 undecodable lines, or an empty file, gave exit 0 and an empty table."""
+    source = tmp_path / "source.txt"
+    source.write_bytes(content)
+    code, stderr = cli("curate", curate_config(tmp_path, source))
+    assert code == 1 and stderr.startswith(f"error: {source}: {message}") and len(stderr.splitlines()) == 1, stderr
+    assert not (tmp_path / "run" / "prompts.parquet").exists()
+
+
+def test_an_empty_or_header_only_prompts_csv_is_an_error(tmp_path, cli):
+    (tmp_path / "header.csv").write_text("imgId,prompt\n")
+    code, stderr = cli("embed", tmp_path / "header.csv", "--out", tmp_path / "e.parquet")
+    assert (code, stderr) == (1, f"error: {tmp_path / 'header.csv'}: no prompts: the file has a header and no rows\n")
+    assert not (tmp_path / "e.parquet").exists()
+
+
+@pytest.mark.parametrize("verb", ["predict", "interrogate"])
+def test_an_empty_image_folder_is_named(verb, tmp_path, files, cli):
+    (tmp_path / "empty").mkdir()
+    argv = (["predict", f"mean:{files['bank']}", tmp_path / "empty", "--out", tmp_path / "p.parquet"]
+            if verb == "predict" else ["interrogate", tmp_path / "empty", "--bank", files["bank"]])
+    code, stderr = cli(*argv)
+    assert code == 1 and stderr.startswith(f"error: {tmp_path / 'empty'}: no image files in this folder (.png, "), \
+        stderr
+    assert len(stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("argv", "what"), [(["embed", "{dir}", "--out", "{dir}/e.parquet"], "a CSV file"),
+                                            (["validate-submission", "{dir}"], "a submission CSV")])
+def test_a_folder_given_as_a_csv_is_one_line(argv, what, tmp_path, cli):
+    code, stderr = cli(*(arg.format(dir=tmp_path) for arg in argv))
+    assert (code, stderr) == (1, f"error: {tmp_path}: is a folder, not {what}\n")

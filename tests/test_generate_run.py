@@ -88,7 +88,7 @@ def test_resume_refuses_other_settings_or_another_table(tmp_path):
 
 
 def test_bad_tables_fail_with_one_line_naming_the_file(tmp_path):
-    with pytest.raises(Img2PromptError, match=r"prompts\.parquet: prompt table not found"):
+    with pytest.raises(Img2PromptError, match=r"prompts\.parquet: generate\.prompts: no such file or folder"):
         generate(config(tmp_path))
     write_scenes_table(tmp_path / "prompts.parquet", 6)
     with pytest.raises(Img2PromptError, match=r"tier\(s\) hq have no generate\.images_per_prompt entry"):
@@ -125,14 +125,14 @@ def test_two_torchrun_ranks_killed_mid_shard_resume_with_nothing_lost_or_duplica
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:  # kill once a shard is finished and another is half written
-            if len(Manifest(out).entries()) >= 2 and list(out.glob("*.tar.tmp")):
+            if len(Manifest(out).entries()) >= 2 and list(out.glob(".*.tar.*.tmp")):
                 break
             assert first.poll() is None, "the run ended before it could be killed"
             time.sleep(0.01)
     finally:
         _kill_tree(first)
     killed_manifest = Manifest(out).entries()
-    assert list(out.glob("*.tar.tmp")), "the kill did not land in the middle of a shard"
+    assert list(out.glob(".*.tar.*.tmp")), "the kill did not land in the middle of a shard"
     planned = json.loads((out / "plan.json").read_text())["samples"]
     total_shards = -(-planned // 8)
     assert len(killed_manifest) < total_shards

@@ -223,6 +223,9 @@ def test_a_capped_decode_says_so(basis, nearest_only):
     ({"host": "0.0.0.0", "allowed_hosts": ["img2prompt.lan"]}, "localhost", 400),
     ({"host": "0.0.0.0", "allowed_hosts": ["*.example.org"]}, "api.example.org:443", 200),
     ({"host": "0.0.0.0", "allowed_hosts": ["*.example.org"]}, "example.org.evil.test", 400),
+    # the name is parsed exactly (issue 23): a bracketed IPv6 address only as a whole, then at most a port
+    ({}, "[::1]evil", 400), ({}, "[::1]:8000evil", 400), ({}, "[::1", 400), ({}, "localhost:8000:1", 400),
+    ({}, "localhost:http", 400), ({}, "LOCALHOST:8000", 200),
 ])
 def test_only_the_servers_own_host_names_are_answered(basis, settings, host, status):
     with local_client(create_app(ColourModel(basis), None, ServeConfig(**settings))) as client:

@@ -107,6 +107,15 @@ def test_wrong_fields_and_encodings_are_4xx(client, kwargs, status, message):
     assert error.startswith(message)
 
 
+def test_an_over_long_file_name_is_a_400_that_says_so(client):
+    """The hardening probe (issue 23): a name over ~4.2 KB was "malformed multipart body", which misleads."""
+    status, message = error_of(post_file(client, RED, name="x" * 5000 + ".png"))
+    assert (status, message) == (400, "a file name (or another header of a part) is longer than the 4,224 bytes a "
+                                      "part's header may take: send a shorter file name")
+    long_but_fine = post_file(client, RED, name="y" * 3000 + ".png")
+    assert long_but_fine.status_code == 200 and long_but_fine.json()["name"] == "y" * 200  # shown cut to 200
+
+
 def test_batch_names_the_bad_file_and_the_server_keeps_serving(client):
     files = [("files", ("good.png", RED, "image/png")), ("files", ("bad.png", RED[:30], "image/png"))]
     code, error = error_of(client.post("/v1/predict/batch", files=files))

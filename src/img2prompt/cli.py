@@ -121,6 +121,24 @@ class Verbs(TyperGroup):
         names = super().list_commands(ctx)
         return sorted(names, key=lambda name: list(ORDER).index(name) if name in ORDER else len(ORDER))
 
+    def invoke(self, ctx: typer.Context) -> Any:
+        """A bad option value (``--batch-size 0``) is one line naming the option, the value and the allowed range,
+        like every other user error, instead of a usage box."""
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as exc:
+            raise Img2PromptError(_bad_option(exc)) from None
+
+
+def _bad_option(exc: typer.BadParameter) -> str:
+    """``Invalid value for '--grid': Input should be greater than or equal to 0 (got -5)``: typer checks option
+    values with pydantic, whose message names the bound but not the value."""
+    from pydantic import ValidationError
+
+    cause = exc.__cause__
+    got = f" (got {cause.errors()[0]['input']})" if isinstance(cause, ValidationError) else ""
+    return exc.format_message() + got
+
 
 app = typer.Typer(
     cls=Verbs,
@@ -217,7 +235,7 @@ def embed(
     out: Annotated[Path | None, typer.Option(help="Write a prompt-table Parquet here.")] = None,
     model: Annotated[str, typer.Option(help="'packaged' (offline wheel), a local path or a hub id.")] = "packaged",
     backend: Annotated[str, typer.Option(help="exact (targets) or int8 (fast, approximate).")] = "exact",
-    max_tokens: Annotated[int, typer.Option(help="Padded tokens per batch.")] = 1024,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Padded tokens per batch.")] = 1024,
     cache_dir: Annotated[Path | None, typer.Option(help="On-disk embedding cache folder.")] = None,
 ) -> None:
     """Embed prompts with all-MiniLM-L6-v2 exactly as the Kaggle host did."""
@@ -260,7 +278,7 @@ def predict(
     kaggle: Annotated[Path | None, typer.Option(help="Write the Kaggle imgId_eId,val CSV here.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the predictions Parquet here.")] = None,
     tta: Annotated[bool, typer.Option(help="Average with the mirrored image.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
     split: Annotated[list[str] | None, typer.Option(help="Shards only: predict this split (repeatable).")] = None,
 ) -> None:
     """Predict prompt embeddings for images (run under `accelerate launch` for several GPUs)."""
@@ -289,7 +307,7 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Report folder (metrics.json, scores.csv, report.html).")],
     images: Annotated[list[Path] | None, typer.Option(help="Image folders or shards for the report grid.")] = None,
     bank: Annotated[Path | None, typer.Option(help="Prompt table to decode predictions with.")] = None,
-    grid: Annotated[int, typer.Option(help="Images shown per model: its best half and its worst half.")] = 24,
+    grid: Annotated[int, typer.Option(min=0, help="Images shown per model: its best half and its worst half.")] = 24,
     config: ConfigArg = None,
     set_: Annotated[list[str] | None, set_option("decode.KEY=VALUE")] = None,
 ) -> None:
@@ -479,7 +497,8 @@ def push(
 @verb("recipe")
 def recipe(
     config: Annotated[Path, typer.Argument(help="YAML with a recipe: section, e.g. configs/recipe/full.yaml.")],
-    gpus: Annotated[int, typer.Option(help="GPUs of this node: N > 1 runs steps under torchrun/accelerate.")] = 1,
+    gpus: Annotated[int, typer.Option(min=1, help="GPUs of this node: N > 1 runs steps under torchrun/accelerate.")]
+    = 1,
     dry_run: Annotated[bool, typer.Option(help="Print every command of the chain, run nothing.")] = False,
     set_: Annotated[
         list[str] | None, set_option("SECTION.KEY=VALUE, given to each step whose config has SECTION")

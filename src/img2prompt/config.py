@@ -19,25 +19,67 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Collection
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from img2prompt.errors import Img2PromptError, fail
-from img2prompt.files import write_text_atomic
+from img2prompt.files import unwritable, write_text_atomic
 
 Section = TypeVar("Section", bound="StrictModel")
 RESOLVED_NAME = "config.yaml"
 BASE_KEY = "base"
 PACKAGED_PREFIX = "configs"
+# pydantic error types of a number outside its bounds (NaN and infinities included) and the JSON schema's bounds
+OUT_OF_RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+_BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's and torch's seeds are unsigned 32-bit integers
 
 class StrictModel(BaseModel):
-    """Base of every config section: unknown keys are rejected, values are validated on assignment."""
+    """Base of every config section: unknown keys are rejected, values are validated on assignment, NaN and
+    infinities are refused. Every number carries its bounds (``Field(ge=..., le=...)``), so an impossible value
+    fails when the config loads, before any work starts."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
+
+
+@dataclass(frozen=True)
+class PathRule:
+    """How a path field (``Annotated[Path, INPUT]``) is checked when its stage starts, by ``check_paths``."""
+
+    must_exist: bool  # an input; else an output folder: a folder, or one that can be made, where we may write
+
+
+INPUT = PathRule(must_exist=True)
+OUTPUT_FOLDER = PathRule(must_exist=False)
+
+
+def check_paths(section: StrictModel, where: str) -> None:
+    """Fail, before any work, on a missing input or an output folder that cannot be written (``INPUT`` and
+    ``OUTPUT_FOLDER`` fields of ``section`` and of the sections inside it): one line naming the path and the key.
+    Stages call it when they start; loading a config cannot, as a chain's inputs are made by its earlier steps."""
+    for name, field in type(section).model_fields.items():
+        value, key = getattr(section, name), f"{where}.{name}"
+        rule = next((m for m in field.metadata if isinstance(m, PathRule)), None)
+        items = value if isinstance(value, list) else [value]
+        for index, item in enumerate(items):
+            if isinstance(item, StrictModel):
+                check_paths(item, f"{key}.{index}" if isinstance(value, list) else key)
+            elif rule is not None and item is not None:
+                why = _path_problem(Path(item), rule)
+                if why is not None:
+                    raise fail(item, f"{key}: {why}")
+
+
+def _path_problem(path: Path, rule: PathRule) -> str | None:
+    if rule.must_exist:
+        return None if path.expanduser().exists() else "no such file or folder"
+    return unwritable(path, folder=True)
 
 
 def packaged_configs() -> Path:
@@ -121,7 +163,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(child, dict | list):
                 raise Img2PromptError(f"--set {item!r}: {part!r} is not a section")
             node = child
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise Img2PromptError(f"--set {item!r}: the value is not valid YAML ({why})") from None
         if isinstance(node, list):
             node[_index(node, leaf, item)] = value
         else:
@@ -168,17 +214,55 @@ class ConfigFile:
 
 
 def validate(model: type[Section], raw: Any, source: str | Path, where: str) -> Section:
-    """Validate ``raw`` as ``model``; the first problem becomes one line: ``file: where.key: message``."""
+    """Validate ``raw`` as ``model``; the first problem becomes one line: ``file: where.key: message``, naming the
+    value and, for a number out of its bounds, the allowed range."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         location = ".".join(str(p) for p in (where, *first["loc"]))
-        hint = ""
+        problem, value = first["msg"], first.get("input")
+        if first["type"] in OUT_OF_RANGE:
+            problem = f"{_shown(value)} is out of range (allowed: {_allowed_range(model, first['loc'])})"
+        elif isinstance(value, int | float | str) and first["type"] != "extra_forbidden":
+            problem += f" (got {_shown(value)})"
         if first["type"] == "extra_forbidden":
             parent = _model_at(model, first["loc"][:-1])
-            hint = did_you_mean(str(first["loc"][-1]), parent.model_fields if parent else {})
-        raise fail(source, f"{location}: {first['msg']}{hint}") from None
+            problem += did_you_mean(str(first["loc"][-1]), parent.model_fields if parent else {})
+        raise fail(source, f"{location}: {problem}") from None
+
+
+def _allowed_range(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """The bounds of the number at ``loc`` in ``model``, from its JSON schema: e.g. ``>= 1 and <= 1000``."""
+    schema = model.model_json_schema()
+    definitions = schema.get("$defs", {})
+    node = schema
+    for part in loc:
+        node = resolve_schema(node, definitions)
+        if isinstance(part, int):  # a list or tuple item
+            items = node.get("prefixItems") or []
+            node = items[part] if part < len(items) else node.get("items", {})
+        else:  # a field, or a mapping's value
+            node = node.get("properties", {}).get(part) or node.get("additionalProperties") or {}
+    node = resolve_schema(node, definitions)
+    bounds = [f"{sign} {node[key]}" for key, sign in _BOUNDS.items() if key in node]
+    return " and ".join(bounds) or "a finite number"
+
+
+def resolve_schema(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
+    """A schema node with its ``$ref`` followed and, for ``X | None``, the branch that is not null."""
+    while True:
+        if "$ref" in node:
+            node = definitions[node["$ref"].rsplit("/", 1)[-1]]
+        elif "anyOf" in node:
+            node = next((n for n in node["anyOf"] if n.get("type") != "null"), {})
+        else:
+            return node
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -36,7 +36,7 @@ from pydantic import Field, model_validator
 from img2prompt.config import StrictModel
 from img2prompt.embedding import TextEmbedder
 from img2prompt.errors import Img2PromptError, fail
-from img2prompt.files import atomic_path
+from img2prompt.files import atomic_path, check_output
 from img2prompt.prompt_table import read_table
 from img2prompt.space import EMBEDDING_DIM
 from img2prompt.term_lists import TERM_LISTS, clip_interrogator_terms
@@ -75,7 +75,7 @@ class DecodeConfig(StrictModel):
     max_tokens: int = Field(77, ge=1)  # stop growing a text at this many tokens (SD prompts are at most 77 CLIP tokens)
     token_penalty: float = Field(0.002, ge=0)  # surrogate cosine a token must buy (the surrogate flatters long texts)
     threads: int = Field(1, ge=1)  # torch/faiss threads while decoding (more stall on shared cores; see _threads)
-    min_segment_count: int = 2  # a bank segment/word joins the dictionary if it occurs this often
+    min_segment_count: int = Field(2, ge=1)  # a bank segment/word joins the dictionary if it occurs this often
     modifiers: list[str] = Field(default_factory=lambda: list(TERM_LISTS))
     # int8 builds the dictionary 4-18% faster and decodes as well (benchmarks/RESULTS.md, issue 15), but loads a
     # second model beside the exact one; the one-time build is not worth it by default
@@ -407,6 +407,8 @@ def run_decode(
 
     if predictions is None and not texts:
         raise Img2PromptError("decode: give --predictions FILE and/or --text PROMPT")
+    if out is not None:
+        check_output(out)
     config.effort(mode)  # an unknown mode fails now, not after the dictionary build
     jobs: list[tuple[str, np.ndarray]] = []
     if predictions is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from img2prompt.embedding import TextEmbedder
+from img2prompt.files import check_output
 from img2prompt.kaggle import read_prompts_csv, write_submission
 from img2prompt.prompt_table import prompt_id, write_table
 
@@ -22,6 +23,9 @@ def run_embed(
     cache_dir: Path | None = None,
 ) -> None:
     """Embed every prompt of ``prompts_csv`` and write the requested outputs (each atomically)."""
+    for target in (kaggle, out):
+        if target is not None:
+            check_output(target)
     frame = read_prompts_csv(prompts_csv)
     embedder = TextEmbedder(model, backend=backend, max_tokens=max_tokens, cache_dir=cache_dir)  # type: ignore[arg-type]
     vectors = embedder.encode(list(frame.prompt), progress=len(frame) > 1000)

@@ -13,11 +13,13 @@ slower than exact, 1.4x plain; kept for machines without fast fp32 GEMMs).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -25,10 +27,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from img2prompt.errors import Img2PromptError
+from img2prompt.files import cannot_write, make_folder
 from img2prompt.space import EMBEDDING_DIM
 
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGED = "packaged"
+# SQLite's primary result codes of a failed write -> the errno a user knows: FULL, READONLY, CANTOPEN, IOERR
+SQLITE_WRITE_ERRORS = {13: errno.ENOSPC, 8: errno.EACCES, 14: errno.EACCES, 10: errno.EIO}
 Backend = Literal["exact", "int8"]
 
 
@@ -61,11 +66,12 @@ class EmbeddingCache:
 
     def __init__(self, path: str | Path, model_tag: str):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent, output=self.path)
         self._tag = model_tag
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False)
-        self._db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
+        with self._writing():
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            self._db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
 
     def key(self, prompt: str) -> str:
         return hashlib.sha256(f"{self._tag}\0{prompt}".encode()).hexdigest()
@@ -84,8 +90,20 @@ class EmbeddingCache:
 
     def put_many(self, prompts: Sequence[str], vectors: np.ndarray) -> None:
         rows = [(self.key(p), np.asarray(v, np.float32).tobytes()) for p, v in zip(prompts, vectors, strict=True)]
-        with self._lock, self._db:
+        with self._lock, self._writing(), self._db:
             self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)", rows)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """SQLite's own errors of the place written to (a full disk, a read-only folder) as one line naming the
+        cache; an interrupted insert is rolled back, so what the cache held stays."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            code = SQLITE_WRITE_ERRORS.get(getattr(exc, "sqlite_errorcode", -1) & 0xFF)
+            if code is None:
+                raise
+            raise cannot_write(self.path, OSError(code, os.strerror(code))) from None
 
     def close(self) -> None:
         with self._lock:

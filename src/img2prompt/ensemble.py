@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from img2prompt.errors import Img2PromptError, fail
+from img2prompt.files import check_output
 from img2prompt.models.ensemble import EnsembleSpec, Member, blend, write_spec
 from img2prompt.space import EMBEDDING_DIM, mean_cosine, normalise
 
@@ -58,6 +59,7 @@ def run_ensemble(
     from img2prompt.predictions import read_predictions
     from img2prompt.truth import load_truth, match_truth
 
+    check_output(out)
     members: dict[str, dict[str, np.ndarray]] = {}
     for path in prediction_files:
         frame, vectors = read_predictions(path)

@@ -21,6 +21,9 @@ DEFAULT_MAX_PIXELS = 64_000_000
 # enter (predict, serve, train, evaluate all decode through load_image): the longer side may be at most this
 # many times the shorter (panoramas pass; SD images are square).
 MAX_ASPECT = 10
+# The longest image side a config may ask for (generated images, model inputs): SD2 draws 768, CLIP-like models take
+# 224-448; 4096 keeps a typo (size: 100000) from allocating terabytes.
+MAX_SIDE = 4096
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
@@ -97,6 +100,8 @@ def list_images(inputs: list[str | Path]) -> list[Path]:
         path = Path(item)
         if path.is_dir():
             matches = sorted(p for p in path.rglob("*") if _is_image_file(p))
+            if not matches:
+                raise fail(path, f"no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
         elif path.exists():
             matches = [path]
         else:

@@ -24,12 +24,15 @@ PROMPT_COLUMNS = ("imgId", "prompt")
 
 
 def read_prompts_csv(path: str | Path) -> pd.DataFrame:
-    """Read an ``imgId,prompt`` CSV; rejects wrong columns, non-UTF-8 text, empty prompts, duplicate ids."""
+    """Read an ``imgId,prompt`` CSV; rejects wrong columns, non-UTF-8 text, empty prompts, duplicate ids and a
+    file without a single prompt."""
     path = Path(path)
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except FileNotFoundError:
         raise fail(path, "file not found") from None
+    except IsADirectoryError:
+        raise fail(path, "is a folder, not a CSV file") from None
     except UnicodeDecodeError as exc:
         raise fail(path, f"not UTF-8 text (byte {exc.start})") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -37,6 +40,8 @@ def read_prompts_csv(path: str | Path) -> pd.DataFrame:
     missing = [c for c in PROMPT_COLUMNS if c not in frame.columns]
     if missing:
         raise fail(path, f"expected columns imgId,prompt; got {','.join(map(str, frame.columns))}")
+    if frame.empty:
+        raise fail(path, "no prompts: the file has a header and no rows")
     frame = frame[list(PROMPT_COLUMNS)]
     for row, (img_id, prompt) in enumerate(zip(frame.imgId, frame.prompt, strict=True), start=2):
         if not img_id.strip():
@@ -72,6 +77,8 @@ def read_submission(path: str | Path) -> tuple[list[str], np.ndarray]:
         handle = path.open(encoding="utf-8", newline="")
     except FileNotFoundError:
         raise fail(path, "file not found") from None
+    except IsADirectoryError:
+        raise fail(path, "is a folder, not a submission CSV") from None
     image_ids: list[str] = []
     rows: list[list[float]] = []
     with handle:

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from img2prompt.errors import Img2PromptError, fail
+from img2prompt.files import check_output
 from img2prompt.models.embedder import ImageEmbedder
 from img2prompt.space import empty
 
@@ -123,6 +124,9 @@ def run_predict(
     from img2prompt.predictions import write_predictions
     from img2prompt.shards import find_shards, is_shards
 
+    for target in (out, kaggle):
+        if target is not None:
+            check_output(target)
     state = PartialState(cpu=not torch.cuda.is_available())
     shard_inputs = [item for item in inputs if is_shards(item)]
     if shard_inputs and len(shard_inputs) != len(inputs):

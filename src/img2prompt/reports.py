@@ -43,7 +43,10 @@ def inline_figure(figure: Figure, path: Path) -> str:
     (for the page); the figure is closed."""
     import matplotlib.pyplot as plt
 
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=DPI)
-    plt.close(figure)
-    return data_uri(path.read_bytes(), "image/png")
+    try:
+        with atomic_path(path) as tmp:  # read back from the temporary: under all_or_none it is renamed later
+            figure.savefig(tmp, format="png", dpi=DPI)
+            png = tmp.read_bytes()
+    finally:
+        plt.close(figure)
+    return data_uri(png, "image/png")

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from img2prompt.errors import fail
+from img2prompt.files import atomic_path, cannot_write, make_folder
 from img2prompt.space import EMBEDDING_DIM, from_npy_bytes, npy_bytes
 
 MANIFEST = "manifest.jsonl"
@@ -84,26 +85,24 @@ def write_shard(
     import webdataset as wds
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    # A fixed mtime makes a shard a pure function of its samples: reruns give byte-identical tars.
-    with tmp.open("wb") as handle, wds.TarWriter(handle, mtime=0.0) as sink:
-        for sample in samples:
-            sink.write(
-                {
-                    "__key__": sample.key,
-                    image_format: encode_image(sample.image, image_format, fast=fast),
-                    "json": json.dumps(sample.meta, sort_keys=True).encode("utf-8"),
-                    "emb.npy": npy_bytes(sample.embedding),
-                }
-            )
-            count += 1
-        handle.flush()
-        os.fsync(handle.fileno())
-    digest = sha256_file(tmp)
-    write_index(scan_shard(tmp, digest, name=path.name), index_path(path))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        # A fixed mtime makes a shard a pure function of its samples: reruns give byte-identical tars.
+        with tmp.open("wb") as handle, wds.TarWriter(handle, mtime=0.0) as sink:
+            for sample in samples:
+                sink.write(
+                    {
+                        "__key__": sample.key,
+                        image_format: encode_image(sample.image, image_format, fast=fast),
+                        "json": json.dumps(sample.meta, sort_keys=True).encode("utf-8"),
+                        "emb.npy": npy_bytes(sample.embedding),
+                    }
+                )
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        digest = sha256_file(tmp)
+        write_index(scan_shard(tmp, digest, name=path.name), index_path(path))
     return {"shard": path.name, "count": count, "bytes": path.stat().st_size, "sha256": digest}
 
 
@@ -134,13 +133,17 @@ class Manifest:
         return {entry["shard"] for entry in self.entries()}
 
     def record(self, entry: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            handle.write(json.dumps(entry, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        """Append ``entry``; a line torn by a full disk or a kill reads as an unfinished shard."""
+        make_folder(self.folder, output=self.path)
+        try:
+            with self.path.open("a", encoding="utf-8") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                handle.write(json.dumps(entry, sort_keys=True) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise cannot_write(self.path, exc) from None
 
     def shard_paths(self) -> list[Path]:
         """Finished shards, sorted by name; a listed shard that is missing on disk is an error."""
@@ -349,8 +352,6 @@ def _check_archive_end(path: Path, end: int) -> None:
 
 
 def write_index(columns: ShardColumns, path: str | Path) -> None:
-    from img2prompt.files import atomic_path
-
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
         save_index(columns, handle)
 

@@ -28,26 +28,29 @@ from typing import Literal
 
 import faiss
 import numpy as np
+from pydantic import Field
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
-from img2prompt.config import StrictModel
+from img2prompt.config import Seed, StrictModel
+from img2prompt.space import EMBEDDING_DIM
 
 BLOCK_ELEMENTS = 8_000_000  # similarities computed at once (32 MB)
 LOOP_CHUNK = 1_000_000  # pairs turned into Python objects at once by the sequential passes
 
 
 class DedupConfig(StrictModel):
-    threshold: float = 0.8
-    cluster_threshold: float = 0.7
+    threshold: float = Field(0.8, gt=0, le=1)  # cosine above which the later prompt is a near duplicate (1: none)
+    cluster_threshold: float = Field(0.7, gt=0, le=1)
     index: Literal["auto", "flat", "ivf"] = "auto"
-    flat_max: int = 50_000
-    nlist: int | None = None  # IVF cells; default 2 sqrt(n)
-    nprobe: int = 32
-    train_per_cell: int = 40  # k-means sample size per cell (faiss wants >= 39)
-    cell_dims: int = 384  # PCA dimensions in which cells are found (384: no projection; 64 loses recall)
-    seed: int = 1234
+    flat_max: int = Field(50_000, ge=0)
+    nlist: int | None = Field(None, ge=1)  # IVF cells; default 2 sqrt(n)
+    nprobe: int = Field(32, ge=1)
+    train_per_cell: int = Field(40, ge=1)  # k-means sample size per cell (faiss wants >= 39)
+    # PCA dimensions in which cells are found (384: no projection; 64 loses recall)
+    cell_dims: int = Field(EMBEDDING_DIM, ge=1, le=EMBEDDING_DIM)
+    seed: Seed = 1234
 
 
 @dataclass

@@ -15,11 +15,12 @@ import unicodedata
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 import ftfy
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from img2prompt.config import StrictModel
+from img2prompt.config import INPUT, StrictModel
 from img2prompt.errors import fail
 from img2prompt.term_lists import clip_interrogator_terms
 
@@ -59,16 +60,23 @@ class RulesConfig(StrictModel):
     fix_encoding: bool = True
     normalise_weights: bool = True
     drop_urls: bool = True
-    min_words: int = 3
-    max_words: int = 80
-    max_clip_tokens: int = 77
+    min_words: int = Field(3, ge=0)
+    max_words: int = Field(80, ge=0)
+    max_clip_tokens: int = Field(77, ge=0)
     english_only: bool = True
-    english_vocab_share: float = 0.6  # below this share of dictionary words, a language detector decides
+    english_vocab_share: float = Field(0.6, ge=0, le=1)  # below this share of dictionary words, a detector decides
     drop_only_modifiers: bool = True
-    modifier_flavors: int = 150  # the most frequent clip-interrogator "flavors" counted as pure modifiers
+    modifier_flavors: int = Field(150, ge=0)  # the most frequent clip-interrogator "flavors" counted as modifiers
     blocked_words: list[str] = Field(default_factory=list)
-    blocked_words_file: Path | None = None
-    hq_min_words: int = 5  # prompts from hq sources shorter than this are kept but moved to the lq tier
+    blocked_words_file: Annotated[Path | None, INPUT] = None
+    hq_min_words: int = Field(5, ge=0)  # prompts from hq sources shorter than this are kept but moved to the lq tier
+
+    @model_validator(mode="after")
+    def _words_in_order(self) -> RulesConfig:
+        if self.max_words and self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) is above max_words ({self.max_words}): every prompt "
+                             "would be dropped")
+        return self
 
 
 class PromptRules:

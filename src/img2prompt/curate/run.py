@@ -19,24 +19,25 @@ val/test prompt has a train prompt that close.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from img2prompt.config import StrictModel, write_resolved
+from img2prompt.config import OUTPUT_FOLDER, Seed, StrictModel, check_paths, write_resolved
 from img2prompt.curate.dedup import DedupConfig, DedupResult, near_duplicates
 from img2prompt.curate.report import DuplicateExample, ReportData, write_report
 from img2prompt.curate.rules import FILTERS, PromptRules, RulesConfig, words
 from img2prompt.curate.sources import BadRows, ReadOptions, SourceType, bad_rows_file, expand_paths, read_source
 from img2prompt.errors import Img2PromptError, fail
-from img2prompt.files import write_text_atomic
+from img2prompt.files import all_or_none, cannot_write, make_folder, write_text_atomic
 from img2prompt.prompt_table import prompt_id, write_table
 from img2prompt.space import EMBEDDING_DIM
 
@@ -56,9 +57,9 @@ class SourceConfig(StrictModel):
     column: str | None = None
     delimiter: str = ","
     header: bool = True
-    count: int = 0  # scenes only: how many grammar prompts
-    seed: int = 0  # scenes only
-    limit: int | None = None  # read at most this many prompts (quick runs)
+    count: int = Field(0, ge=0)  # scenes only: how many grammar prompts
+    seed: Seed = 0  # scenes only
+    limit: int | None = Field(None, ge=1)  # read at most this many prompts (quick runs)
     # stop once this many of the source's prompts passed the rules and exact dedup: caps a huge corpus (COYO)
     # at the size the recipe needs, since curation memory grows with the candidates (~2.15 GB per million)
     max_kept: int | None = Field(None, ge=1)
@@ -85,10 +86,10 @@ class SourceConfig(StrictModel):
 
 class EmbeddingConfig(StrictModel):
     backend: Literal["exact", "int8"] = "exact"  # targets must be exact; int8 is for quick looks only
-    max_tokens: int = 1024
+    max_tokens: int = Field(1024, ge=1)  # padded tokens per batch
     device: str = "cpu"
-    cache_dir: Path | None = None  # default <out>/cache
-    chunk: int = 4096  # prompts per cached chunk: the unit of resume
+    cache_dir: Annotated[Path | None, OUTPUT_FOLDER] = None  # default <out>/cache
+    chunk: int = Field(4096, ge=1)  # prompts per cached chunk: the unit of resume
 
 
 class SplitConfig(StrictModel):
@@ -97,15 +98,21 @@ class SplitConfig(StrictModel):
     val: float = Field(0.05, ge=0, le=1)
     test: float = Field(0.05, ge=0, le=1)
 
+    @model_validator(mode="after")
+    def _fractions_add_up(self) -> SplitConfig:
+        if self.val + self.test > 1:
+            raise ValueError(f"val ({self.val:g}) and test ({self.test:g}) add up to more than 1")
+        return self
+
 
 class CurateConfig(StrictModel):
-    out: Path = Path("runs/curate")
+    out: Annotated[Path, OUTPUT_FOLDER] = Path("runs/curate")
     sources: list[SourceConfig] = Field(min_length=1)
     rules: RulesConfig = RulesConfig()
     dedup: DedupConfig = DedupConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     splits: SplitConfig = SplitConfig()
-    report_examples: int = 40
+    report_examples: int = Field(40, ge=0)
     progress: bool = True
     max_bad_share: float = Field(0.01, ge=0, le=1)  # a source with more bad rows than this share stops the run
 
@@ -141,6 +148,7 @@ class Candidates:
 def curate(config: CurateConfig) -> Path:
     """Run the whole stage; returns the path of the prompt table."""
     config = present_sources(config)  # a missing file fails the run before anything is read or written
+    check_paths(config, "curate")
     out = Path(config.out)
     write_resolved(config, "curate", out)
     timings: dict[str, float] = {}
@@ -162,11 +170,6 @@ def curate(config: CurateConfig) -> Path:
 
     start = time.perf_counter()
     frame, moved = build_table(candidates, result, config)
-    table = write_table(frame, vectors, out / TABLE_NAME, rows=np.flatnonzero(result.keep))
-    del vectors
-    (out / VECTORS_NAME).unlink()
-    timings["write"] = time.perf_counter() - start
-
     for i, row in enumerate(candidates.source):
         if not result.keep[i]:
             stats[row]["near_duplicates"] += 1
@@ -177,7 +180,12 @@ def curate(config: CurateConfig) -> Path:
         counts.update(group["tier"].value_counts().to_dict())
         counts.update(group["split"].value_counts().to_dict())
         counts["moved_to_train"] = int(moved[group.index].sum())
-    _write_outputs(config, candidates, result, frame, moved, stats, rules, bad, timings)
+    with all_or_none():  # the table, its stats and its report appear together, or none does
+        table = write_table(frame, vectors, out / TABLE_NAME, rows=np.flatnonzero(result.keep))
+        timings["write"] = time.perf_counter() - start
+        _write_outputs(config, candidates, result, frame, moved, stats, rules, bad, timings)
+    del vectors
+    (out / VECTORS_NAME).unlink()
     return table
 
 
@@ -210,9 +218,12 @@ def read_candidates(config: CurateConfig, rules: PromptRules, bad: BadRows) -> t
 
 
 def check_sources(config: CurateConfig, stats: list[Counter], bad: BadRows) -> None:
-    """Stop on a source that yielded mostly bad rows or has a damaged file, unless it allows partial reads: a cut
-    COCO JSON must not pass with exit 0 having kept one prompt."""
+    """Stop on a source without a single usable prompt (empty, or every row malformed or dropped by the rules),
+    and on one that yielded mostly bad rows or has a damaged file unless it allows partial reads: a cut COCO JSON
+    must not pass with exit 0 having kept one prompt."""
     for index, (source, counts) in enumerate(zip(config.sources, stats, strict=True)):
+        if not counts["candidates"] + counts["exact_duplicates"]:  # none passed the rules
+            raise fail(source.path if isinstance(source.path, str) else source.name, _nothing_usable(source, counts))
         if source.allow_partial or source.path is None:
             continue
         hint = f"fix the file, or set curate.sources.{index}.allow_partial: true to keep what was read"
@@ -225,6 +236,16 @@ def check_sources(config: CurateConfig, stats: list[Counter], bad: BadRows) -> N
             raise fail(source.path if isinstance(source.path, str) else source.name,
                        f"{counts['bad_rows']} of {rows} rows of source {source.name!r} are malformed (more than "
                        f"curate.max_bad_share {config.max_bad_share:g}; see {BAD_ROWS_NAME}): {hint}")
+
+
+def _nothing_usable(source: SourceConfig, counts: Counter) -> str:
+    rows = counts["read"] + counts["bad_rows"]
+    if not rows:
+        return f"source {source.name!r} is empty: not one prompt was read"
+    dropped = {rule: counts[rule] for rule in FILTERS if counts[rule]}
+    rules = ", ".join(f"{rule} {n}" for rule, n in sorted(dropped.items(), key=lambda item: -item[1]))
+    return (f"none of the {rows} rows of source {source.name!r} is a usable prompt ({counts['bad_rows']} malformed, "
+            f"see {BAD_ROWS_NAME}; dropped by the rules: {rules or 'none'})")
 
 
 def _read_one(
@@ -256,9 +277,14 @@ def embed(texts: list[str], config: EmbeddingConfig, out: Path, progress: bool) 
     through the on-disk cache (the unit of resume)."""
     from img2prompt.embedding import TextEmbedder
 
-    out.mkdir(parents=True, exist_ok=True)
-    vectors = np.lib.format.open_memmap(out / VECTORS_NAME, mode="w+", dtype=np.float32,
-                                        shape=(len(texts), EMBEDDING_DIM))
+    path = make_folder(out) / VECTORS_NAME
+    try:
+        vectors = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(texts), EMBEDDING_DIM))
+        with path.open("r+b") as handle:  # claim the disk now: a memmap written past a full disk dies of SIGBUS
+            os.posix_fallocate(handle.fileno(), 0, path.stat().st_size)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise cannot_write(path, exc) from None
     if not texts:
         return vectors
     embedder = TextEmbedder(backend=config.backend, max_tokens=config.max_tokens, device=config.device,

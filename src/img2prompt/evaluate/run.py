@@ -12,7 +12,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from img2prompt.evaluate import BASELINE, CSV_SOURCE
-from img2prompt.files import write_text_atomic
+from img2prompt.files import all_or_none, check_output, write_text_atomic
 from img2prompt.space import cosine_per_row, normalise
 from img2prompt.truth import Truth, load_truth, match_truth
 
@@ -107,6 +107,7 @@ def run_evaluate(
     from img2prompt.evaluate.report import thumbnails, write_html_report
     from img2prompt.predictions import read_predictions
 
+    check_output(out, folder=True)
     frames, vectors = [], []
     for path in prediction_files:
         frame, vecs = read_predictions(path)
@@ -119,14 +120,14 @@ def run_evaluate(
     board = with_baseline(scores)
     with_reference = summarise(board)  # the models and the constant baseline, best first
     summary = {model: stats for model, stats in with_reference.items() if model != BASELINE}
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "scores.csv", scores.to_csv(index=False))
-    write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
     shown = best_and_worst(scores, grid)
     rows = [i for picks in shown.values() for side in picks.values() for i in side]
     decoded = _decode_predictions(rows, predicted, bank, decode_config) if bank else {}
-    write_html_report(board, with_reference, out, shown=shown, truth=str(truth_path), decoded=decoded,
-                      thumbnails=thumbnails({scores.image_id[i] for i in rows}, images or []))
+    with all_or_none():  # the three files describe one evaluation: a failed write leaves none of them
+        write_text_atomic(out / "scores.csv", scores.to_csv(index=False))
+        write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
+        write_html_report(board, with_reference, out, shown=shown, truth=str(truth_path), decoded=decoded,
+                          thumbnails=thumbnails({scores.image_id[i] for i in rows}, images or []))
     return summary
 
 

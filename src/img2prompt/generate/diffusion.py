@@ -24,6 +24,7 @@ from pydantic import Field
 
 from img2prompt.config import StrictModel
 from img2prompt.errors import fail
+from img2prompt.images import MAX_SIDE
 
 if TYPE_CHECKING:  # torch is imported when a pipeline is built, so configs load without it
     import torch
@@ -56,7 +57,7 @@ class DiffusionConfig(StrictModel):
     vae_slicing: bool = False
     vae_tiling: bool = False
     tiny_vae: str | None = None
-    save_size: int | None = Field(None, ge=8)
+    save_size: int | None = Field(None, ge=8, le=MAX_SIDE)
     device: str = "auto"
 
 

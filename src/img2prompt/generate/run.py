@@ -17,17 +17,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol
 
 import numpy as np
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from img2prompt.config import StrictModel, write_resolved
+from img2prompt.config import INPUT, OUTPUT_FOLDER, Seed, StrictModel, check_paths, write_resolved
 from img2prompt.errors import fail
-from img2prompt.files import write_text_atomic
+from img2prompt.files import make_folder, write_text_atomic
 from img2prompt.generate.diffusion import DiffusionConfig
 from img2prompt.generate.seeds import sample_seed
+from img2prompt.images import MAX_SIDE
 from img2prompt.shards import Manifest, Sample, sample_key, write_shard
 
 PLAN_NAME = "plan.json"
@@ -42,20 +43,26 @@ class ScenesConfig(StrictModel):
 class GenerateConfig(StrictModel):
     """The ``generate:`` section of a config file."""
 
-    prompts: Path = Path("runs/curate/prompts.parquet")
-    out: Path = Path("runs/generate")
+    prompts: Annotated[Path, INPUT] = Path("runs/curate/prompts.parquet")
+    out: Annotated[Path, OUTPUT_FOLDER] = Path("runs/generate")
     backend: Literal["scenes", "diffusion"] = "scenes"
-    size: int = Field(512, ge=8)
-    images_per_prompt: dict[str, int] = Field(default_factory=lambda: {"hq": 2, "lq": 1})
+    size: int = Field(512, ge=8, le=MAX_SIDE)  # pixels per side of the drawn images
+    images_per_prompt: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: {"hq": 2, "lq": 1})
     splits: list[str] = Field(default_factory=lambda: ["train", "val", "test"])
     tiers: list[str] | None = None  # None: every tier; the recipe writes its hq and lq shard sets apart
     limit: int | None = Field(None, ge=1)
     samples_per_shard: int = Field(1000, ge=1)
     image_format: Literal["webp", "png", "jpg"] = "webp"
     fast_encode: bool = True
-    seed: int = 0
+    seed: Seed = 0
     scenes: ScenesConfig = Field(default_factory=ScenesConfig)
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+
+    @model_validator(mode="after")
+    def _latent_size(self) -> GenerateConfig:
+        if self.backend == "diffusion" and self.size % 8:
+            raise ValueError(f"size {self.size}: Stable Diffusion draws sides that are multiples of 8")
+        return self
 
 
 # Settings that change how fast images are made, not which images: a run may resume with other values.
@@ -174,6 +181,7 @@ def generate(cfg: GenerateConfig, backend: ImageGenerator | None = None) -> Path
 
     from img2prompt.prompt_table import read_table
 
+    check_paths(cfg, "generate")
     frame, embeddings = read_table(cfg.prompts)
     if not len(frame):
         raise fail(cfg.prompts, "the prompt table has no rows")
@@ -182,7 +190,7 @@ def generate(cfg: GenerateConfig, backend: ImageGenerator | None = None) -> Path
         tiers = "" if cfg.tiers is None else f" and tiers {cfg.tiers}"
         raise fail(cfg.prompts, f"no prompts in splits {cfg.splits}{tiers}")
     rank, world = rank_and_world()
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    make_folder(cfg.out)
     keys = [sample_key(frame["prompt_id"].iat[item.row], item.k) for item in items]
     _check_or_record_run(cfg, keys, rank)
     manifest = Manifest(cfg.out)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import yaml
@@ -33,9 +34,12 @@ from img2prompt.space import EMBEDDING_DIM, normalise
 SECTION = "ensemble"
 
 
+Weight = Annotated[float, Field(ge=0)]  # blend weights are non-negative (the fit keeps them so)
+
+
 class Member(StrictModel):
     model: str
-    weight: float | list[float]
+    weight: Weight | list[Weight]
     tta: bool = False
 
 
@@ -43,7 +47,7 @@ class EnsembleSpec(StrictModel):
     members: list[Member]
     fit_on: list[str] = Field(default_factory=list)
     truth: str | None = None
-    images: int = 0
+    images: int = Field(0, ge=0)
     score: float | None = None
     member_scores: dict[str, float] = Field(default_factory=dict)
 

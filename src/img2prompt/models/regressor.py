@@ -21,12 +21,14 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
+from pydantic import Field
 from torch import nn
 
 from img2prompt import space
 from img2prompt.config import RESOLVED_NAME, StrictModel, read_yaml, validate
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.files import atomic_path, write_text_atomic
+from img2prompt.images import MAX_SIDE
 from img2prompt.models.backbones import BackboneSpec, build_backbone
 from img2prompt.models.heads import EmbeddingHead
 
@@ -41,10 +43,10 @@ class ModelConfig(StrictModel):
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
     tiny: bool = False
-    image_size: int | None = None  # None: the backbone's native resolution
-    fc_dim: int = 0  # > 0 adds the large FC block (Linear -> BN -> act -> Linear)
+    image_size: int | None = Field(None, ge=16, le=MAX_SIDE)  # None: the backbone's native resolution
+    fc_dim: int = Field(0, ge=0)  # > 0 adds the large FC block (Linear -> BN -> act -> Linear)
     activation: Literal["gelu", "relu", "silu"] = "gelu"
-    dropout: float = 0.0
+    dropout: float = Field(0.0, ge=0, lt=1)
     pool: Literal["mean", "attention"] = "mean"  # for token outputs (BLIP-2 Q-Former)
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from img2prompt.config import StrictModel
+from img2prompt.config import OUTPUT_FOLDER, StrictModel
 
 
 class RecipeConfig(StrictModel):
@@ -15,7 +15,7 @@ class RecipeConfig(StrictModel):
 
     # The chain's root. The stage configs write under the out this file ships with; another value moves the whole
     # chain (each step gets --set overrides for the paths it reads and writes under the old root).
-    out: Path = Path("runs/recipe")
+    out: Annotated[Path, OUTPUT_FOLDER] = Path("runs/recipe")
     download: str | None = None  # corpus catalog: step 0 fetches every corpus the chain reads into its paths
     write_prompts: str | None = None  # the LLM-written tier, written before curate into an optional curate source
     curate: str

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from img2prompt.config import packaged_configs, write_resolved
+from img2prompt.config import check_paths, packaged_configs, write_resolved
 from img2prompt.errors import Img2PromptError
 from img2prompt.files import write_text_atomic
 from img2prompt.provenance import MODEL_WARNING, SCORE_WARNING, synthetic
@@ -31,6 +31,8 @@ def run_recipe(path: str | Path, overrides: list[str], *, gpus: int, dry_run: bo
     """Plan the chain, then print it (``dry_run``) or run each unfinished step; returns the summary (None for a
     dry run)."""
     recipe, steps = plan(path, overrides)
+    if not dry_run:
+        check_paths(recipe, "recipe")
     markers = Steps(recipe.out, "recipe")
     for step in steps:
         line = shlex.join(step.command(gpus))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# A Host header: a name or IPv4 address, or a whole bracketed IPv6 address, then at most a port
+HOST = re.compile(r"(?P<name>\[[0-9A-Fa-f:.]+\]|[^\[\]:]*)(?::[0-9]{1,5})?")
 RETRY = (b"retry-after", b"1")
 CLOSE = (b"connection", b"close")  # after a refused upload the rest of the body is not worth reading
 
@@ -74,8 +77,8 @@ class AllowedHosts:
 
     def __init__(self, app: ASGIApp, *, hosts: list[str]):
         self.app = app
-        self.names = {host for host in hosts if not host.startswith("*")}
-        self.suffixes = tuple(host[1:] for host in hosts if host.startswith("*."))
+        self.names = {host.lower() for host in hosts if not host.startswith("*")}
+        self.suffixes = tuple(host[1:].lower() for host in hosts if host.startswith("*."))
         self.any = "*" in hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -83,8 +86,9 @@ class AllowedHosts:
             await self.app(scope, receive, send)
             return
         host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-        name = host[: host.find("]") + 1] if host.startswith("[") else host.split(":")[0]  # no port; [IPv6]
-        if name in self.names or (self.suffixes and name.endswith(self.suffixes)):
+        parsed = HOST.fullmatch(host)  # anything else (``[::1]evil``, ``a:b:c``) names no host of ours
+        name = parsed["name"].lower() if parsed else None
+        if name is not None and (name in self.names or (self.suffixes and name.endswith(self.suffixes))):
             await self.app(scope, receive, send)
             return
         shown = "".join(ch if ch.isprintable() else "?" for ch in host)[:100]

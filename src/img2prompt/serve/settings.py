@@ -31,7 +31,13 @@ class ServeConfig(StrictModel):
     max_pixels: int = Field(16_000_000, gt=0)  # per image, checked before decoding (decompression bombs)
     # all images held decoded by the requests being processed (3 bytes each: 768 MB); more: 503
     max_decoded_pixels: int = Field(256_000_000, gt=0)
-    max_connections: int = Field(256, ge=1)  # open connections uvicorn accepts; more: 503 (see serve.server)
+    # a request's line and headers must arrive within this, from the connection's start or the previous answer's end;
+    # else 408 (an idle connection is closed)
+    header_timeout_s: float = Field(10.0, gt=0)
+    max_connections: int = Field(256, ge=1)  # open connections in all; a new one past it is answered 503
+    # open connections from one address; a new one past it is answered 503 (behind a proxy every client has the
+    # proxy's address: raise it to max_connections and let the proxy limit clients)
+    max_connections_per_client: int = Field(64, ge=1)
     allowed_formats: list[ImageFormat] = Field(default_factory=lambda: ["png", "jpeg", "webp"])
     max_images: int = Field(16, ge=1)  # per batch request
     max_in_flight: int = Field(16, ge=1)  # /v1 requests processed at once (bodies already received); more: 503
@@ -48,6 +54,9 @@ class ServeConfig(StrictModel):
         if self.max_decoded_pixels < self.max_pixels:
             raise ValueError(f"max_decoded_pixels ({self.max_decoded_pixels:,}) must hold at least one image of "
                              f"max_pixels ({self.max_pixels:,})")
+        if self.max_connections_per_client > self.max_connections:
+            raise ValueError(f"max_connections_per_client ({self.max_connections_per_client}) must be at most "
+                             f"max_connections ({self.max_connections})")
         if self.top_k > self.max_top_k:
             raise ValueError(f"top_k ({self.top_k}) must be at most max_top_k ({self.max_top_k})")
         return self

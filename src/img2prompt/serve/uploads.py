@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import DEFAULT_MAX_HEADER_SIZE
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -124,9 +126,24 @@ async def _read_multipart(request: Request, field: str, batch: bool, max_images:
     except StarletteHTTPException as exc:
         if exc.status_code == 400 and str(exc.detail).startswith("Too many files"):  # the parser stopped counting
             raise _too_many(f"more than {max_images + 1}", batch, max_images) from None
+        if _header_too_long(exc):  # a part's header line holds its file name
+            raise HTTPException(400, f"a file name (or another header of a part) is longer than the "
+                                     f"{DEFAULT_MAX_HEADER_SIZE:,} bytes a part's header may take: send a shorter "
+                                     "file name") from None
         if exc.status_code == 400:  # starlette's multipart parser: say what was malformed
             raise HTTPException(400, f"malformed multipart body ({exc.detail})") from None
         raise
+
+
+def _header_too_long(exc: BaseException) -> bool:
+    """Whether the multipart parser stopped at a part header over its size limit (starlette calls every parse
+    error "Invalid multipart data"; python-multipart's own error says which)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, MultipartParseError) and "header size" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def _read_json(request: Request, batch: bool) -> list[Upload]:

@@ -8,11 +8,11 @@ processes and the training shards decide which samples each rank reads, though n
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from img2prompt.config import StrictModel
+from img2prompt.config import INPUT, OUTPUT_FOLDER, Seed, StrictModel
 from img2prompt.models.regressor import ModelConfig
 from img2prompt.train.data import DataConfig
 from img2prompt.train.optim import FinetuneConfig, OptimConfig
@@ -23,16 +23,16 @@ Tracker = Literal["tensorboard", "wandb", "mlflow"]
 class TrainConfig(StrictModel):
     """The ``train:`` section of a config file."""
 
-    out: str = "runs/train"
-    init_from: str | None = None  # a stage-1 checkpoint dir to start from (stage 2: LQ -> HQ)
-    seed: int = 0
+    out: Annotated[str, OUTPUT_FOLDER] = "runs/train"
+    init_from: Annotated[str | None, INPUT] = None  # a stage-1 checkpoint dir to start from (stage 2: LQ -> HQ)
+    seed: Seed = 0
     precision: Literal["no", "bf16", "fp16"] = "no"
     grad_checkpointing: bool = False
     # NHWC weights and activations: CNNs run several times faster on the CPU (oneDNN) and with AMP on GPUs.
     channels_last: bool = False
-    save_every: int = 0  # optimizer steps between checkpoints; 0: at each epoch end only
-    log_every: int = 10
-    eval_batch_size: int = 64
+    save_every: int = Field(0, ge=0)  # optimizer steps between checkpoints; 0: at each epoch end only
+    log_every: int = Field(10, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
     # accelerate's trackers: TensorBoard (under <out>/tb), W&B, MLflow; [] logs to none (curves.png stays)
     log_with: list[Tracker] = Field(default_factory=lambda: ["tensorboard"])
     plots: bool = True

@@ -27,14 +27,14 @@ import sys
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from img2prompt.config import StrictModel
+from img2prompt.config import INPUT, StrictModel
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.shards import (
     ShardColumns,
@@ -58,17 +58,19 @@ class AugmentConfig(StrictModel):
     it trained BLIP-2 with: ``{min_crop_scale: 0.5, hflip: true, rand_augment: 2}`` (``train/augment.py``)."""
 
     hflip: bool = False
-    min_crop_scale: float = 1.0  # < 1 turns on RandomResizedCrop(scale=(min_crop_scale, 1))
-    rand_augment: int = Field(0, ge=0)  # > 0: that many draws of LAVIS's RandomAugment at magnitude 5
-    color_jitter: float = 0.0
+    min_crop_scale: float = Field(1.0, gt=0, le=1)  # < 1 turns on RandomResizedCrop(scale=(min_crop_scale, 1))
+    rand_augment: int = Field(0, ge=0, le=14)  # > 0: that many draws of LAVIS's RandomAugment at magnitude 5
+    color_jitter: float = Field(0.0, ge=0, le=1)  # brightness, contrast and saturation factors within 1 +- this
 
 
 class DataConfig(StrictModel):
-    shards: list[str] = Field(default_factory=list)  # shard folders (with manifest.jsonl) or .tar files
-    val_shards: list[str] = Field(default_factory=list)  # empty: validate on the ``val`` split of ``shards``
-    batch_size: int = 32
-    shuffle_buffer: int = 1000  # samples shuffled together inside each (worker, rank) slot's epoch
-    num_workers: int = 0
+    # shard folders (with manifest.jsonl) or .tar files
+    shards: Annotated[list[str], INPUT] = Field(default_factory=list)
+    # empty: validate on the ``val`` split of ``shards``
+    val_shards: Annotated[list[str], INPUT] = Field(default_factory=list)
+    batch_size: int = Field(32, ge=1)
+    shuffle_buffer: int = Field(1000, ge=1)  # samples shuffled together inside each (worker, rank) slot's epoch
+    num_workers: int = Field(0, ge=0, le=256)  # loader processes per rank (0: load in the training process)
     # A sample whose image or target does not decode: skipped (one log line, counted in metrics.json) or fatal.
     on_bad_sample: OnBadSample = "skip"
     max_bad_share: float = Field(0.001, ge=0.0, le=1.0)  # more bad samples in a rank's epoch than this fails the run

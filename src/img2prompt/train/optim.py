@@ -10,7 +10,7 @@ at zero for the first ``lp_steps`` optimizer steps, then warms up and decays. Pa
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -19,37 +19,39 @@ from torch import nn
 from img2prompt.config import StrictModel
 from img2prompt.models.regressor import Regressor
 
+Beta = Annotated[float, Field(ge=0, lt=1)]  # AdamW's moment decay rates
+
 
 class FinetuneConfig(StrictModel):
     method: Literal["full", "lora", "lp_ft"] = "full"
-    lp_steps: int = 0  # lp_ft: optimizer steps that train the head only
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
+    lp_steps: int = Field(0, ge=0)  # lp_ft: optimizer steps that train the head only
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
     # lora: adapters on the bottom N backbone blocks (the stem counts as one), whose own weights freeze; the blocks
     # above train directly (the 1st place's "LoRA on the bottom layers"). None: adapters on every block, nothing
     # else of the backbone trains.
     lora_blocks: int | None = Field(None, ge=1)
-    freeze_blocks: int = 0  # freeze the first N backbone blocks (the stem counts as one)
-    llrd: float = 1.0  # layer-wise LR decay: block i of n gets lr * llrd ** (n - 1 - i)
-    ema_decay: float = 0.0  # > 0 keeps an EMA of the weights; it is what gets validated and saved
+    freeze_blocks: int = Field(0, ge=0)  # freeze the first N backbone blocks (the stem counts as one)
+    llrd: float = Field(1.0, gt=0, le=1)  # layer-wise LR decay: block i of n gets lr * llrd ** (n - 1 - i)
+    ema_decay: float = Field(0.0, ge=0, lt=1)  # > 0 keeps an EMA of the weights; it is what gets validated and saved
 
 
 class OptimConfig(StrictModel):
-    lr: float = 1e-4  # backbone (top block) learning rate at the end of the warm-up
-    head_lr: float | None = None  # None: same as lr
+    lr: float = Field(1e-4, gt=0)  # backbone (top block) learning rate at the end of the warm-up
+    head_lr: float | None = Field(None, gt=0)  # None: same as lr
     # The backbone's rate at the last step: a cosine from lr down to it. Every group ends at the same fraction of
     # its start (end_lr / lr); 0: a cosine to zero.
     end_lr: float = Field(0.0, ge=0.0)
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0  # linear warm-up, in optimizer steps ...
+    weight_decay: float = Field(0.05, ge=0)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    warmup_steps: int = Field(0, ge=0)  # linear warm-up, in optimizer steps ...
     warmup_epochs: float = Field(0.0, ge=0.0)  # ... or in epochs (of the first epoch's steps); set one of the two
-    epochs: int = 1
-    max_steps: int | None = None  # optimizer steps; None: epochs x steps per epoch
-    grad_accum: int = 1
-    clip_grad: float = 1.0  # 0 disables
-    mse_weight: float = 0.0  # loss = 1 - cos + mse_weight * MSE
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # optimizer steps; None: epochs x steps per epoch
+    grad_accum: int = Field(1, ge=1)
+    clip_grad: float = Field(1.0, ge=0)  # 0 disables
+    mse_weight: float = Field(0.0, ge=0)  # loss = 1 - cos + mse_weight * MSE
 
     @model_validator(mode="after")
     def _one_warmup_and_a_decay(self) -> OptimConfig:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from img2prompt.config import check_paths
 from img2prompt.errors import fail
 from img2prompt.files import atomic_path
 from img2prompt.models.heads import cosine_loss
@@ -202,30 +203,30 @@ class Trainer:
         self.accelerator.init_trackers(
             TRACKER_PROJECT, init_kwargs={"wandb": {"name": self.out.name}, "mlflow": {"run_name": self.out.name}})
         self._announce()
-        bar = tqdm(total=self.total, initial=run.step, disable=not self.accelerator.is_main_process, desc="train",
-                   unit="step")
         started = time.perf_counter()
-        while run.step < self.total:
-            self.ddp_model.train()
-            for pixels, targets in self._epoch_batches():
-                loss = self.step(pixels, targets)
-                if loss is None:  # inside an accumulation group
-                    continue
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", epoch=run.epoch)
-                if run.step % config.log_every == 0 or run.step == self.total:
-                    self.accelerator.log({"train/loss": loss, "train/lr": self.scheduler.get_last_lr()[-1]},
-                                         step=run.step)
-                if run.step >= self.total:
-                    break
-                if config.save_every and run.step % config.save_every == 0 and run.batch < self.per_epoch:
+        # closed on an error too, so the one-line error is not printed at the end of the bar
+        with tqdm(total=self.total, initial=run.step, disable=not self.accelerator.is_main_process, desc="train",
+                  unit="step") as bar:
+            while run.step < self.total:
+                self.ddp_model.train()
+                for pixels, targets in self._epoch_batches():
+                    loss = self.step(pixels, targets)
+                    if loss is None:  # inside an accumulation group
+                        continue
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", epoch=run.epoch)
+                    if run.step % config.log_every == 0 or run.step == self.total:
+                        self.accelerator.log({"train/loss": loss, "train/lr": self.scheduler.get_last_lr()[-1]},
+                                             step=run.step)
+                    if run.step >= self.total:
+                        break
+                    if config.save_every and run.step % config.save_every == 0 and run.batch < self.per_epoch:
+                        self.save()
+                if run.batch >= self.per_epoch:
+                    self.validate()
+                    run.epoch, run.batch = run.epoch + 1, 0
+                    self.bad.in_epoch = 0
                     self.save()
-            if run.batch >= self.per_epoch:
-                self.validate()
-                run.epoch, run.batch = run.epoch + 1, 0
-                self.bad.in_epoch = 0
-                self.save()
-        bar.close()
         elapsed = time.perf_counter() - started
         if run.batch > 0 or not run.vals or run.vals[-1][0] != run.step:
             self.validate()
@@ -342,8 +343,10 @@ class Trainer:
                 "rng": rng,  # one entry per rank
                 "metrics": self.run.metrics,
             }
-            with atomic_path(self.out / STATE_NAME) as tmp:
-                torch.save(state, tmp)
+            # through a Python file, so a failed write (a full disk) surfaces as its OSError, not torch's bare
+            # "enforce fail at inline_container.cc", and atomic_path names the file and the cause
+            with atomic_path(self.out / STATE_NAME) as tmp, tmp.open("wb") as handle:
+                torch.save(state, handle)
             self._export(ema_state if self.ema is not None else model_state)
         accelerator.wait_for_everyone()
 
@@ -418,6 +421,7 @@ def check_config(config: TrainConfig) -> None:
     """The config errors that need no data: one line each, before anything is built or written."""
     if not config.data.shards:
         raise fail("train.data.shards", "no shard folders given")
+    check_paths(config, "train")
     if config.precision == "fp16" and not torch.cuda.is_available():
         # accelerate would quietly train in fp32 and the run would be mislabelled.
         raise fail("train.precision", "fp16 needs a CUDA GPU; use bf16 or no on the CPU")
