@@ -81,6 +81,8 @@ def _walk(file: Path, key: tuple, node: dict, value: Any, definitions: dict) -> 
         yield NumericKey(file, key, node)
     elif kind == "object" and isinstance(value, dict):
         for field, item in value.items():
+            if "." in str(field):  # a mapping key with a dot (a file name) cannot be addressed by --set
+                continue
             child = node.get("properties", {}).get(field) or node.get("additionalProperties")
             if isinstance(child, dict):
                 yield from _walk(file, (*key, field), child, item, definitions)

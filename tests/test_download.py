@@ -21,7 +21,7 @@ from img2prompt.download.catalog import DownloadConfig, corpora_for, targets
 from img2prompt.download.http import fetch, part_path
 from img2prompt.download.run import download
 from img2prompt.errors import Img2PromptError
-from img2prompt.sections import load_section, read_config
+from img2prompt.sections import load_section
 from tiny_corpora import kaggle_zip
 
 URL = "https://example.org/corpus/big.bin"
@@ -150,10 +150,11 @@ def test_the_kaggle_competition_comes_through_the_kaggle_client(hosts, tmp_path,
         pytest.skip("port 80 (the kaggle client's local endpoint) is taken")
     kaggle_local(monkeypatch)
     hosts.add_competition("stable-diffusion-image-to-prompts", kaggle_zip(shared_data / "kaggle_sample" / "images"))
-    config = read_config("configs/download/recipe.yaml", [f"download.root={tmp_path}", "download.progress=false"])
+    config = load_section("configs/download/recipe.yaml", "download", DownloadConfig,
+                          [f"download.root={tmp_path}", "download.progress=false"])
     for name, value in (("KAGGLE_USERNAME", "me"), ("KAGGLE_KEY", "k"), ("KAGGLE_CONFIG_DIR", str(tmp_path / "cfg"))):
         monkeypatch.setenv(name, value)
-    assert download(config.download, ["kaggle"]) == ["kaggle"]
+    assert download(config, ["kaggle"]) == ["kaggle"]
     assert len(list((tmp_path / "kaggle" / "images").glob("*.png"))) == 7
     assert (tmp_path / "kaggle" / "prompts.csv").is_file()
 

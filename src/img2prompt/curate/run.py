@@ -64,7 +64,7 @@ class SourceConfig(StrictModel):
     # at the size the recipe needs, since curation memory grows with the candidates (~2.15 GB per million)
     max_kept: int | None = Field(None, ge=1)
     # Parquet sources (COYO): keep only rows whose similarity_column is above this (the winner: COYO above 0.3)
-    min_similarity: float | None = None
+    min_similarity: float | None = Field(None, ge=0, le=1)
     similarity_column: str = "clip_similarity_vitb32"
     # keep what could be read of a damaged file (a cut JSON, an unreadable Parquet row group) or of a source
     # whose bad rows pass curate.max_bad_share, instead of stopping

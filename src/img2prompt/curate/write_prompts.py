@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from img2prompt.config import StrictModel, write_resolved
+from img2prompt.config import Seed, StrictModel, write_resolved
 from img2prompt.curate.rules import PromptRules, RulesConfig
 from img2prompt.errors import fail
 from img2prompt.files import atomic_path, write_text_atomic
@@ -50,9 +50,9 @@ class StrictRulesConfig(RulesConfig):
     """The curate rules, stricter for machine-written prompts (the winner's "stricter rules" for this tier): long
     enough to stay HQ, no run-on lists, and the same CLIP token budget."""
 
-    min_words: int = 8
-    max_words: int = 50
-    hq_min_words: int = 8
+    min_words: int = Field(8, ge=0)
+    max_words: int = Field(50, ge=0)
+    hq_min_words: int = Field(8, ge=0)
 
 
 class WritePromptsConfig(StrictModel):
@@ -74,7 +74,7 @@ class WritePromptsConfig(StrictModel):
     max_new_tokens: int = Field(700, ge=1)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)
-    seed: int = 0
+    seed: Seed = 0
     rules: StrictRulesConfig = Field(default_factory=StrictRulesConfig)
     progress: bool = True
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -57,7 +58,8 @@ class HubSource(StrictModel):
     revision: str = Field(pattern=r"^[0-9a-f]{40}$")
     files: list[str] = Field(min_length=1)
     parts: int | None = Field(None, ge=1)  # how many parts to fetch (COYO-700M has 128); the CLI's --parts sets it
-    about: dict[str, int] = Field(default_factory=dict)  # file name (as in ``files``) -> size the hub's page shows
+    # file name (as in ``files``) -> size the hub's page shows
+    about: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
 
     def names(self) -> list[str]:
         """The repo paths to fetch, parts expanded."""
