@@ -11,6 +11,17 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one compute thread each, and
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # for the processes the tests start
+        os.environ.setdefault(name, "1")
+# The modules that take longest go first, so `pytest -n 2 --dist loadfile` does not end waiting on one of them.
+SLOWEST_FIRST = ("test_quickstart.py", "test_recipe.py", "test_train_fsdp.py", "test_curate_dedup_real.py",
+                 "test_train_datapath.py", "test_train_loop.py", "test_interrogate.py", "test_serve_e2e.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

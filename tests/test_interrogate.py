@@ -18,8 +18,6 @@ from img2prompt.prompt_table import prompt_id, write_table
 from test_decode import BANK
 from test_predict import noise_image
 
-CONFIG = "decode:\n  modifiers: [mediums]\n  cache_dir: null\n"
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, text_embedder) -> tuple[Path, Path, Path, Path]:
@@ -35,7 +33,8 @@ def setup(tmp_path_factory, text_embedder) -> tuple[Path, Path, Path, Path]:
     for i in range(3):
         noise_image(i, 48).save(images / f"im{i}.png")
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
-    (root / "decode.yaml").write_text(CONFIG)
+    # One dictionary cache for the module: the first run builds it, every later one (and the Python API) reads it.
+    (root / "decode.yaml").write_text(f"decode:\n  modifiers: [mediums]\n  cache_dir: {root / 'cache'}\n")
     return bank, checkpoint, images, root / "decode.yaml"
 
 
@@ -78,7 +77,7 @@ def test_the_python_api_gives_the_cli_answer(setup, folder_runs):
     bank, checkpoint, images, _ = setup
     cli = dict(line.split("\t") for line in folder_runs[0].stdout.strip().splitlines())[str(images / "im1.png")]
     interrogator = Interrogator(checkpoint, bank, mode="fast",
-                                decode=DecodeConfig(modifiers=["mediums"], cache_dir=None))
+                                decode=DecodeConfig(modifiers=["mediums"], cache_dir=str(bank.parent / "cache")))
     from PIL import Image
 
     assert interrogator.prompt(images / "im1.png") == cli

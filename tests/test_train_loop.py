@@ -305,14 +305,14 @@ def test_config_errors_name_the_file(tmp_path: Path, shards: Path) -> None:
 
 
 def test_channels_last_follows_the_default_layout_and_saves_plain_weights(shards: Path, tmp_path: Path) -> None:
-    # A gentle rate keeps the float-order differences of the two layouts small (measured 1e-4 at 4 steps);
-    # a layout bug would be off by ~0.1.
+    # The two layouts sum in other orders, and the difference grows step by step: over 5 seeds x {1, 2} threads it was
+    # 0 at step 1, <= 8e-6 at step 2, <= 2e-4 at step 3 and <= 3.2e-3 at step 4. A layout bug is off by ~0.1 at once.
     optim = {"max_steps": 4, "epochs": 1, "lr": 1e-3}
     plain = train(config(shards, tmp_path / "nchw", optim=optim))
     nhwc = train(config(shards, tmp_path / "nhwc", channels_last=True, optim=optim))
-    assert losses(nhwc)[0] == pytest.approx(losses(plain)[0], abs=1e-5)
-    np.testing.assert_allclose(losses(nhwc), losses(plain), atol=1e-3)
+    gaps = np.abs(np.array(losses(nhwc)) - np.array(losses(plain)))
+    assert gaps[0] <= 1e-5 and gaps[1] <= 1e-4 and gaps.max() <= 2e-2, gaps
     probe = np.random.default_rng(0).random((2, 32, 32, 3))
     images = [Image.fromarray((p * 255).astype(np.uint8)) for p in probe]
     np.testing.assert_allclose(Regressor.from_pretrained(nhwc).embed(images),
-                               Regressor.from_pretrained(plain).embed(images), atol=1e-3)
+                               Regressor.from_pretrained(plain).embed(images), atol=2e-2)
