@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from img2prompt.cli import app
 from img2prompt.errors import Img2PromptError
+from img2prompt.models.checkpoint import Checkpoint
 from img2prompt.models.load import load_model
 from img2prompt.models.regressor import ModelConfig, Regressor
 from img2prompt.push import model_card, push
@@ -33,7 +34,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 def test_the_card_says_what_the_checkpoint_is_and_that_scenes_models_are_not_for_real_images(checkpoint):
-    card = model_card(checkpoint, "me/lite0")
+    card = model_card(Checkpoint.read(checkpoint), "me/lite0")
     assert card.startswith("---\nlibrary_name: img2prompt\n")
     for expected in ("`efficientnet_lite0`", "0.6200** (+0.0500 over the constant-mean baseline 0.5700) on 55",
                      "not useful on real images", "hf-hub:me/lite0", "runs/quickstart/shards", "Intended use"):
@@ -44,7 +45,7 @@ def test_a_dry_run_stages_the_checkpoint_and_its_card(checkpoint, tmp_path):
     result = CliRunner().invoke(app, ["push", str(checkpoint), "me/lite0", "--dry-run", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "README.md", "config.yaml", "metrics.json", "model.safetensors"]
+        "README.md", "config.json", "config.yaml", "metrics.json", "model.safetensors"]
 
 
 def test_push_creates_the_repo_and_uploads_the_staged_folder(checkpoint, monkeypatch):
@@ -66,13 +67,14 @@ def test_push_creates_the_repo_and_uploads_the_staged_folder(checkpoint, monkeyp
     monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
     assert push(checkpoint, "me/lite0", private=True) == "https://huggingface.co/me/lite0"
     assert calls[1] == ("create", "me/lite0", True, True)
-    assert calls[2] == ("upload", "me/lite0", ["README.md", "config.yaml", "metrics.json", "model.safetensors"])
+    assert calls[2] == ("upload", "me/lite0", ["README.md", "config.json", "config.yaml", "metrics.json",
+                                                "model.safetensors"])
 
 
 def test_a_broken_checkpoint_or_repo_id_fails_before_any_upload(checkpoint, tmp_path):
     with pytest.raises(Img2PromptError, match="not ORG/NAME"):
         push(checkpoint, "no-org")
-    with pytest.raises(Img2PromptError, match="not a checkpoint directory"):
+    with pytest.raises(Img2PromptError, match="missing: not found"):
         push(tmp_path / "missing", "me/x", dry_run=tmp_path / "out")
 
 

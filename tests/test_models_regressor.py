@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -99,12 +100,13 @@ def test_image_transform_gives_chw_at_model_resolution() -> None:
     assert pixels.shape == (3, 56, 56) and pixels.dtype == torch.float32
 
 
-@pytest.mark.parametrize("damage", ["no_dir", "no_weights", "corrupt_weights", "no_config", "wrong_arch"])
+@pytest.mark.parametrize("damage", ["no_dir", "no_weights", "corrupt_weights", "no_config", "bad_json", "wrong_arch"])
 def test_bad_checkpoints_fail_with_one_line_naming_the_file(tmp_path: Path, damage: str) -> None:
     ckpt = tmp_path / "ckpt"
     tiny("efficientnet_lite0").save_pretrained(ckpt)
+    config = ckpt / "config.json"
     expected = {"no_dir": tmp_path / "absent", "no_weights": ckpt / "model.safetensors",
-                "corrupt_weights": ckpt / "model.safetensors", "no_config": ckpt / "config.yaml",
+                "corrupt_weights": ckpt / "model.safetensors", "no_config": config, "bad_json": config,
                 "wrong_arch": ckpt / "model.safetensors"}[damage]
     target = ckpt
     if damage == "no_dir":
@@ -114,14 +116,33 @@ def test_bad_checkpoints_fail_with_one_line_naming_the_file(tmp_path: Path, dama
     elif damage == "corrupt_weights":
         (ckpt / "model.safetensors").write_bytes(b"\x00garbage")
     elif damage == "no_config":
+        config.unlink()
         (ckpt / "config.yaml").unlink()
+    elif damage == "bad_json":
+        config.write_text("{not json")
     else:
-        text = (ckpt / "config.yaml").read_text().replace("fc_dim: 0", "fc_dim: 8")
-        (ckpt / "config.yaml").write_text(text)
+        config.write_text(config.read_text().replace('"fc_dim": 0', '"fc_dim": 8'))
     with pytest.raises(Img2PromptError) as info:
         Regressor.from_pretrained(target)
     message = str(info.value)
     assert message.startswith(str(expected)) and "\n" not in message
+
+
+def test_a_checkpoint_describes_itself_and_one_written_before_config_json_still_loads(tmp_path: Path) -> None:
+    """config.json holds the model and its preprocessing; the training arguments (config.yaml) may change their
+    schema without touching it. A checkpoint of the older format (config.yaml only) loads to the same model."""
+    model = tiny("efficientnet_lite0")
+    ckpt = model.save_pretrained(tmp_path / "ckpt", train_config={"optim": {"lr": 0.1}})
+    described = json.loads((ckpt / "config.json").read_text())
+    assert described["format"] == 1 and described["model"] == model.config.model_dump(mode="json")
+    assert described["preprocess"]["image_size"] == model.image_size and len(described["preprocess"]["mean"]) == 3
+    probe = [Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 52, 3), np.uint8))]
+    expected = Regressor.from_pretrained(ckpt).embed(probe)
+    (ckpt / "config.yaml").write_text("train:\n  a_setting_of_a_later_version: 3\n")  # never read to load
+    np.testing.assert_array_equal(Regressor.from_pretrained(ckpt).embed(probe), expected)
+    old = model.save_pretrained(tmp_path / "old")
+    (old / "config.json").unlink()
+    np.testing.assert_array_equal(Regressor.from_pretrained(old).embed(probe), expected)
 
 
 def test_tiny_and_pretrained_together_is_a_config_error() -> None:

@@ -11,11 +11,12 @@ import torch
 from typer.testing import CliRunner
 
 from img2prompt.cli import app
+from img2prompt.models.checkpoint import Checkpoint
 from img2prompt.models.ensemble import Ensemble
 from img2prompt.models.load import load_model
 from img2prompt.models.regressor import ModelConfig, Regressor
 from img2prompt.prompt_table import prompt_id, write_table
-from img2prompt.provenance import MODEL_WARNING, checkpoint_sources, synthetic
+from img2prompt.provenance import MODEL_WARNING, synthetic
 from img2prompt.space import normalise
 from test_predict import noise_image
 
@@ -41,9 +42,9 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_a_checkpoint_knows_the_sources_it_was_validated_on(checkpoints):
-    assert checkpoint_sources(checkpoints["scenes"]) == ("scenes",)
-    assert checkpoint_sources(checkpoints["real"]) == ("coco", "diffusiondb")
-    assert checkpoint_sources(checkpoints["unknown"]) == ()
+    assert Checkpoint.read(checkpoints["scenes"]).sources == ("scenes",)
+    assert Checkpoint.read(checkpoints["real"]).sources == ("coco", "diffusiondb")
+    assert Checkpoint.read(checkpoints["unknown"]).sources == ()
     assert load_model(checkpoints["scenes"], tta=True).sources == ("scenes",)
 
 

@@ -7,9 +7,7 @@ CLI, the evaluation report, the web page and the model card all take their warni
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 SYNTHETIC_SOURCES = frozenset({"scenes"})
@@ -28,16 +26,3 @@ def synthetic(sources: Iterable[str]) -> bool:
 def sources_in(metrics: dict[str, Any]) -> tuple[str, ...]:
     """The prompt sources of a checkpoint's validation split, from its ``metrics.json`` mapping."""
     return tuple(sorted(metrics.get("val_per_source") or {}))
-
-
-def checkpoint_sources(folder: str | Path) -> tuple[str, ...]:
-    """``sources_in`` a checkpoint folder's ``metrics.json``; () when it has none or it is unreadable (a model
-    loads without its metrics)."""
-    path = Path(folder) / "metrics.json"
-    if not path.is_file():
-        return ()
-    try:
-        metrics = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return ()
-    return sources_in(metrics) if isinstance(metrics, dict) else ()

@@ -1,6 +1,6 @@
 """``img2prompt push CKPT ORG/NAME``: a trained checkpoint onto the Hugging Face Hub, with a model card.
 
-The card is generated from the checkpoint itself (its resolved ``config.yaml`` and ``metrics.json``): the
+The card is generated from the checkpoint itself (``models.checkpoint``: its model, training arguments and metrics): the
 backbone and its pretrained weights, the recipe (fine-tuning method, stages, epochs), the data it was trained on,
 its validation score next to the constant-mean baseline, how to use it, what it is for and where it fails. A
 checkpoint trained on the offline scenes renderer says loudly that it is not useful on real images. Anyone can
@@ -9,21 +9,18 @@ then load it with ``hf-hub:ORG/NAME[@REVISION]`` wherever a checkpoint is accept
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from img2prompt.config import RESOLVED_NAME, read_yaml
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.files import write_text_atomic
-from img2prompt.provenance import MODEL_WARNING, sources_in, synthetic
+from img2prompt.models.checkpoint import FILES, Checkpoint
+from img2prompt.provenance import MODEL_WARNING, synthetic
 
 CARD_NAME = "README.md"
-SHIPPED = ("config.yaml", "model.safetensors", "metrics.json")
 # Where each backbone's pretrained weights come from, and under which licence they were released.
 BASE_MODELS = {
     "vit_l_14_336": ("openai/clip-vit-large-patch14-336", "MIT (OpenAI CLIP)"),
@@ -36,14 +33,12 @@ BASE_MODELS = {
 }
 
 
-def model_card(checkpoint: Path, repo_id: str) -> str:
+def model_card(checkpoint: Checkpoint, repo_id: str) -> str:
     """The README.md of a pushed checkpoint: YAML metadata, then what it is, how well it does, how to use it."""
-    train = read_yaml(checkpoint / RESOLVED_NAME).get("train") or {}
-    model = train.get("model") or {}
-    metrics = _metrics(checkpoint)
+    train, model, metrics = checkpoint.training, checkpoint.model, checkpoint.metrics
     backbone = str(model.get("backbone", "unknown"))
     base, licence = BASE_MODELS.get(backbone, ("unknown", "see the base model"))
-    sources = list(sources_in(metrics))
+    sources = list(checkpoint.sources)
     finetune = train.get("finetune") or {}
     optim = train.get("optim") or {}
     data = train.get("data") or {}
@@ -94,27 +89,15 @@ def model_card(checkpoint: Path, repo_id: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _metrics(checkpoint: Path) -> dict[str, Any]:
-    path = checkpoint / "metrics.json"
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise fail(path, f"not JSON ({exc})") from None
-
-
 def stage(checkpoint: Path, repo_id: str, folder: Path) -> list[Path]:
     """Copy what a hub checkpoint holds into ``folder`` and write its card; returns the files."""
     from img2prompt.models.regressor import Regressor
 
-    Regressor.from_pretrained(checkpoint)  # a broken checkpoint fails here, before anything is uploaded
+    found = Checkpoint.read(checkpoint)
+    Regressor.from_pretrained(found)  # a broken checkpoint fails here, before anything is uploaded
     folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for name in SHIPPED:
-        if (checkpoint / name).exists():
-            files.append(Path(shutil.copy2(checkpoint / name, folder / name)))
-    files.append(write_text_atomic(folder / CARD_NAME, model_card(checkpoint, repo_id)))
+    files = [Path(shutil.copy2(checkpoint / name, folder / name)) for name in FILES if (checkpoint / name).exists()]
+    files.append(write_text_atomic(folder / CARD_NAME, model_card(found, repo_id)))
     return files
 
 

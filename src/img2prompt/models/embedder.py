@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image, ImageOps
 
-from img2prompt.provenance import checkpoint_sources
+from img2prompt.models.checkpoint import Checkpoint
 from img2prompt.space import normalise
 
 
@@ -35,10 +35,11 @@ class CheckpointEmbedder:
     def __init__(self, path: str | Path, *, device: str = "cpu", batch_size: int = 32, name: str | None = None):
         from img2prompt.models.regressor import Regressor
 
+        checkpoint = Checkpoint.read(path)
         self.name = name or str(path)
-        self.sources = checkpoint_sources(path)
+        self.sources = checkpoint.sources
         self.batch_size = batch_size
-        self.model = Regressor.from_pretrained(path).to(device)
+        self.model = Regressor.from_pretrained(checkpoint).to(device)
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         return self.model.embed(images, batch_size=self.batch_size)

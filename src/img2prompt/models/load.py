@@ -13,12 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from img2prompt.errors import fail
+from img2prompt.models.checkpoint import FILES
 from img2prompt.models.embedder import CheckpointEmbedder, FlipTTA, ImageEmbedder
 from img2prompt.models.specs import Spec, parse
 
 KindLoader = Callable[[Spec, str, int], ImageEmbedder]  # (spec, device, batch_size) -> model
 KIND_USAGE = "baseline (mean:TABLE, nearest:SHARDS), clip:MODEL/PRETRAINED or hf-hub:ORG/NAME[@REVISION]"
-HUB_FILES = ["config.yaml", "model.safetensors", "metrics.json", "README.md"]
+HUB_FILES = [*FILES, "README.md"]
 
 
 def _mean(spec: Spec, device: str, batch_size: int) -> ImageEmbedder:

@@ -1,9 +1,9 @@
 """``Regressor``: image -> 384-d unit vector in the prompt-embedding space, saved as a checkpoint directory.
 
-A checkpoint directory (DESIGN.md contract 3) holds ``config.yaml`` (``train:`` section, whose ``model:``
-block rebuilds the architecture), ``model.safetensors`` (merged weights: LoRA is folded in, so loading
-never needs peft), ``metrics.json`` and, for LoRA runs, ``adapter/`` (the peft adapter on its own; under LoRA on
-the bottom blocks the blocks above trained too, so only ``model.safetensors`` holds the whole model).
+A checkpoint directory (DESIGN.md contract 3, ``models.checkpoint``) holds ``config.json`` (the model and its
+preprocessing), ``config.yaml`` (the training arguments), ``model.safetensors`` (merged weights: LoRA is folded in,
+so loading never needs peft), ``metrics.json`` and, for LoRA runs, ``adapter/`` (the peft adapter on its own; under
+LoRA on the bottom blocks the blocks above trained too, so only ``model.safetensors`` holds the whole model).
 Loading never unpickles anything and never downloads weights: the architecture is built random-init and
 the saved tensors are loaded into it.
 """
@@ -25,16 +25,13 @@ from pydantic import Field
 from torch import nn
 
 from img2prompt import space
-from img2prompt.config import RESOLVED_NAME, StrictModel, read_yaml, validate
+from img2prompt.config import RESOLVED_NAME, StrictModel, validate
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.files import atomic_path, write_text_atomic
 from img2prompt.images import MAX_SIDE
 from img2prompt.models.backbones import BackboneSpec, build_backbone
+from img2prompt.models.checkpoint import ADAPTER_DIR, METRICS_NAME, WEIGHTS_NAME, Checkpoint, write_model_config
 from img2prompt.models.heads import EmbeddingHead
-
-WEIGHTS_NAME = "model.safetensors"
-METRICS_NAME = "metrics.json"
-ADAPTER_DIR = "adapter"
 
 
 class ModelConfig(StrictModel):
@@ -166,7 +163,10 @@ class Regressor(nn.Module):
 
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
-        section = {**(train_config or {}), "model": self.config.model_dump(mode="json")}
+        model = self.config.model_dump(mode="json")
+        write_model_config(out, model, {"image_size": self.image_size, "resize": "shorter side, bicubic",
+                                        "crop": "centre", "mean": list(self.spec.mean), "std": list(self.spec.std)})
+        section = {**(train_config or {}), "model": model}
         write_text_atomic(out / RESOLVED_NAME, yaml.safe_dump({"train": section}, sort_keys=False))
         with atomic_path(out / WEIGHTS_NAME) as tmp:
             save_model(self.merged(), str(tmp))
@@ -177,35 +177,18 @@ class Regressor(nn.Module):
         return out
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> Regressor:
+    def from_pretrained(cls, checkpoint: str | Path | Checkpoint) -> Regressor:
         """Rebuild a saved model in eval mode; a missing or corrupt checkpoint is a one-line error."""
         from safetensors import SafetensorError
         from safetensors.torch import load_model
 
-        root = Path(path)
-        if not root.is_dir():
-            raise fail(root, "not a checkpoint directory (expected config.yaml and model.safetensors)")
-        config = _read_model_config(root / RESOLVED_NAME)
-        weights = root / WEIGHTS_NAME
-        if not weights.exists():
-            raise fail(weights, "missing: the checkpoint has no weights")
-        model = cls(config, pretrained=False)
+        found = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.read(checkpoint)
+        model = cls(validate(ModelConfig, found.model, found.path, "model"), pretrained=False)
         try:
-            load_model(model, str(weights), strict=True)
+            load_model(model, str(found.weights), strict=True)
         except (SafetensorError, OSError) as exc:
-            raise fail(weights, f"corrupt weights file ({exc})") from None
+            raise fail(found.weights, f"corrupt weights file ({exc})") from None
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
-            raise fail(weights, f"weights do not match the config's model ({first})") from None
+            raise fail(found.weights, f"weights do not match the config's model ({first})") from None
         return model.eval()
-
-
-def _read_model_config(path: Path) -> ModelConfig:
-    if not path.exists():
-        raise fail(path, "missing: the checkpoint has no config")
-    data = read_yaml(path)
-    section = data.get("train")
-    if not isinstance(section, dict) or not isinstance(section.get("model"), dict):
-        raise fail(path, "no train.model section: not a regressor checkpoint config")
-    return validate(ModelConfig, section["model"], path, "train.model")
-
