@@ -89,7 +89,7 @@ def test_library_modules_never_import_a_stage_and_stages_never_import_each_other
 
 def test_the_checker_sees_function_local_type_checking_and_by_name_imports(tmp_path, monkeypatch):
     assert "img2prompt.models.load" in GRAPH["img2prompt.predict"]  # imported inside run_predict
-    assert "img2prompt.config" in GRAPH["img2prompt.cli"]  # under TYPE_CHECKING (and inside a function)
+    assert "img2prompt.config" in GRAPH["img2prompt.cli.app"]  # under TYPE_CHECKING (and inside a function)
     fake = tmp_path / "fake.py"
     fake.write_text('import importlib\nmodel = importlib.import_module("img2prompt.train.config")\n')
     monkeypatch.setitem(MODULES, "img2prompt.fake", fake)

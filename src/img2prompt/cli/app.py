@@ -1,0 +1,103 @@
+"""The ``img2prompt`` Typer app: the verb registry (``verb``), the options every verb shares, and the console entry
+point (``main``: a user error is one line and exit code 1, never a traceback)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from typer.core import TyperGroup
+
+from img2prompt import __version__
+from img2prompt.cli.examples import EXAMPLES, ORDER
+from img2prompt.errors import Img2PromptError
+
+if TYPE_CHECKING:
+    from img2prompt.config import StrictModel
+
+Section = TypeVar("Section", bound="StrictModel")
+
+
+class Verbs(TyperGroup):
+    """The verbs in pipeline order (``ORDER``; a verb it does not name comes last). Typer already answers a
+    mistyped verb or option with the close ones ("Did you mean", "Possible options")."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda name: list(ORDER).index(name) if name in ORDER else len(ORDER))
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        """A bad option value (``--batch-size 0``) is one line naming the option, the value and the allowed range,
+        like every other user error, instead of a usage box."""
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as exc:
+            raise Img2PromptError(_bad_option(exc)) from None
+
+
+def _bad_option(exc: typer.BadParameter) -> str:
+    """``Invalid value for '--grid': Input should be greater than or equal to 0 (got -5)``: typer checks option
+    values with pydantic, whose message names the bound but not the value."""
+    from pydantic import ValidationError
+
+    cause = exc.__cause__
+    got = f" (got {cause.errors()[0]['input']})" if isinstance(cause, ValidationError) else ""
+    return exc.format_message() + got
+
+
+app = typer.Typer(
+    cls=Verbs,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Recover the prompt behind an image made by a text-to-image model.",
+)
+
+
+def verb(name: str) -> Any:
+    """Register a verb under ``name``, in its help panel, with its examples at the end of its help."""
+    examples = "\n".join(EXAMPLES[name])
+    return app.command(name, rich_help_panel=ORDER[name], epilog=f"[b]Examples[/b]\n\n{examples}")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"img2prompt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Options of the command itself (before the verb)."""
+
+
+def set_option(form: str) -> Any:
+    """The repeatable ``--set`` option, saying which keys the verb reads (its examples show real ones)."""
+    return typer.Option("--set", help=f"Override a config key: {form} (repeatable; see the examples).")
+
+
+def section(config: Path | None, overrides: list[str] | None, name: str, model: type[Section]) -> Section:
+    """``sections.load_section``, imported when a verb runs (``--help`` stays instant)."""
+    from img2prompt.sections import load_section
+
+    return load_section(config, name, model, overrides)
+
+
+ConfigArg = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (see configs/).")]
+
+
+def main() -> None:
+    """Console entry point: user errors print one line and exit 1, never a traceback."""
+    try:
+        app()
+    except Img2PromptError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
