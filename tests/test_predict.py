@@ -116,8 +116,11 @@ def test_nearest_neighbour_returns_the_prompt_of_the_most_similar_bank_image() -
 
 
 def test_unknown_models_and_colliding_ids_are_one_line_errors(tmp_path: Path, table: Path) -> None:
-    with pytest.raises(Img2PromptError, match="not a checkpoint directory, ensemble YAML"):
+    with pytest.raises(Img2PromptError, match=r"nope: not found \(a model is a checkpoint folder, an ensemble YAML"):
         load_model(tmp_path / "nope")
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(Img2PromptError, match=r"notes\.txt: not a checkpoint folder or an ensemble YAML"):
+        load_model(tmp_path / "notes.txt")
     with pytest.raises(Img2PromptError, match="mean: needs a source after the colon: a baseline"):
         load_model("mean:")
     with pytest.raises(Img2PromptError, match=r"nearest: takes no \?parameters \(got k\)"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from img2prompt import Interrogator
 from img2prompt.cli import app
+from img2prompt.decode import DecodeConfig
+from img2prompt.interrogate import SyntheticModelWarning
 from img2prompt.models.checkpoint import Checkpoint
 from img2prompt.models.ensemble import Ensemble
 from img2prompt.models.load import load_model
@@ -71,6 +75,11 @@ def test_interrogate_warns_once_on_stderr_about_a_scenes_model(checkpoints, tmp_
     warned = CliRunner().invoke(app, [*args, "--model", str(checkpoints["scenes"])])
     quiet = CliRunner().invoke(app, [*args, "--model", str(checkpoints["real"])])
     assert warned.exit_code == 0 and quiet.exit_code == 0, (warned.output, quiet.output)
-    assert warned.stderr.splitlines() == [f"warning: {checkpoints['scenes']}: {MODEL_WARNING}"]
+    assert warned.stderr.splitlines() == [f"warning: This model {MODEL_WARNING}."]
     assert "warning" not in quiet.stderr
     assert warned.stdout.startswith(f"{tmp_path / 'im.png'}\t")
+    # The same warning reaches the other surfaces: every JSON answer, and Python's warnings.
+    answer = json.loads(CliRunner().invoke(app, [*args, "--model", str(checkpoints["scenes"]), "--json"]).stdout)
+    assert answer["warning"] == f"This model {MODEL_WARNING}."
+    with pytest.warns(SyntheticModelWarning, match="learned from synthetic emoji scenes"):
+        Interrogator(checkpoints["scenes"], bank, decode=DecodeConfig(modifiers=["mediums"], cache_dir=None))

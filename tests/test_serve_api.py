@@ -55,14 +55,14 @@ def test_predict_multipart_returns_embedding_prompt_neighbours_and_timings(clien
     response = client.post("/v1/predict", files=upload("red"))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["name"] == "red.png" and body["model"] == "colour-mix"
+    assert body["image"] == "red.png" and body["model"] == "colour-mix"
     np.testing.assert_allclose(body["embedding"], basis[0], atol=1e-6)
-    assert body["nearest"][0] == {"prompt": COLOUR_PROMPTS["red"], "score": pytest.approx(1.0, abs=1e-5)}
+    assert body["nearest"][0] == {"prompt": COLOUR_PROMPTS["red"], "cosine": pytest.approx(1.0, abs=1e-5)}
     assert len(body["nearest"]) == 3  # top_k=5 capped by the bank size
-    scores = [n["score"] for n in body["nearest"]]
+    scores = [n["cosine"] for n in body["nearest"]]
     assert scores == sorted(scores, reverse=True)
     # The decoder starts from the best bank prompt, so it can only match or beat it; the cosine is exact.
-    assert body["prompt"]["cosine"] >= body["nearest"][0]["score"] - 1e-5
+    assert body["cosine"] >= body["nearest"][0]["cosine"] - 1e-5
     timings = body["timings"]
     assert timings["batch_size"] == 1
     assert timings["total_ms"] >= timings["embed_ms"] >= 0 and timings["decode_ms"] > 0
@@ -83,7 +83,7 @@ def test_json_base64_and_data_url_match_multipart(client):
     via_url = client.post("/v1/predict?decode=false", json={"image": f"data:image/png;base64,{encoded}"}).json()
     assert via_json["embedding"] == via_form["embedding"] == via_url["embedding"]
     assert via_json["nearest"] == via_form["nearest"]
-    assert via_url["name"] == "image"
+    assert via_url["image"] == "image"
 
 
 def test_batch_endpoint_answers_in_order_in_one_forward_pass(basis, nearest_only):
@@ -91,14 +91,14 @@ def test_batch_endpoint_answers_in_order_in_one_forward_pass(basis, nearest_only
     with local_client(create_app(model, nearest_only)) as client:
         files = [("files", (f"{c}.png", image_bytes(rgb), "image/png")) for c, rgb in PRIMARIES.items()]
         body = client.post("/v1/predict/batch?top_k=1", files=files).json()
-        assert [r["name"] for r in body["results"]] == ["red.png", "green.png", "blue.png"]
+        assert [r["image"] for r in body["results"]] == ["red.png", "green.png", "blue.png"]
         assert [r["nearest"][0]["prompt"] for r in body["results"]] == list(COLOUR_PROMPTS.values())
         assert model.batch_sizes == [3]
         assert {r["timings"]["batch_size"] for r in body["results"]} == {3}
         images = [{"image": base64.b64encode(image_bytes(rgb)).decode()} for rgb in PRIMARIES.values()]
         as_json = client.post("/v1/predict/batch?top_k=1", json={"images": images}).json()
         assert [r["embedding"] for r in as_json["results"]] == [r["embedding"] for r in body["results"]]
-        assert [r["name"] for r in as_json["results"]] == ["image[0]", "image[1]", "image[2]"]
+        assert [r["image"] for r in as_json["results"]] == ["image[0]", "image[1]", "image[2]"]
 
 
 def test_top_k_and_decode_switches(client):
@@ -106,7 +106,7 @@ def test_top_k_and_decode_switches(client):
     assert len(client.post("/v1/predict?top_k=2&decode=false", files=upload("blue")).json()["nearest"]) == 2
     too_many = client.post("/v1/predict?top_k=51", files=upload("blue"))
     assert too_many.status_code == 422
-    assert too_many.json() == {"error": "top_k: Input should be less than or equal to 50"}
+    assert too_many.json() == {"error": "top_k: at most 50 (got 51)"}
 
 
 def test_server_without_bank_returns_embedding_only(basis):
@@ -125,7 +125,7 @@ def test_healthz_and_openapi_schema(client):
     assert {"/v1/predict", "/v1/predict/batch", "/healthz"} <= set(schema["paths"])
     body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "application/json"}
-    assert "Prediction" in schema["components"]["schemas"]
+    assert "Answer" in schema["components"]["schemas"]
 
 
 @pytest.mark.parametrize(("path", "field", "model"), [("/v1/predict", "file", "ImageJSON"),
@@ -183,7 +183,7 @@ def test_a_model_that_learned_only_synthetic_scenes_is_flagged_for_the_page(basi
     model = ColourModel(basis)
     model.sources = ("scenes",)
     with local_client(create_app(model, nearest_only)) as client:
-        assert client.get("/healthz").json()["warning"] == MODEL_WARNING
+        assert client.get("/healthz").json()["warning"] == f"This model {MODEL_WARNING}."
     model.sources = ("coco", "scenes")  # partly real prompts: no warning
     with local_client(create_app(model, nearest_only)) as client:
         assert client.get("/healthz").json()["warning"] is None
@@ -199,9 +199,9 @@ def test_mode_reaches_the_decoder_and_an_unknown_mode_is_422(client, decoder, mo
     files = [("files", (f"{c}.png", image_bytes(rgb), "image/png")) for c, rgb in PRIMARIES.items()]
     batch = client.post("/v1/predict/batch?mode=best", files=files).json()
     assert asked == ["best", "fast", "best", "best", "best"]
-    assert best["prompt"]["mode"] == "best" and default["prompt"]["mode"] == "fast"
-    assert {r["prompt"]["mode"] for r in batch["results"]} == {"best"}
-    assert isinstance(best["prompt"]["capped"], bool)
+    assert best["mode"] == "best" and default["mode"] == "fast"
+    assert {r["mode"] for r in batch["results"]} == {"best"}
+    assert isinstance(best["capped"], bool)
     for path in ("/v1/predict", "/v1/predict/batch"):
         unknown = client.post(f"{path}?mode=slow", files=upload("red") if path == "/v1/predict" else files)
         assert unknown.status_code == 422
@@ -211,8 +211,8 @@ def test_mode_reaches_the_decoder_and_an_unknown_mode_is_422(client, decoder, mo
 
 def test_a_capped_decode_says_so(basis, nearest_only):
     with local_client(create_app(ColourModel(basis), nearest_only)) as client:  # budget_s=0: capped at once
-        prompt = client.post("/v1/predict", files=upload("green")).json()["prompt"]
-    assert prompt["capped"] is True and prompt["text"] == COLOUR_PROMPTS["green"]
+        answer = client.post("/v1/predict", files=upload("green")).json()
+    assert answer["capped"] is True and answer["prompt"] == COLOUR_PROMPTS["green"]
 
 
 @pytest.mark.parametrize(("settings", "host", "status"), [
@@ -266,7 +266,7 @@ def test_concurrent_requests_are_micro_batched_and_not_mixed_up(basis, nearest_o
     assert [r.status_code for r in responses] == [200] * len(colours)
     expected = model.embed([load_image(image_bytes(c)) for c in colours])
     for i, response in enumerate(responses):
-        assert response.json()["name"] == f"{i}.png"
+        assert response.json()["image"] == f"{i}.png"
         np.testing.assert_allclose(response.json()["embedding"], expected[i], atol=1e-6)
     served = model.batch_sizes[:-1]  # the last entry is the reference pass above
     assert sum(served) == len(colours)
@@ -285,7 +285,7 @@ def test_concurrency_limit_answers_503_and_recovers(basis):
                     return asyncio.ensure_future(http.post("/v1/predict", files=upload("red")))
 
                 held = [post(), post()]
-                while app.state.gate.in_flight < 2:
+                while app.state.service.gate.in_flight < 2:
                     await asyncio.sleep(0.005)
                 busy_health = (await http.get("/healthz")).json()
                 refused = await http.post("/v1/predict", files=upload("blue"))

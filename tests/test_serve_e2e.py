@@ -100,7 +100,7 @@ def test_cli_server_answers_with_the_checkpoint_embedding(server, checkpoint):
     assert body["model"] == "tiny"  # the checkpoint folder's name, not its path
     assert str(checkpoint.parent) not in response.text
     assert len(body["nearest"]) == 5 and {n["prompt"] for n in body["nearest"]} <= set(BANK)
-    assert body["prompt"]["cosine"] >= body["nearest"][0]["score"] - 1e-5
+    assert body["cosine"] >= body["nearest"][0]["cosine"] - 1e-5
     health = httpx.get(f"{server}/healthz").json()
     assert health["bank_size"] == len(BANK) and health["batches_run"] >= 1 and health["model"] == "tiny"
 
@@ -116,8 +116,8 @@ def one_line_error(args: list[str]) -> str:
 
 def test_cli_rejects_a_missing_model_in_one_line(tmp_path):
     assert one_line_error([str(tmp_path / "nope")]) == (
-        f"error: {tmp_path / 'nope'}: not a checkpoint directory, ensemble YAML, or baseline (mean:TABLE, "
-        "nearest:SHARDS), clip:MODEL/PRETRAINED or hf-hub:ORG/NAME[@REVISION]")
+        f"error: {tmp_path / 'nope'}: not found (a model is a checkpoint folder, an ensemble YAML, or a baseline "
+        "(mean:TABLE, nearest:SHARDS), clip:MODEL/PRETRAINED or hf-hub:ORG/NAME[@REVISION])")
 
 
 def test_cli_rejects_a_misspelled_config_section_in_one_line(bank, tmp_path):
@@ -230,7 +230,7 @@ def test_api_docs_work_offline_and_try_it_out_uploads_a_file(server, browser, tm
     operation.find_element(By.CSS_SELECTOR, ".execute").click()
     live = ".live-responses-table tr.response .response-col_status"
     assert wait(browser, lambda b: operation.find_element(By.CSS_SELECTOR, live)).text == "200"
-    assert '"name": "tryit.png"' in operation.find_element(By.CSS_SELECTOR, ".live-responses-table").text
+    assert '"image": "tryit.png"' in operation.find_element(By.CSS_SELECTOR, ".live-responses-table").text
 
 
 DROP_IMAGE = """

@@ -113,7 +113,7 @@ def test_an_over_long_file_name_is_a_400_that_says_so(client):
     assert (status, message) == (400, "a file name (or another header of a part) is longer than the 4,224 bytes a "
                                       "part's header may take: send a shorter file name")
     long_but_fine = post_file(client, RED, name="y" * 3000 + ".png")
-    assert long_but_fine.status_code == 200 and long_but_fine.json()["name"] == "y" * 200  # shown cut to 200
+    assert long_but_fine.status_code == 200 and long_but_fine.json()["image"] == "y" * 200  # shown cut to 200
 
 
 def test_batch_names_the_bad_file_and_the_server_keeps_serving(client):
@@ -159,10 +159,10 @@ def test_decoded_images_share_a_pixel_budget():
 
         model.embed = held  # the first request stays in the forward pass, its image decoded
         first = asyncio.ensure_future(http.post("/v1/predict", files={"file": ("a.png", big, "image/png")}))
-        while app.state.gate.decoded_pixels == 0:
+        while app.state.service.gate.decoded_pixels == 0:
             await asyncio.sleep(0.005)
         second = await http.post("/v1/predict", files={"file": ("b.png", big, "image/png")})
-        held_pixels = app.state.gate.decoded_pixels
+        held_pixels = app.state.service.gate.decoded_pixels
         hold.set()
         done = await first
         return done, second, held_pixels, (await http.get("/healthz")).json()
@@ -172,7 +172,7 @@ def test_decoded_images_share_a_pixel_budget():
     assert held_pixels == 16_000_000
     assert error_of(second) == (503, "server busy: 16,000,000 pixels of images being processed, retry shortly")
     assert second.headers["retry-after"] == "1"
-    assert app.state.gate.decoded_pixels == 0
+    assert app.state.service.gate.decoded_pixels == 0
 
 
 @pytest.mark.parametrize(("settings", "message"), [
@@ -275,7 +275,7 @@ def test_slow_uploads_hold_no_processing_slot():
         body = base64.b64encode(RED)
         slow = [asyncio.ensure_future(http.post("/v1/predict", content=trickle(release, b'{"image": "' + body),
                                                 headers={"content-type": "application/json"})) for _ in range(4)]
-        while app.state.gate.receiving < 4:
+        while app.state.service.gate.receiving < 4:
             await asyncio.sleep(0.005)
         normal = await http.post("/v1/predict", files={"file": ("ok.png", RED, "image/png")})
         health = (await http.get("/healthz")).json()
@@ -298,7 +298,7 @@ def test_bodies_being_received_share_a_memory_budget():
     async def run(http: httpx.AsyncClient) -> tuple[httpx.Response, httpx.Response, httpx.Response]:
         held = asyncio.ensure_future(http.post("/v1/predict", content=trickle(release, size=90_000),
                                                headers={"content-type": "application/json"}))
-        while app.state.gate.receiving_bytes < 90_000:
+        while app.state.service.gate.receiving_bytes < 90_000:
             await asyncio.sleep(0.005)
         refused = await http.post("/v1/predict", files={"file": ("big.png", RED + bytes(70_000), "image/png")})
         release.set()
@@ -309,7 +309,7 @@ def test_bodies_being_received_share_a_memory_budget():
     assert error_of(refused) == (503, "server busy: 2 uploads being received, retry shortly")
     assert refused.headers["retry-after"] == "1"
     assert held.status_code == 415  # its 90,000 "A"s are valid base64 but not an image
-    assert after.status_code == 200 and app.state.gate.receiving_bytes == 0
+    assert after.status_code == 200 and app.state.service.gate.receiving_bytes == 0
 
 
 def test_a_client_slow_to_read_its_answer_holds_no_slot():
@@ -341,10 +341,10 @@ def test_a_client_slow_to_read_its_answer_holds_no_slot():
         async with app.router.lifespan_context(app):
             answer = asyncio.ensure_future(app(scope, receive, send))
             await asyncio.wait_for(reading.wait(), 10)
-            in_flight = app.state.gate.in_flight
+            in_flight = app.state.service.gate.in_flight
             answer.cancel()
             await asyncio.gather(answer, return_exceptions=True)
-            return in_flight, app.state.gate.in_flight
+            return in_flight, app.state.service.gate.in_flight
 
     assert asyncio.run(run()) == (0, 0)
     assert sent[0] == "http.response.start"

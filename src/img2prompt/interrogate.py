@@ -2,46 +2,35 @@
 
 ``Interrogator(model, bank).prompt(image)`` loads any model kind (a checkpoint, an ensemble, ``hf-hub:...``,
 the zero-shot ``clip:MODEL/PRETRAINED``) and a prompt bank once, then for each image predicts the prompt
-embedding and decodes it into text. The decoder's mode is a fixed amount of search work, so the same image
-gives the same prompt on any machine and under any load (a time cap, when configured, is reported when it bites).
+embedding and decodes it into text. ``interrogate`` returns the ``answers.Answer`` the CLI prints and the server
+sends. The decoder's mode is a fixed amount of search work, so the same image gives the same prompt on any
+machine and under any load (a time cap, when configured, is reported when it bites). A model that learned only
+the quickstart's synthetic scenes says so: a ``SyntheticModelWarning`` when it loads and in every answer.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from img2prompt.answers import Answer, Timings, describe
 from img2prompt.decode import DecodeConfig, PromptDecoder
 from img2prompt.errors import Img2PromptError
 from img2prompt.images import check_size, load_image, to_rgb
 from img2prompt.models.load import load_model
-from img2prompt.provenance import MODEL_WARNING, synthetic
+from img2prompt.models.specs import Spec
+from img2prompt.provenance import model_warning
 
 ImageInput = str | Path | Image.Image
 
 
-@dataclass
-class Interrogation:
-    """One image's answer: the prompt, its cosine to the image's predicted embedding (how well the text matches
-    the prediction; not a confidence), the nearest bank prompts, whether the time cap cut the search short,
-    and the seconds each step took."""
-
-    image: str
-    prompt: str
-    cosine: float
-    nearest: list[tuple[str, float]] = field(default_factory=list)
-    capped: bool = False
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        data["nearest"] = [{"prompt": p, "cosine": s} for p, s in self.nearest]
-        return data
+class SyntheticModelWarning(UserWarning):
+    """The model learned only synthetic scenes (the quickstart): it is not useful on real images."""
 
 
 def default_device() -> str:
@@ -53,7 +42,7 @@ def default_device() -> str:
 class Interrogator:
     """Image -> prompt with any img2prompt model and a prompt bank (a prompt table, e.g. from ``curate``)."""
 
-    def __init__(self, model: str | Path, bank: str | Path, *, mode: str | None = None, top_k: int = 5,
+    def __init__(self, model: str | Path | Spec, bank: str | Path, *, mode: str | None = None, top_k: int = 5,
                  device: str | None = None, batch_size: int = 16, decode: DecodeConfig | None = None):
         config = decode or DecodeConfig()
         config.effort(mode)  # an unknown mode fails before anything heavy is loaded
@@ -61,7 +50,9 @@ class Interrogator:
         self.model = load_model(model, device=device or default_device(), batch_size=batch_size, bank=bank)
         self.decoder = PromptDecoder.from_table(bank, config=config)
         # What a user must be told about the model's answers (the quickstart's models learned only synthetic scenes)
-        self.warning = f"{model}: {MODEL_WARNING}" if synthetic(self.model.sources) else None
+        self.warning = model_warning(self.model.sources)
+        if self.warning:
+            warnings.warn(self.warning, SyntheticModelWarning, stacklevel=2)
 
     def embed(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Predicted prompt embeddings (n, 384) of images given as paths or PIL images."""
@@ -69,25 +60,24 @@ class Interrogator:
 
     def prompt(self, image: ImageInput) -> str:
         """The decoded prompt of one image."""
-        return self.interrogate([image])[0].prompt
+        return str(self.interrogate([image])[0].prompt)
 
-    def interrogate(self, images: Iterable[ImageInput]) -> list[Interrogation]:
-        """Prompt, cosine, nearest bank prompts and timings for each image, in order."""
+    def interrogate(self, images: Iterable[ImageInput]) -> list[Answer]:
+        """The answer for each image, in order: prompt, cosine, nearest bank prompts, embedding, timings."""
         answers = []
         for image in images:
             started = time.perf_counter()
             picture = _as_image(image)
-            loaded = time.perf_counter()
+            read = time.perf_counter()
             vector = self.model.embed([picture])[0]
             embedded = time.perf_counter()
-            result = self.decoder.decode(vector, mode=self.mode)
-            nearest = self.decoder.nearest(vector, self.top_k) if self.top_k else []
-            done = time.perf_counter()
-            answers.append(Interrogation(
-                image=str(image) if not isinstance(image, Image.Image) else "<image>", prompt=result.text,
-                cosine=round(result.cosine, 6), nearest=[(p, round(s, 6)) for p, s in nearest], capped=result.capped,
-                seconds={"load": round(loaded - started, 4), "embed": round(embedded - loaded, 4),
-                         "decode": round(done - embedded, 4)}))
+            fields = describe(vector, self.decoder, top_k=self.top_k, decode=True, mode=self.mode)
+            timings = Timings(read_ms=0.0, image_ms=round((read - started) * 1000, 2), queue_ms=0.0,
+                              embed_ms=round((embedded - read) * 1000, 2), decode_ms=round(fields.pop("decode_ms"), 2),
+                              total_ms=round((time.perf_counter() - started) * 1000, 2), batch_size=1)
+            name = str(image) if not isinstance(image, Image.Image) else "<image>"
+            answers.append(Answer(image=name, model=self.model.name, warning=self.warning, timings=timings,
+                                  **fields))
         return answers
 
 
@@ -100,23 +90,25 @@ def _as_image(image: ImageInput) -> Image.Image:
 
 
 def run_interrogate(inputs: Sequence[str | Path], model: str, bank: Path, *, mode: str | None,
-                    decode: DecodeConfig, top_k: int = 5) -> tuple[list[Interrogation], list[str], str | None]:
-    """Interrogate every image under ``inputs``; unreadable ones are skipped and returned as one-line reasons,
-    with the model's warning (``Interrogator.warning``). The inputs are listed and the bank read before the model
-    and the phrase dictionary are built."""
+                    decode: DecodeConfig, top_k: int = 5) -> tuple[list[Answer], list[str]]:
+    """Interrogate every image under ``inputs``; unreadable ones are skipped and returned as one-line reasons. The
+    inputs are listed and checked and the bank read before the model and the phrase dictionary load, so a wrong
+    input fails in a second, not after the model has loaded."""
     from img2prompt.images import list_images
     from img2prompt.prompt_table import read_table
 
-    paths = list_images(list(inputs))
-    read_table(bank, columns=["prompt"])  # a wrong bank fails now, not after minutes of loading
-    interrogator = Interrogator(model, bank, mode=mode, top_k=top_k, decode=decode)
-    answers, skipped = [], []
-    for path in paths:
+    readable, skipped = [], []
+    for path in list_images(list(inputs)):
         try:
-            answers.extend(interrogator.interrogate([path]))
+            load_image(path)
+            readable.append(path)
         except Img2PromptError as exc:
             skipped.append(str(exc))
-    if not answers:
-        raise Img2PromptError(f"interrogate: none of the {len(paths)} images could be read"
+    if not readable:
+        raise Img2PromptError(f"interrogate: none of the images under {', '.join(map(str, inputs))} could be read"
                               + (f" ({skipped[0]})" if skipped else ""))
-    return answers, skipped, interrogator.warning
+    read_table(bank, columns=["prompt"])  # a wrong bank fails now, not after minutes of loading
+    with warnings.catch_warnings():  # the CLI says it once, on stderr, and in every answer
+        warnings.simplefilter("ignore", SyntheticModelWarning)
+        interrogator = Interrogator(model, bank, mode=mode, top_k=top_k, decode=decode)
+    return interrogator.interrogate(readable), skipped

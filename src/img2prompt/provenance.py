@@ -26,3 +26,8 @@ def synthetic(sources: Iterable[str]) -> bool:
 def sources_in(metrics: dict[str, Any]) -> tuple[str, ...]:
     """The prompt sources of a checkpoint's validation split, from its ``metrics.json`` mapping."""
     return tuple(sorted(metrics.get("val_per_source") or {}))
+
+
+def model_warning(sources: Iterable[str]) -> str | None:
+    """The warning every surface gives with a model's answers (Python, CLI, HTTP, the page), or None."""
+    return f"This model {MODEL_WARNING}." if synthetic(sources) else None

@@ -118,28 +118,26 @@ def interrogate(
     bank: Annotated[Path | None, typer.Option(help="Prompt table to decode with (img2prompt curate makes one).")]
     = None,
     mode: Annotated[str | None, typer.Option(help="Search effort: fast or best (default: decode.mode).")] = None,
-    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per image (prompt, cosine, "
-                                             "nearest prompts, timings).")] = False,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON answer per line (prompt, cosine, nearest "
+                                             "prompts, embedding, warning, timings): the HTTP API's answer.")] = False,
     config: ConfigArg = None,
     set_: Annotated[list[str] | None, set_option("decode.KEY=VALUE")] = None,
 ) -> None:
     """Image -> prompt in one call: predict the prompt embedding, decode it; prints path<TAB>prompt per image."""
-    import json
-
     from img2prompt.decode import DecodeConfig
     from img2prompt.interrogate import run_interrogate
 
     if bank is None:
         raise Img2PromptError("interrogate: give --bank PROMPTS.parquet, a prompt table to decode with (img2prompt "
                               "curate makes one; the quickstart writes runs/quickstart/bank/prompts.parquet)")
-    answers, skipped, warning = run_interrogate(images, model, bank, mode=mode,
-                                                decode=section(config, set_, "decode", DecodeConfig))
-    if warning:
-        typer.echo(f"warning: {warning}", err=True)
+    answers, skipped = run_interrogate(images, model, bank, mode=mode,
+                                       decode=section(config, set_, "decode", DecodeConfig))
+    if answers[0].warning:
+        typer.echo(f"warning: {answers[0].warning}", err=True)
     for reason in skipped:
         typer.echo(f"skipped {reason}", err=True)
     for answer in answers:
-        typer.echo(json.dumps(answer.to_json()) if json_lines else f"{answer.image}\t{answer.prompt}")
+        typer.echo(answer.model_dump_json() if json_lines else f"{answer.image}\t{answer.prompt}")
 
 
 @verb("serve")
@@ -157,6 +155,7 @@ def serve(
     """Serve the HTTP API (POST /v1/predict) and the web page at / for a trained model."""
     from img2prompt.config import validate
     from img2prompt.decode import DecodeConfig
+    from img2prompt.models.specs import parse
     from img2prompt.sections import read_config
     from img2prompt.serve.server import run_server
     from img2prompt.serve.settings import ServeConfig
@@ -166,7 +165,7 @@ def serve(
     # the flags replace the config's values and are checked by the same rules, before the model loads
     settings = validate(ServeConfig, {**file.section("serve", ServeConfig).model_dump(), **flags}, "--host/--port",
                         "serve")
-    run_server(model, settings, file.section("decode", DecodeConfig), bank)
+    run_server(parse(model), settings, file.section("decode", DecodeConfig), bank)
 
 
 @verb("push")

@@ -72,15 +72,14 @@ def _hub(spec: Spec, device: str, batch_size: int) -> ImageEmbedder:
 LOADERS: dict[str, KindLoader] = {"mean": _mean, "nearest": _nearest, "clip": _clip, "hf-hub": _hub}  # specs.KINDS
 
 
-def load_model(spec: str | Path, *, tta: bool = False, device: str = "cpu", batch_size: int = 32,
+def load_model(spec: str | Path | Spec, *, tta: bool = False, device: str = "cpu", batch_size: int = 32,
                bank: str | Path | None = None) -> ImageEmbedder:
-    """Load the model ``spec`` names, on ``device``, embedding ``batch_size`` images per forward pass; ``bank``
-    is the prompt table of a zero-shot model whose spec names none."""
-    parsed = parse(spec)
+    """Load the model ``spec`` names (a string, or a ``Spec`` already parsed), on ``device``, embedding
+    ``batch_size`` images per forward pass; ``bank`` is the prompt table of a zero-shot model whose spec names none."""
+    parsed = spec if isinstance(spec, Spec) else parse(spec)
+    check_spec(parsed)
     model: ImageEmbedder
     if parsed.kind is not None:
-        if not parsed.source:
-            raise fail(str(spec), f"{parsed.kind}: needs a source after the colon: a {KIND_USAGE}")
         if parsed.kind == "clip" and bank is not None and "bank" not in parsed.params:
             parsed = Spec(parsed.kind, parsed.source, {**parsed.params, "bank": str(bank)})
         if parsed.params and parsed.kind != "clip":  # only the zero-shot kind takes parameters
@@ -89,11 +88,23 @@ def load_model(spec: str | Path, *, tta: bool = False, device: str = "cpu", batc
         model.name = str(parsed)
     elif Path(parsed.source).is_dir():
         model = CheckpointEmbedder(parsed.source, device=device, batch_size=batch_size)
-    elif Path(parsed.source).suffix in (".yaml", ".yml") and Path(parsed.source).is_file():
-        model = _ensemble(Path(parsed.source), device, batch_size)
     else:
-        raise fail(str(spec), f"not a checkpoint directory, ensemble YAML, or {KIND_USAGE}")
+        model = _ensemble(Path(parsed.source), device, batch_size)
     return FlipTTA(model) if tta else model
+
+
+def check_spec(spec: Spec) -> None:
+    """What can be told of a spec before anything loads: a path that is not there, a file that is not an ensemble
+    YAML, a kind without its source. One line naming the spec."""
+    if spec.kind is not None:
+        if not spec.source:
+            raise fail(str(spec), f"{spec.kind}: needs a source after the colon: a {KIND_USAGE}")
+        return
+    path = Path(spec.source)
+    if not path.exists():
+        raise fail(path, f"not found (a model is a checkpoint folder, an ensemble YAML, or a {KIND_USAGE})")
+    if not path.is_dir() and path.suffix not in (".yaml", ".yml"):
+        raise fail(path, f"not a checkpoint folder or an ensemble YAML (nor a {KIND_USAGE})")
 
 
 def _ensemble(path: Path, device: str, batch_size: int) -> ImageEmbedder:

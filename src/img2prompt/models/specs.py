@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from urllib.parse import parse_qsl, urlencode
 
 KINDS = ("mean", "nearest", "clip", "hf-hub")
@@ -30,6 +30,18 @@ class Spec:
         query = f"?{urlencode(self.params, safe='/:.@~')}" if self.params else ""
         return f"{self.kind}:{self.source}{query}"
 
+    def with_paths(self, change: Callable[[str], str]) -> Spec:
+        """This spec with ``change`` applied to each of its file paths (the whole spec when it is a path)."""
+        if self.kind is None:
+            return Spec(None, change(self.source))
+        source = change(self.source) if self.kind in PATH_SOURCES and self.source else self.source
+        return Spec(self.kind, source, {k: change(v) if k in PATH_PARAMS else v for k, v in self.params.items()})
+
+    def display_name(self) -> str:
+        """The name a server shows: the spec without folders, which are the server's business (a checkpoint's
+        folder name, an ensemble file's name, ``mean:prompts.parquet``)."""
+        return str(self.with_paths(lambda path: PurePath(path).name or path))
+
 
 def parse(text: str | Path) -> Spec:
     """Split a spec string; anything that is not ``KIND:...`` for a known kind (or that exists on disk) is a path."""
@@ -42,10 +54,5 @@ def parse(text: str | Path) -> Spec:
 
 
 def map_paths(text: str, change: Callable[[str], str]) -> str:
-    """The spec with ``change`` applied to each of its file paths (the whole spec when it is a path)."""
-    spec = parse(text)
-    if spec.kind is None:
-        return change(spec.source)
-    source = change(spec.source) if spec.kind in PATH_SOURCES and spec.source else spec.source
-    params = {k: change(v) if k in PATH_PARAMS else v for k, v in spec.params.items()}
-    return str(Spec(spec.kind, source, params))
+    """The spec ``text`` with ``change`` applied to each of its file paths (``Spec.with_paths``)."""
+    return str(parse(text).with_paths(change))

@@ -3,28 +3,30 @@ connection limits of ``serve.connections``."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
 
 from img2prompt.decode import DecodeConfig
+from img2prompt.models.specs import Spec
 from img2prompt.serve.app import create_app
 from img2prompt.serve.connections import ConnectionLimits, guarded_protocol
 from img2prompt.serve.settings import ServeConfig
 
 
-def build_app(model: str, settings: ServeConfig, decode: DecodeConfig, bank: Path | None = None) -> FastAPI:
-    """The app for a checkpoint, ensemble YAML or baseline spec; with a bank, it decodes prompts too."""
+def build_app(spec: Spec, settings: ServeConfig, decode: DecodeConfig, bank: Path | None = None) -> FastAPI:
+    """The app for a model spec (parsed once, by the caller); with a bank, it decodes prompts too."""
     from img2prompt.models.load import load_model
 
-    embedder = load_model(model, device=settings.device, batch_size=settings.batch_size, bank=bank)
+    embedder = load_model(spec, device=settings.device, batch_size=settings.batch_size, bank=bank)
     decoder = None
     if bank is not None:
         from img2prompt.decode import PromptDecoder
 
         decoder = PromptDecoder.from_table(bank, config=decode)
-    return create_app(embedder, decoder, settings)
+    return create_app(embedder, decoder, settings, name=spec.display_name())
 
 
 def uvicorn_config(app: FastAPI, settings: ServeConfig) -> uvicorn.Config:
@@ -36,6 +38,12 @@ def uvicorn_config(app: FastAPI, settings: ServeConfig) -> uvicorn.Config:
                           http=guarded_protocol(limits))
 
 
-def run_server(model: str, settings: ServeConfig, decode: DecodeConfig, bank: Path | None = None) -> None:
+def run_server(spec: Spec, settings: ServeConfig, decode: DecodeConfig, bank: Path | None = None) -> None:
     """Serve until interrupted; ``port=0`` picks a free port (uvicorn logs the one it bound)."""
-    uvicorn.Server(uvicorn_config(build_app(model, settings, decode, bank), settings)).run()
+    from img2prompt.models.load import check_spec
+
+    check_spec(spec)  # a missing model is one line, before the start-up line
+    what = f"{spec.display_name()} and the prompt bank {bank.name}" if bank else spec.display_name()
+    print(f"serve: loading {what} (the first request waits for nothing once uvicorn says it is running)",
+          file=sys.stderr, flush=True)
+    uvicorn.Server(uvicorn_config(build_app(spec, settings, decode, bank), settings)).run()

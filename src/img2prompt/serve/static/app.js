@@ -48,13 +48,13 @@ async function predict(files, truths = []) {
   const results = batch ? body.results : [body];
   showModel(body.model);
   addRun(results, files, truths, mode, performance.now() - started);
-  $("status").textContent = batch ? `${results.length} images` : results[0].name;
+  $("status").textContent = batch ? `${results.length} images` : results[0].image;
 }
 
 function addRun(results, files, truths, mode, elapsedMs) {
   const run = element("section", "run");
-  const what = results.length > 1 ? `Batch of ${results.length} images` : results[0].name;
-  const used = results[0].prompt ? results[0].prompt.mode : mode;
+  const what = results.length > 1 ? `Batch of ${results.length} images` : results[0].image;
+  const used = results[0].mode || mode;
   run.append(element("h2", "run-title", `${what} · mode ${used || "default"} · ${elapsedMs.toFixed(0)} ms`));
   results.forEach((result, i) => run.append(card(result, files[i], truths[i], results.length === 1)));
   const runs = $("runs");
@@ -66,21 +66,21 @@ function card(result, file, truth, single) {
   const article = element("article", single ? "card single" : "card");
   const thumb = element("img", "thumb");
   thumb.src = URL.createObjectURL(file);
-  thumb.alt = result.name;
+  thumb.alt = result.image;
   const body = element("div", "card-body");
-  body.append(element("h3", "name", result.name));
-  if (result.prompt) {
+  body.append(element("h3", "name", result.image));
+  if (result.prompt !== null) {
     const row = element("div", "prompt-row");
-    const text = element("p", "prompt", result.prompt.text);
+    const text = element("p", "prompt", result.prompt);
     const copy = element("button", "copy", "Copy");
     copy.type = "button";
     copy.addEventListener("click", () => copyText(text, copy));
     row.append(text, copy);
     const score = element("p", "score-line");
-    const cosine = element("span", "cosine", result.prompt.cosine.toFixed(4));
+    const cosine = element("span", "cosine", result.cosine.toFixed(4));
     score.append(element("span", "label", "cosine "), cosine,
                  element("span", "muted", " of this prompt's embedding to the image's predicted embedding"));
-    if (result.prompt.capped) {
+    if (result.capped) {
       score.append(element("span", "capped", "capped"));
       score.lastChild.title = "the server's time limit cut the search short: a longer search may find a closer prompt";
     }
@@ -96,7 +96,7 @@ function card(result, file, truth, single) {
     const list = element("ol", "nearest");
     for (const n of result.nearest) {
       const item = element("li", "", n.prompt);
-      item.append(element("span", "score", n.score.toFixed(4)));
+      item.append(element("span", "score", n.cosine.toFixed(4)));
       list.append(item);
     }
     details.append(list);
@@ -135,7 +135,7 @@ async function loadServer() {
   showModel(health.model);
   if (health.bank_size) $("served").append(` · a bank of ${health.bank_size.toLocaleString()} prompts`);
   if (health.warning) {  // e.g. the quickstart's models, which learned only synthetic scenes
-    $("model-warning").textContent = `This model ${health.warning}.`;
+    $("model-warning").textContent = health.warning;
     $("model-warning").hidden = false;
   }
   const options = $("mode-options");
