@@ -16,7 +16,6 @@ import io
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,7 @@ from img2prompt.provenance import model_warning
 from img2prompt.serve.batcher import MicroBatcher
 from img2prompt.serve.limits import AllowedHosts, Gate, RequestLimits
 from img2prompt.serve.routes import STATIC_DIR, router
+from img2prompt.serve.service import Service
 from img2prompt.serve.settings import ServeConfig
 from img2prompt.serve.uploads import BatchJSON, ImageJSON
 
@@ -48,20 +48,6 @@ if TYPE_CHECKING:
 API_DESCRIPTION = """Recover the prompt behind a Stable Diffusion image: the model predicts the prompt's embedding
 (all-MiniLM-L6-v2, 384 floats) and the server composes a readable prompt from its prompt bank. Send one image to
 `/v1/predict` or several to `/v1/predict/batch`, as multipart files or base64 JSON. The web page is at [/](/)."""
-
-
-@dataclass
-class Service:
-    """What the routes serve with: the model (behind its micro-batcher), the decoder, and the limits."""
-
-    settings: ServeConfig
-    batcher: MicroBatcher
-    decoder: PromptDecoder | None
-    gate: Gate
-    name: str  # the model's display name
-    warning: str | None  # what the model cannot do (the quickstart's models learned only synthetic scenes)
-    decode_config: DecodeConfig = field(default_factory=DecodeConfig)
-    decode_pool: ThreadPoolExecutor | None = None
 
 
 def create_app(model: ImageEmbedder, decoder: PromptDecoder | None = None, settings: ServeConfig | None = None,

@@ -22,7 +22,7 @@ from img2prompt.answers import Answer, Timings, describe
 from img2prompt.serve.uploads import Upload, decode_upload, header_pixels, read_uploads
 
 if TYPE_CHECKING:
-    from img2prompt.serve.app import Service
+    from img2prompt.serve.service import Service
 
 STATIC_DIR = Path(__file__).parent / "static"
 router = APIRouter()
