@@ -73,7 +73,8 @@ def measure_index(folders: list[str]) -> dict:
     """In a fresh process: RSS before and after the index and one epoch's plan for 8 ranks x 8 workers."""
     import psutil
 
-    from img2prompt.train.data import ShardIndex, TrainPlan
+    from img2prompt.train.epochs import TrainPlan
+    from img2prompt.train.index import ShardIndex
 
     process = psutil.Process()
     before = process.memory_info().rss
@@ -117,7 +118,9 @@ def measure_decode(folder: Path, samples: int) -> dict:
 
     from img2prompt.models.backbones import build_backbone
     from img2prompt.shards import Sample, index_path, sample_key, scan_shard, sha256_file, write_shard
-    from img2prompt.train.data import AugmentConfig, Reads, ShardIndex, build_train_transform
+    from img2prompt.train.data import AugmentConfig, build_train_transform
+    from img2prompt.train.epochs import Reads
+    from img2prompt.train.index import ShardIndex
 
     torch.set_num_threads(1)
     images, what = sample_images()

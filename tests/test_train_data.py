@@ -19,7 +19,9 @@ from torch.utils.data import DataLoader
 
 from img2prompt.errors import Img2PromptError
 from img2prompt.shards import Manifest, Sample, index_path, read_labels, sample_key, write_shard
-from img2prompt.train.data import AugmentConfig, ShardIndex, TrainPlan, build_train_transform
+from img2prompt.train.data import AugmentConfig, build_train_transform
+from img2prompt.train.epochs import TrainPlan
+from img2prompt.train.index import ShardIndex
 
 COLOURS = [(230, 40, 40), (40, 200, 60), (40, 70, 230), (240, 220, 40), (200, 60, 220), (40, 220, 220)]
 SIZES = [0.3, 0.5, 0.7, 0.9]  # side of the square as a fraction of the image

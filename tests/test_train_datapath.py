@@ -25,7 +25,7 @@ import yaml
 from img2prompt.errors import Img2PromptError
 from img2prompt.shards import index_path, read_index
 from img2prompt.train.config import TrainConfig
-from img2prompt.train.data import ShardIndex
+from img2prompt.train.index import ShardIndex
 from img2prompt.train.trainer import train
 from learning import Bar, assert_learned, loss_drop
 from test_train_data import make_color_shards
@@ -38,9 +38,9 @@ READ_LOGGER = """
 import os, time
 from pathlib import Path
 import torch
-import img2prompt.train.data as data
+import img2prompt.train.epochs as epochs
 
-read_record = data.read_record
+read_record = epochs.read_record
 
 def logged_read(path, offset, size):
     raw = read_record(path, offset, size)
@@ -58,7 +58,7 @@ import hashlib, signal
 from img2prompt.train.trainer import Trainer
 
 LOG = Path(os.environ["READS"])
-data.read_record = logged_read
+epochs.read_record = logged_read
 fit, save = Trainer.fit, Trainer.save
 
 def fit_and_hash(self):
@@ -172,7 +172,7 @@ def ddp(tmp_path_factory: pytest.TempPathFactory) -> dict:
         patch.setenv("READS", str(log))
         logger: dict = {}
         exec(READ_LOGGER, logger)
-        patch.setattr("img2prompt.train.data.read_record", logger["logged_read"])
+        patch.setattr("img2prompt.train.epochs.read_record", logger["logged_read"])
         one = reference_run(shards, tmp / "one")
     return {"out": tmp / "run", "one": one, "position": position, "stdout": resumed.stdout,
             "stderr": killed.stderr + resumed.stderr, "killed": read_log(tmp / "killed"),

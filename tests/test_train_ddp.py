@@ -20,7 +20,7 @@ import yaml
 
 from img2prompt.models.regressor import Regressor
 from img2prompt.train.config import TrainConfig
-from img2prompt.train.data import ShardIndex
+from img2prompt.train.index import ShardIndex
 from img2prompt.train.trainer import train, validate
 from learning import Bar, assert_learned, loss_drop
 from test_train_data import make_color_shards
@@ -66,7 +66,7 @@ def test_two_process_ddp_splits_the_data_and_follows_the_run_with_the_same_slots
         (tmp_path / "one_reads").mkdir()
         logger: dict = {}
         exec(READ_LOGGER, logger)
-        patch.setattr("img2prompt.train.data.read_record", logger["logged_read"])
+        patch.setattr("img2prompt.train.epochs.read_record", logger["logged_read"])
         single = one_process(shards, tmp_path / "one")
     cfg = tmp_path / "ddp.yaml"
     cfg.write_text(yaml.safe_dump({"train": {**section(shards), "out": str(tmp_path / "two")}}))

@@ -17,7 +17,8 @@ from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import ModelConfig, Regressor, build_transform
 from img2prompt.train import augment
 from img2prompt.train.config import TrainConfig
-from img2prompt.train.data import AugmentConfig, ShardIndex, build_train_transform
+from img2prompt.train.data import AugmentConfig, build_train_transform
+from img2prompt.train.index import ShardIndex
 from img2prompt.train.trainer import STATE_NAME, train, validate
 from test_train_data import make_color_shards
 

@@ -28,7 +28,7 @@ import yaml
 from img2prompt.errors import Img2PromptError
 from img2prompt.models.regressor import ModelConfig, Regressor
 from img2prompt.train.config import TrainConfig
-from img2prompt.train.data import ShardIndex
+from img2prompt.train.index import ShardIndex
 from img2prompt.train.sharding import check_lora_shardable, enable_fsdp_on_cpu
 from img2prompt.train.trainer import train, validate
 from learning import Bar, assert_learned, loss_drop

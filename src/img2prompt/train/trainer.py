@@ -42,15 +42,14 @@ from img2prompt.models.regressor import Regressor
 from img2prompt.train.config import RESUMABLE, TrainConfig, layout_changes, maths_changes
 from img2prompt.train.data import (
     BadSamples,
-    OnBadSample,
-    ShardIndex,
-    TrainPlan,
     build_train_transform,
     checked_batches,
     eval_share,
     iter_eval_batches,
     train_loader,
 )
+from img2prompt.train.epochs import OnBadSample, TrainPlan
+from img2prompt.train.index import ShardIndex
 from img2prompt.train.optim import apply_finetune, build_optimizer, trainable_summary
 from img2prompt.train.sharding import (
     check_lora_shardable,
