@@ -21,7 +21,8 @@ import yaml
 from img2prompt.models.regressor import Regressor
 from img2prompt.train.config import TrainConfig
 from img2prompt.train.index import ShardIndex
-from img2prompt.train.trainer import train, validate
+from img2prompt.train.trainer import train
+from img2prompt.train.validation import validate
 from learning import Bar, assert_learned, loss_drop
 from test_train_data import make_color_shards
 from test_train_datapath import (

@@ -19,7 +19,9 @@ from img2prompt.train import augment
 from img2prompt.train.config import TrainConfig
 from img2prompt.train.data import AugmentConfig, build_train_transform
 from img2prompt.train.index import ShardIndex
-from img2prompt.train.trainer import STATE_NAME, train, validate
+from img2prompt.train.state import STATE_NAME
+from img2prompt.train.trainer import train
+from img2prompt.train.validation import validate
 from test_train_data import make_color_shards
 
 

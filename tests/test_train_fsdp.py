@@ -30,7 +30,8 @@ from img2prompt.models.regressor import ModelConfig, Regressor
 from img2prompt.train.config import TrainConfig
 from img2prompt.train.index import ShardIndex
 from img2prompt.train.sharding import check_lora_shardable, enable_fsdp_on_cpu
-from img2prompt.train.trainer import train, validate
+from img2prompt.train.trainer import train
+from img2prompt.train.validation import validate
 from learning import Bar, assert_learned, loss_drop
 from test_train_data import make_color_shards
 

@@ -24,7 +24,8 @@ from img2prompt.models.regressor import Regressor
 from img2prompt.sections import load_section
 from img2prompt.train.config import RESUMABLE, TrainConfig
 from img2prompt.train.optim import apply_finetune, trainable_summary
-from img2prompt.train.trainer import Trainer, build_accelerator, train
+from img2prompt.train.setup import build_accelerator
+from img2prompt.train.trainer import Trainer, train
 from learning import Bar, assert_learned
 from test_train_data import make_color_shards
 

@@ -12,7 +12,7 @@ epoch end; a killed run started again resumes from it and ends with the same wei
 that was never stopped. A resumed run may change only the settings in ``config.RESUMABLE``, and needs the same
 number of processes and the same training shards (``config.layout_changes``).
 
-Data (``data.py``): each (loader worker, rank) slot reads its own shards, so every sample is read once per epoch;
+Data (``index``, ``epochs``, ``data``): each (loader worker, rank) slot reads its own shards, so every sample is read once per epoch;
 every rank validates its share of the val split and all ranks gather the same scores.
 
 accelerate keeps its state once per process, so one process trains with one precision: the CLI runs one
@@ -21,36 +21,30 @@ training per process, and a second training in the same process that asks for an
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from img2prompt.config import check_paths
 from img2prompt.errors import fail
 from img2prompt.files import atomic_path
 from img2prompt.models.heads import cosine_loss
 from img2prompt.models.regressor import Regressor
-from img2prompt.train.config import RESUMABLE, TrainConfig, layout_changes, maths_changes
+from img2prompt.train.config import TrainConfig, layout_changes
 from img2prompt.train.data import (
     BadSamples,
     build_train_transform,
     checked_batches,
-    eval_share,
-    iter_eval_batches,
     train_loader,
 )
-from img2prompt.train.epochs import OnBadSample, TrainPlan
+from img2prompt.train.epochs import TrainPlan
 from img2prompt.train.index import ShardIndex
 from img2prompt.train.optim import apply_finetune, build_optimizer, trainable_summary
+from img2prompt.train.setup import build_accelerator, check_config, init_from_checkpoint
 from img2prompt.train.sharding import (
     check_lora_shardable,
     enable_fsdp_on_cpu,
@@ -61,8 +55,9 @@ from img2prompt.train.sharding import (
     load_full_state,
     shard_like_model,
 )
+from img2prompt.train.state import STATE_NAME, Run, plot_curves, read_state
+from img2prompt.train.validation import validate
 
-STATE_NAME = "state.pt"
 # The W&B project and MLflow experiment; TensorBoard writes to <out>/tb/<this>.
 TRACKER_PROJECT = "img2prompt"
 
@@ -70,27 +65,6 @@ TRACKER_PROJECT = "img2prompt"
 def train(config: TrainConfig) -> Path:
     """Train a regressor as configured; returns the checkpoint directory (``config.out``)."""
     return Trainer(config).fit()
-
-
-class Run:
-    """Position and curves of a run: what ``state.pt`` needs beyond the tensors."""
-
-    def __init__(self) -> None:
-        self.epoch = 0
-        self.batch = 0  # micro-batches done in the current epoch
-        self.step = 0  # optimizer steps done
-        self.losses: list[list[float]] = []  # [step, mean train loss]
-        self.vals: list[list[float]] = []  # [step, val mean cosine]
-        self.bad: list[list[int]] = []  # per rank: [bad samples skipped in the run, in the current epoch]
-        self.metrics: dict[str, Any] = {}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "losses": self.losses,
-                "vals": self.vals, "bad": self.bad}
-
-    def load(self, data: dict[str, Any]) -> None:
-        self.epoch, self.batch, self.step = int(data["epoch"]), int(data["batch"]), int(data["step"])
-        self.losses, self.vals, self.bad = data["losses"], data["vals"], data.get("bad", [])
 
 
 class Trainer:
@@ -416,135 +390,3 @@ class Trainer:
             print(f"train: resumed at optimizer step {run.step} (epoch {run.epoch}, batch {run.batch})")
 
 
-def check_config(config: TrainConfig) -> None:
-    """The config errors that need no data: one line each, before anything is built or written."""
-    if not config.data.shards:
-        raise fail("train.data.shards", "no shard folders given")
-    check_paths(config, "train")
-    if config.precision == "fp16" and not torch.cuda.is_available():
-        # accelerate would quietly train in fp32 and the run would be mislabelled.
-        raise fail("train.precision", "fp16 needs a CUDA GPU; use bf16 or no on the CPU")
-    for tracker in config.log_with:
-        if importlib.util.find_spec(tracker) is None:
-            raise fail("train.log_with", f"{tracker} is not installed (pip install {tracker}), or drop it")
-
-
-def read_state(path: Path, config: TrainConfig) -> dict[str, Any] | None:
-    """``state.pt`` of a run to resume (None when there is none), refused when ``config`` changes its maths."""
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a torn or foreign file: say which, never unpickle arbitrary objects
-        raise fail(path, f"unreadable training state ({str(exc).splitlines()[0]}); delete it to start over") from None
-    changed = maths_changes(state["config"], config)
-    if changed:
-        resumable = ", ".join(f"train.{key}" for key in RESUMABLE)
-        raise fail(path, f"written by a different train config ({', '.join(changed)} changed; a resumed run may "
-                         f"change only {resumable}): use a new out or delete state.pt")
-    return state
-
-
-def build_accelerator(config: TrainConfig):
-    """The run's ``Accelerator``, with its trackers logging under ``out``.
-
-    accelerate's state is one per process: a second run in this process gets it with the first run's precision.
-    Asking for another precision is refused here in one line (accelerate itself would raise a ValueError).
-    """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, is_initialized
-    from accelerate.utils import ProjectConfiguration
-
-    if is_initialized() and AcceleratorState().mixed_precision != config.precision:
-        raise fail("train.precision", f"{config.precision!r}, but this process already trained with "
-                                      f"{AcceleratorState().mixed_precision!r} and accelerate keeps one precision per "
-                                      "process: run this training in its own process (img2prompt train)")
-    out = Path(config.out)
-    return Accelerator(mixed_precision=config.precision, cpu=not torch.cuda.is_available(),
-                       log_with=config.log_with or None,
-                       project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "tb")))
-
-
-def init_from_checkpoint(model: Regressor, path: str | Path) -> None:
-    """Stage 2 starts from the stage-1 weights; the architectures must match."""
-    source = Regressor.from_pretrained(path)
-    missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
-    if missing or unexpected:
-        raise fail(path, f"stage-1 weights do not fit this model (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}): use the same model section")
-
-
-@torch.no_grad()
-def validate(model: Regressor, index: ShardIndex, split: str, batch_size: int, device: torch.device,
-             baseline: np.ndarray | None = None, on_bad_sample: OnBadSample = "skip") -> dict[str, Any]:
-    """Mean cosine of ``model`` on the first image of each prompt of ``split``, overall and per source.
-
-    Each process scores an equal share of those images and every process gets the gathered result: the numbers one
-    process scoring them all would give. Skipped bad images are counted in ``val_bad_samples``.
-    """
-    from accelerate import PartialState
-    from accelerate.utils import gather_object
-
-    state = PartialState()
-    rows = index.first_images(split)
-    if not len(rows):
-        return {}
-    share, real = eval_share(rows, state.process_index, state.num_processes)
-    was_training = model.training
-    model.eval()
-    cosines, base, positions, skipped = [], [], [], []
-    for pixels, targets, kept, bad in iter_eval_batches(index, share, model.image_transform, batch_size,
-                                                        on_bad_sample):
-        pred = model(pixels.to(device)).float().cpu()
-        targets = F.normalize(targets, dim=-1)
-        cosines.append((pred * targets).sum(dim=-1).numpy())
-        if baseline is not None:
-            base.append((targets @ torch.from_numpy(baseline)).numpy())
-        positions += kept
-        skipped += bad
-    model.train(was_training)
-    for message in skipped:
-        print(f"validate: skipped a bad sample: {message}", file=sys.stderr, flush=True)
-    positions = np.array(positions)
-    mine = positions < real  # the padding of the last shares is scored, then dropped
-    part = {"scores": np.concatenate(cosines)[mine], "rows": share[positions[mine]], "skipped": len(skipped),
-            "base": np.concatenate(base)[mine] if base else None}
-    return _val_result(index, gather_object([part]))
-
-
-def _val_result(index: ShardIndex, parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The validation record from every rank's share, in rank order."""
-    scores = np.concatenate([part["scores"] for part in parts])
-    sources = np.array(index.sources, dtype=object)[index.source[np.concatenate([part["rows"] for part in parts])]]
-    result = {"val_mean_cosine": float(scores.mean()), "val_count": len(scores),
-              "val_per_source": {name: float(scores[sources == name].mean()) for name in sorted(set(sources))},
-              "val_bad_samples": sum(part["skipped"] for part in parts)}
-    if parts[0]["base"] is not None:
-        result["baseline_mean_cosine"] = float(np.concatenate([part["base"] for part in parts]).mean())
-    return result
-
-
-def plot_curves(path: Path, run: Run) -> None:
-    """``curves.png``: the train loss per optimizer step beside the val score and the constant-mean baseline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    if run.losses:
-        steps, losses = zip(*run.losses, strict=True)
-        left.plot(steps, losses)
-    left.set(title="train loss (1 - cosine)", xlabel="optimizer step")
-    if run.vals:
-        steps, scores = zip(*run.vals, strict=True)
-        right.plot(steps, scores, marker="o", label="model")
-    if "baseline_mean_cosine" in run.metrics:
-        right.axhline(run.metrics["baseline_mean_cosine"], color="grey", linestyle="--",
-                      label="constant-mean baseline")
-        right.legend()
-    right.set(title="validation mean cosine", xlabel="optimizer step")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
