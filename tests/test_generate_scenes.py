@@ -7,7 +7,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from img2prompt.errors import Img2PromptError
-from img2prompt.generate.scenes import FolderPictographs, ScenesGenerator, load_pictographs, render
+from img2prompt.generate.pictographs import FolderPictographs, load_pictographs
+from img2prompt.generate.scenes import ScenesGenerator, render
 from img2prompt.scene_grammar import BACKGROUNDS, MODIFIERS, SIZES, STYLES, SUBJECTS, parse
 
 SIZE = 128

@@ -12,8 +12,8 @@ epoch end; a killed run started again resumes from it and ends with the same wei
 that was never stopped. A resumed run may change only the settings in ``config.RESUMABLE``, and needs the same
 number of processes and the same training shards (``config.layout_changes``).
 
-Data (``index``, ``epochs``, ``data``): each (loader worker, rank) slot reads its own shards, so every sample is read once per epoch;
-every rank validates its share of the val split and all ranks gather the same scores.
+Data (``index``, ``epochs``, ``data``): each (loader worker, rank) slot reads its own shards, so every sample is read
+once per epoch; every rank validates its share of the val split and all ranks gather the same scores (``validation``).
 
 accelerate keeps its state once per process, so one process trains with one precision: the CLI runs one
 training per process, and a second training in the same process that asks for another precision is refused.
