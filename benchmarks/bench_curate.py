@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from img2prompt.curate.config import CurateConfig
 from img2prompt.curate.dedup import DedupConfig, near_duplicates
 from img2prompt.curate.rules import PromptRules
-from img2prompt.curate.run import CurateConfig, curate, embed, read_candidates
+from img2prompt.curate.run import curate, embed, read_candidates
 from img2prompt.curate.sources import BadRows
 from img2prompt.embedding import TextEmbedder
 from img2prompt.sections import load_section

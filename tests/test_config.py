@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from img2prompt.config import apply_overrides, packaged_configs, resolve_config_path, write_resolved
-from img2prompt.curate.run import CurateConfig
+from img2prompt.curate.config import CurateConfig
 from img2prompt.curate.write_prompts import WritePromptsConfig
 from img2prompt.decode import DecodeConfig
 from img2prompt.download.catalog import DownloadConfig

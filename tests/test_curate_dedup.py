@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from img2prompt.curate.config import SplitConfig
 from img2prompt.curate.dedup import (
     DedupConfig,
     Edges,
@@ -16,7 +17,7 @@ from img2prompt.curate.dedup import (
     near_duplicates,
     scan_cells,
 )
-from img2prompt.curate.run import SplitConfig, assign_splits, split_of
+from img2prompt.curate.run import assign_splits, split_of
 from img2prompt.prompt_table import prompt_id
 
 

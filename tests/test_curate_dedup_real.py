@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from img2prompt.curate.config import CurateConfig
 from img2prompt.curate.dedup import DedupConfig, near_duplicates
 from img2prompt.curate.rules import PromptRules
-from img2prompt.curate.run import CurateConfig
 from img2prompt.curate.sources import BadRows, read_source
 from img2prompt.sections import load_section
 

@@ -222,7 +222,8 @@ def test_coyo_keeps_only_captions_above_the_similarity_cut_from_the_parts_own_co
 
 
 def test_a_missing_optional_source_is_left_out_with_a_warning_and_a_required_one_stops(tmp_path, capsys):
-    from img2prompt.curate.run import CurateConfig, present_sources
+    from img2prompt.curate.config import CurateConfig
+    from img2prompt.curate.run import present_sources
 
     (tmp_path / "a.txt").write_text("a red fox in the snow\n", encoding="utf-8")
     sources = [{"name": "a", "type": "text", "path": str(tmp_path / "a.txt")},

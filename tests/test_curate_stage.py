@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from img2prompt.curate.run import CurateConfig, SplitConfig, curate, split_of
+from img2prompt.curate.config import CurateConfig, SplitConfig
+from img2prompt.curate.run import curate, split_of
 from img2prompt.prompt_table import COLUMNS, prompt_id, read_table
 from img2prompt.sections import load_section
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from hub_server import LocalHosts, kaggle_local
 from img2prompt.cli import app
-from img2prompt.curate.run import CurateConfig
+from img2prompt.curate.config import CurateConfig
 from img2prompt.download.catalog import DownloadConfig, corpora_for, targets
 from img2prompt.download.http import fetch, part_path
 from img2prompt.download.run import download

@@ -78,7 +78,7 @@ def curate(
     set_: Annotated[list[str] | None, set_option("curate.KEY=VALUE")] = None,
 ) -> None:
     """Curate prompts: read sources, clean, deduplicate, tier and split; write prompts.parquet + report."""
-    from img2prompt.curate.run import CurateConfig
+    from img2prompt.curate.config import CurateConfig
     from img2prompt.curate.run import curate as run_curate
 
     table = run_curate(section(config, set_, "curate", CurateConfig))

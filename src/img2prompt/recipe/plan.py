@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from img2prompt.config import StrictModel, did_you_mean
-from img2prompt.curate.run import CurateConfig
+from img2prompt.curate.config import CurateConfig
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.generate.run import GenerateConfig
 from img2prompt.models.specs import map_paths, parse
