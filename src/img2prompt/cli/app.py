@@ -3,7 +3,9 @@ point (``main``: a user error is one line and exit code 1, never a traceback).""
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -13,6 +15,7 @@ from typer.core import TyperGroup
 from img2prompt import __version__
 from img2prompt.cli.examples import EXAMPLES, ORDER
 from img2prompt.errors import Img2PromptError
+from img2prompt.extras import require
 
 if TYPE_CHECKING:
     from img2prompt.config import StrictModel
@@ -56,10 +59,21 @@ app = typer.Typer(
 )
 
 
-def verb(name: str) -> Any:
-    """Register a verb under ``name``, in its help panel, with its examples at the end of its help."""
+def verb(name: str, *, needs: tuple[str, ...] = ()) -> Any:
+    """Register a verb under ``name``, in its help panel, with its examples at the end of its help; a verb that
+    ``needs`` extras of the install checks them first (``extras.require``: one line naming the pip install)."""
     examples = "\n".join(EXAMPLES[name])
-    return app.command(name, rich_help_panel=ORDER[name], epilog=f"[b]Examples[/b]\n\n{examples}")
+    command = app.command(name, rich_help_panel=ORDER[name], epilog=f"[b]Examples[/b]\n\n{examples}")
+
+    def register(function: Callable[..., Any]) -> Any:
+        @functools.wraps(function)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            require(*needs)
+            return function(*args, **kwargs)
+
+        return command(checked if needs else function)
+
+    return register
 
 
 def _print_version(value: bool) -> None:

@@ -9,10 +9,11 @@ import typer
 
 from img2prompt.cli.app import section, set_option, verb
 from img2prompt.errors import Img2PromptError
+from img2prompt.extras import require
 
 DOWNLOAD_CATALOG = "configs/download/recipe.yaml"
 
-@verb("download")
+@verb("download", needs=("download",))
 def download(
     corpora: Annotated[list[str] | None, typer.Argument(help="Corpora to fetch (default: every one of the catalog).")]
     = None,
@@ -40,7 +41,7 @@ def download(
     run_download(settings, corpora, parts=parts, optional=frozenset(optional or []))
 
 
-@verb("write-prompts")
+@verb("write-prompts", needs=("curate",))
 def write_prompts(
     config: Annotated[Path, typer.Argument(help="YAML with a write_prompts: section (configs/write_prompts/).")],
     set_: Annotated[list[str] | None, set_option("write_prompts.KEY=VALUE")] = None,
@@ -66,13 +67,15 @@ def embed(
     """Embed prompts with all-MiniLM-L6-v2 exactly as the Kaggle host did."""
     from img2prompt.embed_command import run_embed
 
+    if backend == "int8":
+        require("curate")
     if kaggle is None and out is None:
         raise Img2PromptError("embed: give --kaggle OUT.csv and/or --out OUT.parquet")
     run_embed(prompts, kaggle=kaggle, out=out, model=model, backend=backend, max_tokens=max_tokens,
               cache_dir=cache_dir)
 
 
-@verb("curate")
+@verb("curate", needs=("curate",))
 def curate(
     config: Annotated[Path, typer.Argument(help="YAML with a curate: section, e.g. configs/curate/shared_data.yaml.")],
     set_: Annotated[list[str] | None, set_option("curate.KEY=VALUE")] = None,
@@ -85,7 +88,7 @@ def curate(
     typer.echo(f"wrote {table} and {table.parent / 'report.html'}")
 
 
-@verb("generate")
+@verb("generate", needs=("generate",))
 def generate(
     config: Annotated[Path, typer.Argument(help="YAML with a generate: section, e.g. configs/generate/scenes.yaml.")],
     overrides: Annotated[list[str] | None, set_option("generate.KEY=VALUE")] = None,

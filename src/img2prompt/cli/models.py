@@ -41,7 +41,7 @@ def predict(
     typer.echo(f"predicted {len(ids)} images, skipped {len(skipped)}")
 
 
-@verb("ensemble")
+@verb("ensemble", needs=("train",))
 def ensemble(
     predictions: Annotated[list[Path], typer.Argument(help="Validation predictions, one model per file.")],
     truth: Annotated[Path, typer.Option(help="True prompts: imgId,prompt CSV, a prompt table or shards.")],
@@ -140,7 +140,7 @@ def interrogate(
         typer.echo(answer.model_dump_json() if json_lines else f"{answer.image}\t{answer.prompt}")
 
 
-@verb("serve")
+@verb("serve", needs=("serve",))
 def serve(
     model: Annotated[str, typer.Argument(help="Checkpoint directory, ensemble YAML, hf-hub:ORG/NAME, clip:MODEL/TAG "
                                               "(with --bank) or baseline spec.")],

@@ -11,7 +11,7 @@ import typer
 from img2prompt.cli.app import ConfigArg, app, section, set_option, verb
 
 
-@verb("train")
+@verb("train", needs=("train",))
 def train(
     config: Annotated[Path, typer.Argument(help="YAML with a train: section (see configs/train/).")],
     set_: Annotated[list[str] | None, set_option("train.KEY=VALUE")] = None,
@@ -34,7 +34,7 @@ def train(
         os._exit(0)
 
 
-@verb("recipe")
+@verb("recipe", needs=("train", "generate", "curate"))
 def recipe(
     config: Annotated[Path, typer.Argument(help="YAML with a recipe: section, e.g. configs/recipe/full.yaml.")],
     gpus: Annotated[int, typer.Option(min=1, help="GPUs of this node: N > 1 runs steps under torchrun/accelerate.")]
@@ -48,7 +48,7 @@ def recipe(
     _run_recipe(config, set_ or [], gpus=gpus, dry_run=dry_run)
 
 
-@verb("quickstart")
+@verb("quickstart", needs=("train", "generate", "curate"))
 def quickstart(
     config: ConfigArg = None,
     overrides: Annotated[list[str] | None, set_option("SECTION.KEY=VALUE, given to each step whose config has "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -88,9 +89,8 @@ class Regressor(nn.Module):
 
     @property
     def has_lora(self) -> bool:
-        from peft import PeftModel
-
-        return isinstance(self.backbone, PeftModel)
+        peft = sys.modules.get("peft")  # a backbone is a PeftModel only once peft was imported to wrap it
+        return peft is not None and isinstance(self.backbone, peft.PeftModel)
 
     def base_backbone(self) -> nn.Module:
         """The backbone network itself: under LoRA, the module peft wraps (its layers now hold the adapters)."""
