@@ -45,7 +45,7 @@ class CountingEmbedder:
 
     def __init__(self, inner: TextEmbedder):
         self.inner, self.count = inner, 0
-        self.tokenizer, self.max_seq_length = inner.tokenizer, inner.max_seq_length
+        self.token_ids, self.tag = inner.token_ids, inner.tag
 
     def encode(self, texts, **options):
         self.count += len(texts)

@@ -41,6 +41,30 @@ def test_matches_plain_sentence_transformers(shared_data, text_embedder):
     assert np.abs(ours - plain).max() <= 1e-6
 
 
+def test_token_states_and_ids_are_bit_identical_to_transformers(shared_data, text_embedder):
+    """Our BERT (img2prompt.bert) and tokenizer against transformers' own, on real prompts in padded batches."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    lines = (shared_data / "prompts" / "prompts_filtered_4.0.txt").read_text().splitlines()[:200]
+    texts = [*lines, " ".join(["castle"] * 400), "", "  Ünïcödé café, 東京 🙂\t(art:1.2)  "]
+    reference = AutoTokenizer.from_pretrained(text_embedder.model_path)
+    ids = text_embedder.token_ids(texts)
+    assert ids == reference(texts, truncation=True, max_length=256)["input_ids"] and max(map(len, ids)) == 256
+    model = AutoModel.from_pretrained(text_embedder.model_path).eval()
+    lengths = [len(x) for x in ids]
+    with torch.inference_mode():
+        for batch in token_budget_batches(lengths, 2048):
+            width = lengths[batch[-1]]
+            input_ids = torch.zeros((len(batch), width), dtype=torch.long)
+            mask = torch.zeros_like(input_ids)
+            for row, index in enumerate(batch):
+                input_ids[row, : lengths[index]] = torch.tensor(ids[index])
+                mask[row, : lengths[index]] = 1
+            expected = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            assert torch.equal(text_embedder._encoder(input_ids, mask), expected)
+
+
 def test_encode_is_order_preserving_and_deduplicates(text_embedder):
     prompts = ["a red fox", "a very long prompt about a castle on a hill at sunset, oil painting", "a red fox"]
     vectors = text_embedder.encode(prompts)

@@ -39,17 +39,17 @@ def setup(tmp_path_factory, text_embedder) -> tuple[Path, Path, Path, Path]:
     return bank, checkpoint, images, root / "decode.yaml"
 
 
-def interrogate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "img2prompt", "interrogate", *args], capture_output=True,
+def interrogate(*args: str, python: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *python, "-m", "img2prompt", "interrogate", *args], capture_output=True,
                           text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def folder_runs(setup) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
-    """The folder interrogated twice, in two processes."""
+    """The folder interrogated twice, in two processes; the second lists its imports on stderr (-X importtime)."""
     bank, checkpoint, images, config = setup
     args = [str(images), "--model", str(checkpoint), "--bank", str(bank), "--mode", "fast", "-c", str(config)]
-    return interrogate(*args), interrogate(*args)
+    return interrogate(*args), interrogate(*args, python=("-X", "importtime"))
 
 
 def test_one_line_per_image_identical_on_a_second_run_and_unreadable_images_listed(setup, folder_runs):
@@ -61,6 +61,16 @@ def test_one_line_per_image_identical_on_a_second_run_and_unreadable_images_list
     assert all(line.split("\t")[1] for line in lines)
     assert first.stdout == second.stdout
     assert "skipped" in first.stderr and "broken.png" in first.stderr
+
+
+def test_a_second_run_imports_nothing_it_does_not_need(folder_runs):
+    """Start-up time is mostly imports (benchmarks/RESULTS.md, issue 22): none of these is needed to answer."""
+    imported = {line.split("|")[-1].strip() for line in folder_runs[1].stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "img2prompt.decode" in imported and "torch" in imported  # the listing works
+    heavy = {"sentence_transformers", "sklearn", "torchvision", "torch._dynamo", "transformers.modeling_utils",
+             "matplotlib", "open_clip", "timm", "scipy"}
+    assert not heavy & imported
 
 
 def test_json_lines_carry_the_prompt_its_cosine_the_nearest_prompts_and_timings(setup):

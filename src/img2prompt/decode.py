@@ -8,7 +8,11 @@ scored for thousands of candidates at once with a few matrix-vector products, wi
 ``decode`` runs a beam search on that surrogate, starting from the nearest bank prompts (a subject) and
 from the best single phrases, adding phrases from a dictionary: comma-separated segments and words of the
 bank prompts, and the clip-interrogator term lists (artists, mediums, movements, flavors). The dictionary
-only screens candidates: it is embedded once (``dictionary_backend``) and cached. The surrogate flatters
+only screens candidates: it is embedded once (``dictionary_backend``) and cached, with the tokens of every phrase
+and bank prompt, as one file per bank (a later start reads it in a fraction of a second). A phrase is never added
+to a text that already says it: not the same phrase, not one that differs only in case, spacing or punctuation,
+not one a part of the text contains or that contains a part of the text (the surrogate would happily repeat a
+phrase the target likes: "film grain" four times in one prompt). The surrogate flatters
 long texts, so each token must buy ``token_penalty`` of surrogate cosine, and only the most promising texts
 are embedded exactly, a small batch at a time. The best exactly scored text not grown yet starts the next
 round with its exact vector in place of its surrogate (which corrects the surrogate's error). A mode
@@ -19,10 +23,12 @@ so its cosine is the true one.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import os
 import re
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +50,8 @@ from img2prompt.term_lists import TERM_LISTS, clip_interrogator_terms
 _SEGMENT_SPLIT = re.compile(r"[,;|\n]+")
 _WEIGHT_SYNTAX = re.compile(r"[()\[\]{}]|:\d+(\.\d+)?")
 _WORD = re.compile(r"[a-z][a-z'-]+")
+_KEY_WORD = re.compile(r"[^\W_]+")  # letters and digits: what a phrase says, without case, spacing or punctuation
+DICTIONARY_FORMAT = "2"  # part of a cached dictionary's key: change it when what the file holds or means changes
 
 
 class SearchEffort(StrictModel):
@@ -145,6 +153,37 @@ def bank_phrases(prompts: Iterable[str], min_count: int) -> list[str]:
     return sorted((text for text, n in counts.items() if n >= min_count), key=lambda text: (-counts[text], text))
 
 
+def phrase_key(text: str) -> str:
+    """What a phrase says, for spotting repeats: its words in lower case, single-spaced, without punctuation."""
+    return " ".join(_KEY_WORD.findall(text.lower()))
+
+
+def segment_keys(text: str) -> tuple[str, ...]:
+    """The keys of a text's comma-separated parts (the parts a decoded prompt is made of)."""
+    return tuple(key for key in (phrase_key(part) for part in _SEGMENT_SPLIT.split(text)) if key)
+
+
+def repeats(key: str, keys: Sequence[str]) -> bool:
+    """Whether a phrase (``key``) repeats a text's parts (``keys``): a part says it, or it says a part, word for
+    word (``"film grain"`` repeats ``"heavy film grain"`` and the reverse; ``"grain"`` does not repeat
+    ``"grainy"``)."""
+    padded = f" {key} "
+    return any(padded in f" {part} " or f" {part} " in padded for part in keys)
+
+
+def dictionary_phrases(prompts: Iterable[str], min_count: int, term_lists: Iterable[Sequence[str]]) -> list[str]:
+    """The bank's segments and words found in ``min_count`` prompts, then the term lists: one phrase per key (the
+    first spelling kept), so the dictionary never offers the same phrase twice."""
+    phrases = bank_phrases(prompts, min_count)
+    for terms in term_lists:
+        phrases.extend(terms)
+    unique: dict[str, str] = {}
+    for phrase in phrases:
+        unique.setdefault(phrase_key(phrase), phrase)
+    unique.pop("", None)  # punctuation alone says nothing
+    return list(unique.values())
+
+
 class PromptDecoder:
     """Nearest prompts and composed prompts for a target embedding, from a prompt bank and term lists."""
 
@@ -156,7 +195,9 @@ class PromptDecoder:
         phrase_embeddings: np.ndarray,
         embedder: TextEmbedder,
         config: DecodeConfig | None = None,
+        token_weights: tuple[np.ndarray, np.ndarray] | None = None,
     ):
+        """``token_weights``: the tokens each bank prompt and each phrase adds to a prompt (counted when None)."""
         import faiss
 
         self.config = config or DecodeConfig()
@@ -170,37 +211,23 @@ class PromptDecoder:
         self._phrase_index.add(np.ascontiguousarray(phrase_embeddings, dtype=np.float32))
         self._phrase_vectors = np.ascontiguousarray(phrase_embeddings, dtype=np.float32)
         self._bank_vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
-        self._bank_weights = _token_weights(embedder, self.prompts)
-        self._phrase_weights = _token_weights(embedder, self.phrases)
+        self._bank_weights, self._phrase_weights = token_weights or (
+            _token_weights(embedder, self.prompts), _token_weights(embedder, self.phrases))
 
     @classmethod
     def from_table(
         cls, path: str | Path, embedder: TextEmbedder | None = None, config: DecodeConfig | None = None
     ) -> PromptDecoder:
-        """Index every prompt of a prompt table and build the phrase dictionary.
-
-        The dictionary (bank segments and words, plus the modifier term lists: ~135k phrases with all four) is
-        embedded once, then read from ``config.cache_dir``: the first build takes minutes on a CPU and says so.
-        """
+        """Index every prompt of a prompt table and load or build its phrase dictionary (``phrase_dictionary``)."""
         config = config or DecodeConfig()
         frame, embeddings = read_table(path, columns=["prompt", "embedding"])
         if not len(frame):
             raise fail(path, "the prompt table is empty")
-        phrases = bank_phrases(frame.prompt, config.min_segment_count)
-        for name in config.modifiers:
-            phrases.extend(modifier_terms(name))
-        phrases = list(dict.fromkeys(phrases))
-        if not phrases:
-            raise fail(path, f"no phrases to compose prompts from: no segment or word of the bank occurs "
-                             f"{config.min_segment_count} times and decode.modifiers is empty (add a term list, "
-                             f"e.g. mediums)")
+        prompts = list(frame.prompt)
         cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else None
         embedder = embedder or TextEmbedder(cache_dir=cache_dir)
-        screen = embedder if config.dictionary_backend == "exact" else TextEmbedder(
-            backend="int8", cache_dir=cache_dir)
-        label = f"phrase dictionary (once; cached in {cache_dir})" if cache_dir else "phrase dictionary (not cached)"
-        vectors = screen.encode(phrases, progress=len(phrases) > 5000, label=label)
-        return cls(list(frame.prompt), embeddings, phrases, vectors, embedder, config)
+        phrases, vectors, weights = phrase_dictionary(path, prompts, config, embedder, cache_dir)
+        return cls(prompts, embeddings, phrases, vectors, embedder, config, token_weights=weights)
 
     def nearest(self, vec: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` bank prompts closest to ``vec`` with their cosines, best first."""
@@ -252,10 +279,12 @@ class PromptDecoder:
         yield None
         pool = _Pool(pool_ids[0][pool_ids[0] >= 0], self._phrase_vectors, self._phrase_weights, target)
         # Start from the nearest bank prompts (a subject) and from the best single phrases (no subject).
-        starts = [_State(self.prompts[i], frozenset(), self._bank_vectors[i] * self._bank_weights[i],
-                         float(self._bank_weights[i])) for i in bank_ids]
-        starts += [_State(self.phrases[pool.ids[j]], frozenset({int(pool.ids[j])}), pool.vectors[j],
-                          float(pool.weights[j])) for j in range(min(cfg.neighbours, len(pool.ids)))]
+        starts = [_State(self.prompts[i], frozenset(), segment_keys(self.prompts[i]),
+                         self._bank_vectors[i] * self._bank_weights[i], float(self._bank_weights[i]))
+                  for i in bank_ids]
+        starts += [_State(self.phrases[pool.ids[j]], frozenset({int(pool.ids[j])}),
+                          (phrase_key(self.phrases[pool.ids[j]]),), pool.vectors[j], float(pool.weights[j]))
+                   for j in range(min(cfg.neighbours, len(pool.ids)))]
         scored = {self.prompts[i]: float(self._bank_vectors[i] @ target) for i in bank_ids}
         frontier: list[tuple[float, int, _State]] = []  # exactly scored, not grown yet: a max-heap on cosine
         stale = 0
@@ -270,7 +299,8 @@ class PromptDecoder:
                 for state, vector, cosine in zip(chunk, exact, cosines, strict=True):
                     scored[state.text] = float(cosine)
                     # The exact direction replaces the surrogate: a round grown from here starts from the truth.
-                    grown = _State(state.text, state.used, vector * float(np.linalg.norm(state.vector)), state.tokens)
+                    grown = _State(state.text, state.used, state.keys, vector * float(np.linalg.norm(state.vector)),
+                                   state.tokens)
                     heapq.heappush(frontier, (-float(cosine), len(scored), grown))
                 top = int(np.argmax(cosines))
                 round_best = max(round_best, float(cosines[top]))
@@ -287,8 +317,8 @@ class PromptDecoder:
         """Grow the starts one phrase at a time, keeping the ``beam`` best by penalised surrogate cosine.
 
         The surrogate flatters long texts, so every token costs ``token_penalty``; a phrase is added only if
-        it pays for its tokens. Returns the best state of every length, most promising first; yields between
-        steps so that ``decode`` can read the clock.
+        it pays for its tokens, and never when it repeats a part of the text (``repeats``). Returns the best
+        state of every length, most promising first; yields between steps so that ``decode`` can read the clock.
         """
         position = {int(p): j for j, p in enumerate(pool.ids)}
         beam = starts
@@ -305,18 +335,25 @@ class PromptDecoder:
                 scores -= self.config.token_penalty * pool.weights
                 scores[[position[u] for u in state.used if u in position]] = -np.inf
                 scores[pool.weights > self.config.max_tokens - state.tokens] = -np.inf
-                count = min(cfg.beam, len(scores))
-                for j in np.argpartition(-scores, count - 1)[:count]:
-                    if scores[j] > dots[k] / np.sqrt(norms2[k]):
-                        grown.append((float(scores[j]), state, int(j)))
+                floor = dots[k] / np.sqrt(norms2[k])  # what the text scores without another phrase
+                taken = 0
+                while taken < cfg.beam:  # the best phrases that raise the score and say something new
+                    j = int(np.argmax(scores))
+                    if not scores[j] > floor:
+                        break
+                    score, scores[j] = float(scores[j]), -np.inf
+                    if not repeats(phrase_key(self.phrases[pool.ids[j]]), state.keys):
+                        grown.append((score, state, j))
+                        taken += 1
             grown.sort(key=lambda item: -item[0])
             beam = []
             for _, state, j in grown:
-                text = f"{state.text}, {self.phrases[pool.ids[j]]}"
+                phrase = self.phrases[pool.ids[j]]
+                text = f"{state.text}, {phrase}"
                 if text not in seen:
                     seen.add(text)
-                    beam.append(_State(text, state.used | {int(pool.ids[j])}, state.vector + pool.vectors[j],
-                                       state.tokens + float(pool.weights[j])))
+                    beam.append(_State(text, state.used | {int(pool.ids[j])}, (*state.keys, phrase_key(phrase)),
+                                       state.vector + pool.vectors[j], state.tokens + float(pool.weights[j])))
                 if len(beam) == cfg.beam:
                     break
             if not beam:
@@ -329,6 +366,56 @@ class PromptDecoder:
         """Surrogate cosine less the token penalty: how the search ranks texts before embedding them."""
         surrogate = float(state.vector @ target) / float(np.linalg.norm(state.vector))
         return surrogate - self.config.token_penalty * state.tokens
+
+
+def phrase_dictionary(bank: str | Path, prompts: list[str], config: DecodeConfig, embedder: TextEmbedder,
+                      cache_dir: Path | None) -> tuple[list[str], np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The dictionary's phrases, their embeddings and the token weights of the bank prompts and of the phrases.
+
+    Built once (the phrase embeddings go through the embedder's own cache: minutes on a CPU the first time, with a
+    bar that says so), then read from one file in ``cache_dir/dictionaries`` named by a hash of everything it
+    depends on: the bank's prompts, ``min_segment_count``, the term lists' contents and the embedders. A damaged
+    file is built again.
+    """
+    terms = {name: modifier_terms(name) for name in config.modifiers}
+    file = None
+    if cache_dir is not None:
+        digest = hashlib.sha256()
+        for part in (DICTIONARY_FORMAT, embedder.tag, config.dictionary_backend, str(config.min_segment_count),
+                     *(name + "\0" + "\n".join(words) for name, words in terms.items()), "\n".join(prompts)):
+            digest.update(part.encode("utf-8", "surrogatepass") + b"\0\0")
+        file = cache_dir / "dictionaries" / f"{digest.hexdigest()[:32]}.npz"
+        cached = _read_dictionary(file, len(prompts))
+        if cached is not None:
+            return cached
+    phrases = dictionary_phrases(prompts, config.min_segment_count, terms.values())
+    if not phrases:
+        raise fail(bank, f"no phrases to compose prompts from: no segment or word of the bank occurs "
+                         f"{config.min_segment_count} times and decode.modifiers is empty (add a term list, e.g. "
+                         f"mediums)")
+    screen = embedder if config.dictionary_backend == "exact" else TextEmbedder(backend="int8", cache_dir=cache_dir)
+    label = f"phrase dictionary (once; cached in {cache_dir})" if cache_dir else "phrase dictionary (not cached)"
+    vectors = screen.encode(phrases, progress=len(phrases) > 5000, label=label)
+    weights = _token_weights(embedder, prompts), _token_weights(embedder, phrases)
+    if file is not None:
+        with atomic_path(file) as tmp, open(tmp, "wb") as out:
+            np.savez(out, phrases=np.frombuffer("\n".join(phrases).encode(), np.uint8), vectors=vectors,
+                     bank_tokens=weights[0], phrase_tokens=weights[1])
+    return phrases, vectors, weights
+
+
+def _read_dictionary(file: Path, bank_size: int) -> tuple[list[str], np.ndarray, tuple[np.ndarray, np.ndarray]] | None:
+    """A cached dictionary, or None when there is none or it is damaged (then it is built and written again)."""
+    try:
+        with np.load(file) as data:
+            phrases = bytes(data["phrases"]).decode("utf-8").split("\n")
+            vectors, bank_tokens, phrase_tokens = data["vectors"], data["bank_tokens"], data["phrase_tokens"]
+    except (OSError, ValueError, KeyError, EOFError, UnicodeDecodeError, zipfile.BadZipFile):
+        return None
+    if (not len(phrases) == len(vectors) == len(phrase_tokens) or len(bank_tokens) != bank_size
+            or vectors.shape[1:] != (EMBEDDING_DIM,)):
+        return None
+    return phrases, vectors, (bank_tokens, phrase_tokens)
 
 
 class _Pool:
@@ -345,7 +432,8 @@ class _Pool:
 @dataclass(frozen=True)
 class _State:
     text: str
-    used: frozenset[int]  # dictionary phrases already in the text
+    used: frozenset[int]  # dictionary phrases added to the text: masked out at once, before any key is compared
+    keys: tuple[str, ...]  # what each part of the text says (``phrase_key``): no phrase may repeat one
     vector: np.ndarray  # surrogate pooled vector: sum of token-weighted unit embeddings
     tokens: float  # tokens in the text, roughly
 
@@ -372,7 +460,7 @@ def _threads(count: int) -> Iterator[None]:
 
 def _token_weights(embedder: TextEmbedder, texts: Sequence[str]) -> np.ndarray:
     """Tokens each text adds to a comma-joined prompt (its own tokens plus one comma, no [CLS]/[SEP])."""
-    ids = embedder.tokenizer(list(texts), truncation=True, max_length=embedder.max_seq_length)["input_ids"]
+    ids = embedder.token_ids(texts)
     return np.asarray([len(x) - 1 for x in ids], dtype=np.float32)
 
 

