@@ -3,7 +3,11 @@
 - the Hugging Face hub: the routes ``snapshot_download``, ``hf_hub_download``, ``list_repo_tree`` and
   ``verify_repo_checksums`` call (``/api/{type}s/{repo}/revision/{rev}``, ``/api/{type}s/{repo}/tree/{rev}``,
   ``HEAD``/``GET /[datasets/]{repo}/resolve/{rev}/{path}``), with the hub's ETag, ``X-Repo-Commit``,
-  ``X-Linked-Etag``/``X-Linked-Size`` headers and range requests; point ``HF_ENDPOINT`` (or ``endpoint=``) at ``url``;
+  ``X-Linked-Etag``/``X-Linked-Size`` headers and range requests; and the routes ``create_repo`` and
+  ``upload_folder`` call (``POST /api/repos/create``, ``/api/{type}s/{repo}/preupload/{rev}`` and
+  ``/api/{type}s/{repo}/commit/{rev}``). The preupload answers "regular" for every file, so a commit carries the
+  files' bytes itself (the hub sends large files through LFS or Xet, the client's own transfer, not emulated here);
+  each commit gets a new commit id and moves ``main``. Point ``HF_ENDPOINT`` (or ``endpoint=``) at ``url``;
 - plain HTTPS hosts through a mirror: ``GET /{host}/{path}`` serves ``https://{host}/{path}`` (with ranges);
 - Kaggle's API: ``POST /api/v1/competitions.CompetitionApiService/DownloadDataFiles`` redirects to the competition's
   zip (the ``kaggle`` client reaches it with ``KAGGLE_API_ENVIRONMENT=LOCALHOST``, read when it is imported, which
@@ -15,6 +19,7 @@ connection after ``n`` bytes, as a dropped download does; ``requests`` records e
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -23,11 +28,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import yaml
+
 COMMIT = "1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c"
 KAGGLE_PORT = 80  # the kaggle client's --local endpoint, http://localhost
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 _RESOLVE = re.compile(r"^/(?:(datasets|spaces)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 _API = re.compile(r"^/api/(models|datasets|spaces)/([^/]+/[^/]+)/(revision|tree)/([^/]+)(?:/(.*))?$")
+_UPLOAD = re.compile(r"^/api/(models|datasets|spaces)/([^/]+/[^/]+)/(preupload|commit)/([^/]+)$")
 
 
 def git_blob_id(data: bytes) -> str:
@@ -81,7 +89,18 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = self._record()
         length = int(self.headers.get("Content-Length") or 0)
-        payload = json.loads(self.rfile.read(length) or b"{}")
+        body = self.rfile.read(length)
+        if match := _UPLOAD.match(path):
+            return self._upload(*match.groups(), body)
+        payload = json.loads(body or b"{}")
+        if path == "/api/repos/create":
+            return self._create_repo(payload)
+        if path == "/api/validate-yaml":  # a README's metadata block must be a YAML mapping, as the hub checks
+            front = payload["content"].split("---")[1] if payload["content"].startswith("---") else ""
+            valid = isinstance(yaml.safe_load(front) or {}, dict)
+            errors = [] if valid else [{"message": "metadata is not a YAML mapping"}]
+            return self._reply(200 if valid else 400, json.dumps({"errors": errors, "warnings": []}).encode(),
+                               "application/json")
         if path == "/api/v1/competitions.CompetitionApiService/DownloadDataFiles":
             name = payload.get("competitionName", "")
             if name not in self.state.competitions:
@@ -144,6 +163,42 @@ class _Handler(BaseHTTPRequestHandler):
             entries.append(repo.entry(file))
         listing = [{"type": "directory", "path": f, "size": 0, "oid": "0" * 40} for f in sorted(folders)] + entries
         self._reply(200, json.dumps(listing).encode(), "application/json")
+
+    def _create_repo(self, payload: dict) -> None:
+        kind = payload.get("type") or "model"
+        repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+        url = f"http://{self.headers['Host']}/{'' if kind == 'model' else kind + 's/'}{repo_id}"
+        with self.state.lock:
+            if (kind, repo_id) in self.state.repos:
+                return self._reply(409, json.dumps({"error": "repo exists", "url": url}).encode(), "application/json")
+            self.state.repos[(kind, repo_id)] = Repo(files={}, commit=hashlib.sha1(repo_id.encode()).hexdigest(),
+                                                     lfs=False)
+        self._reply(200, json.dumps({"url": url}).encode(), "application/json")
+
+    def _upload(self, kind: str, repo_id: str, what: str, revision: str, body: bytes) -> None:
+        repo = self.state.repos.get((kind.rstrip("s"), repo_id))
+        if repo is None:
+            return self._reply(404, b'{"error": "Repository not found"}', "application/json",
+                               {"X-Error-Code": "RepoNotFound"})
+        if what == "preupload":
+            files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                      "oid": git_blob_id(repo.files[f["path"]]) if f["path"] in repo.files else None}
+                     for f in json.loads(body)["files"]]
+            return self._reply(200, json.dumps({"files": files, "commitOid": repo.commit}).encode(),
+                               "application/json")
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        with self.state.lock:
+            for line in lines:
+                if line["key"] == "file":
+                    repo.files[line["value"]["path"]] = base64.b64decode(line["value"]["content"])
+                elif line["key"] == "deletedFile":
+                    repo.files.pop(line["value"]["path"], None)
+                elif line["key"] != "header":
+                    return self._reply(400, json.dumps({"error": f"{line['key']} is not served"}).encode(),
+                                       "application/json")
+            repo.commit = hashlib.sha1(repo.commit.encode() + body).hexdigest()
+        self._reply(200, json.dumps({"commitUrl": f"http://{self.headers['Host']}/{repo_id}/commit/{repo.commit}",
+                                     "commitOid": repo.commit, "pullRequestUrl": None}).encode(), "application/json")
 
     def _send_bytes(self, path: str, data: bytes, body: bool, headers: dict[str, str]) -> None:
         start, end, status = 0, len(data), 200
@@ -235,3 +290,13 @@ def kaggle_local(monkeypatch) -> None:
     from kaggle.api.kaggle_api_extended import KaggleApi
 
     monkeypatch.setattr(KaggleApi, "args", ["--local"])
+
+
+def use_hub(monkeypatch, url: str, cache) -> None:
+    """Point this process's huggingface_hub at ``url``, online, with its cache in ``cache``: what ``HF_ENDPOINT``,
+    ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE=0`` do when it is imported (conftest imports it offline)."""
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", url)
+    monkeypatch.setattr("huggingface_hub.constants.HUGGINGFACE_CO_URL_TEMPLATE",
+                        url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)

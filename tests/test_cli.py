@@ -47,7 +47,7 @@ def set_examples(verb: str) -> list[tuple[str | None, str]]:
     for line in text.splitlines():
         if not line.lstrip().startswith(("img2prompt ", "torchrun ", "accelerate ")) or "--set" not in line:
             continue  # not an example with an override
-        tokens = shlex.split(line)
+        tokens = shlex.split(line, comments=True)
         after = tokens[tokens.index(verb) + 1:]
         config = next((t for t in after if t.startswith("configs/") and t.endswith(".yaml")), None)
         found += [(config, after[i + 1]) for i, token in enumerate(after) if token == "--set"]
@@ -84,3 +84,24 @@ def test_a_mistyped_verb_or_option_gets_a_suggestion() -> None:
     assert verb.exit_code == 2 and "Did you mean 'evaluate'?" in verb.output
     option = runner.invoke(app, ["evaluate", "p.parquet", "--truht", "t.csv", "--out", "r"])
     assert option.exit_code == 2 and "No such option: --truht" in option.output and "--truth" in option.output
+
+
+def test_help_shows_what_to_type_not_python_types() -> None:
+    for verb in ["", *VERBS]:
+        text = help_text(*([verb] if verb else []))
+        assert not re.search(r"<(bool|str|path|int|float|list\[)", text), verb
+    interrogate = help_text("interrogate")
+    assert re.search(r"--json +One JSON", interrogate)  # a flag takes no value
+    assert re.search(r"--mode +\[fast\|best\]", interrogate)  # a choice shows its choices
+    assert re.search(r"--bank +PATH", interrogate) and re.search(r"IMAGES +TEXT", interrogate)
+
+
+def test_the_mode_choices_are_the_decoders_modes() -> None:
+    from typing import get_args
+
+    from img2prompt.cli.app import Mode
+    from img2prompt.decode import default_modes
+
+    assert list(get_args(Mode)) == list(default_modes())
+    wrong = runner.invoke(app, ["decode", "bank.parquet", "--text", "x", "--mode", "slow"])
+    assert "'slow' is not one of 'fast', 'best'" in str(wrong.exception)  # one line, before the bank is read

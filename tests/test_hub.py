@@ -1,5 +1,7 @@
-"""The Hub, offline: a generated model card, a staged push, an upload through HfApi (recorded, not sent),
-and ``hf-hub:ORG/NAME[@REVISION]`` loading a checkpoint from the Hugging Face cache."""
+"""A model that stands alone on the Hub: ``push`` uploads the checkpoint, its prompt bank (or a reference to a bank
+on the Hub) and its phrase dictionary with a generated card, through the real huggingface_hub client to the local
+hub on 127.0.0.1; ``hf-hub:ORG/NAME`` then interrogates with no bank, from Python and the CLI, and offline from the
+cache."""
 
 from __future__ import annotations
 
@@ -7,19 +9,28 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from hub_server import COMMIT, LocalHosts, use_hub
+from img2prompt import Interrogator
 from img2prompt.cli import app
+from img2prompt.decode import DecodeConfig
+from img2prompt.dictionary import read_dictionary
 from img2prompt.errors import Img2PromptError
 from img2prompt.models.checkpoint import Checkpoint
 from img2prompt.models.load import load_model
 from img2prompt.models.regressor import ModelConfig, Regressor
+from img2prompt.prompt_table import prompt_id, write_table
 from img2prompt.push import model_card, push
+from test_decode import BANK
 from test_predict import noise_image
 
-REVISION = "0123456789abcdef0123456789abcdef01234567"
+pytestmark = pytest.mark.filterwarnings("ignore::img2prompt.interrogate.SyntheticModelWarning")  # a scenes model
+STAGED = ["README.md", "bank/prompts.dictionary.parquet", "bank/prompts.parquet", "config.json", "config.yaml",
+          "metrics.json", "model.safetensors"]
 
 
 @pytest.fixture(scope="module")
@@ -33,75 +44,121 @@ def checkpoint(tmp_path_factory) -> Path:
                                                "optim": {"epochs": 5, "lr": 0.002}})
 
 
-def test_the_card_says_what_the_checkpoint_is_and_that_scenes_models_are_not_for_real_images(checkpoint):
-    card = model_card(Checkpoint.read(checkpoint), "me/lite0")
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory, text_embedder) -> Path:
+    frame = pd.DataFrame({"prompt_id": [prompt_id(p) for p in BANK], "prompt": BANK, "source": "test",
+                          "tier": "hq", "cluster": range(len(BANK)), "split": "train"})
+    return write_table(frame, text_embedder.encode(BANK), tmp_path_factory.mktemp("bank") / "prompts.parquet")
+
+
+@pytest.fixture(scope="module")
+def decode(tmp_path_factory) -> DecodeConfig:
+    """A small dictionary (one term list), its phrase vectors cached for the module."""
+    return DecodeConfig(modifiers=["mediums"], cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    server = LocalHosts()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def hub(hosts, monkeypatch, tmp_path) -> LocalHosts:
+    use_hub(monkeypatch, hosts.url, tmp_path / "hub-cache")
+    return hosts
+
+
+def files_of(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_the_card_says_what_the_checkpoint_is_how_to_install_and_that_scenes_models_are_not_for_real_images(
+        checkpoint):
+    card = model_card(Checkpoint.read(checkpoint), "me/lite0", "`bank/prompts.parquet`")
     assert card.startswith("---\nlibrary_name: img2prompt\n")
     for expected in ("`efficientnet_lite0`", "0.6200** (+0.0500 over the constant-mean baseline 0.5700) on 55",
-                     "not useful on real images", "hf-hub:me/lite0", "runs/quickstart/shards", "Intended use"):
+                     "not useful on real images", "runs/quickstart/shards", "Intended use",
+                     "img2prompt has no release on PyPI yet: install it from its source repository",
+                     "\nimg2prompt interrogate photo.png --model hf-hub:me/lite0\n",  # no --bank: it carries one
+                     'Interrogator("hf-hub:me/lite0").prompt("photo.png")'):
         assert expected in card, expected
+    assert "pip install img2prompt\n" not in card  # no such package on PyPI
+    bare = model_card(Checkpoint.read(checkpoint), "me/lite0")
+    assert "--model hf-hub:me/lite0 --bank prompts.parquet" in bare and "carries no prompt bank" in bare
 
 
-def test_a_dry_run_stages_the_checkpoint_and_its_card(checkpoint, tmp_path):
-    result = CliRunner().invoke(app, ["push", str(checkpoint), "me/lite0", "--dry-run", str(tmp_path / "out")])
-    assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "README.md", "config.json", "config.yaml", "metrics.json", "model.safetensors"]
+def test_a_dry_run_stages_a_model_that_interrogates_without_a_bank(checkpoint, bank, decode, tmp_path):
+    staged = tmp_path / "out"
+    push(checkpoint, "me/lite0", bank=bank, dry_run=staged, decode=decode)
+    assert files_of(staged) == STAGED
+    dictionary = read_dictionary(staged / "bank" / "prompts.dictionary.parquet")
+    assert dictionary.settings["modifiers"] == ["mediums"] and "oil painting" in dictionary.phrases
+    alone = Interrogator(staged, decode=decode).interrogate([noise_image(0)])[0]
+    given = Interrogator(checkpoint, bank, decode=decode).interrogate([noise_image(0)])[0]
+    assert alone.prompt == given.prompt and alone.nearest == given.nearest
 
 
-def test_push_creates_the_repo_and_uploads_the_staged_folder(checkpoint, monkeypatch):
-    calls = []
-
-    class RecordingApi:
-        def __init__(self, token=None):
-            calls.append(("init", token))
-
-        def create_repo(self, repo_id, private, exist_ok):
-            calls.append(("create", repo_id, private, exist_ok))
-            return f"https://huggingface.co/{repo_id}"
-
-        def upload_folder(self, folder_path, repo_id, commit_message):
-            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
-
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
-    assert push(checkpoint, "me/lite0", private=True) == "https://huggingface.co/me/lite0"
-    assert calls[1] == ("create", "me/lite0", True, True)
-    assert calls[2] == ("upload", "me/lite0", ["README.md", "config.json", "config.yaml", "metrics.json",
-                                                "model.safetensors"])
+def test_push_uploads_through_the_hub_client_and_the_model_interrogates_with_no_bank(checkpoint, bank, decode, hub,
+                                                                                      tmp_path):
+    url = push(checkpoint, "me/lite0", bank=bank, private=True, decode=decode)
+    assert url == f"{hub.url}/me/lite0"
+    repo = hub.state.repos[("model", "me/lite0")]
+    assert sorted(repo.files) == STAGED and repo.files["model.safetensors"] == (
+        checkpoint / "model.safetensors").read_bytes()
+    assert any(method == "POST" and path == "/api/models/me/lite0/commit/main" for method, path, _ in hub.requests)
+    local = Interrogator(checkpoint, bank, decode=decode).interrogate([noise_image(1)])[0]
+    pulled = Interrogator("hf-hub:me/lite0", decode=decode).interrogate([noise_image(1)])[0]
+    assert pulled.model == "hf-hub:me/lite0" and pulled.prompt == local.prompt
+    np.testing.assert_allclose(pulled.embedding, local.embedding, atol=1e-6)
+    noise_image(1).save(tmp_path / "im.png")
+    run = CliRunner().invoke(app, ["interrogate", str(tmp_path / "im.png"), "--model", "hf-hub:me/lite0", "--set",
+                                   "decode.modifiers=[mediums]", "--set", f"decode.cache_dir={decode.cache_dir}"])
+    assert run.exit_code == 0, run.output
+    assert run.stdout == f"{tmp_path / 'im.png'}\t{local.prompt}\n"
 
 
-def test_a_broken_checkpoint_or_repo_id_fails_before_any_upload(checkpoint, tmp_path):
+def test_a_bank_on_the_hub_is_referenced_not_copied(checkpoint, bank, decode, hub):
+    hub.add_repo("me/bank", {"prompts.parquet": bank.read_bytes()})
+    reference = f"hf://datasets/me/bank@{COMMIT}/prompts.parquet"
+    push(checkpoint, "me/lite0-ref", bank=reference, decode=decode)
+    repo = hub.state.repos[("model", "me/lite0-ref")]
+    assert "bank/prompts.parquet" not in repo.files and "bank/prompts.dictionary.parquet" in repo.files
+    assert json.loads(repo.files["bank.json"]) == {"repo": "me/bank", "revision": COMMIT, "path": "prompts.parquet",
+                                                   "repo_type": "dataset"}
+    assert reference in repo.files["README.md"].decode()
+    answer = Interrogator("hf-hub:me/lite0-ref", decode=decode).interrogate([noise_image(2)])[0]
+    assert answer.prompt == Interrogator(checkpoint, bank, decode=decode).interrogate([noise_image(2)])[0].prompt
+
+
+def test_a_pulled_model_loads_offline_from_the_cache_and_a_missing_one_says_how_to_fetch_it(checkpoint, bank,
+                                                                                            decode, hub, monkeypatch):
+    push(checkpoint, "me/lite0-offline", bank=bank, decode=decode)
+    online = load_model("hf-hub:me/lite0-offline")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    before = len(hub.requests)
+    commit = hub.state.repos[("model", "me/lite0-offline")].commit
+    for spec in ("hf-hub:me/lite0-offline", f"hf-hub:me/lite0-offline@{commit}"):
+        model = load_model(spec)
+        assert model.name == spec and np.allclose(model.embed([noise_image(0)]), online.embed([noise_image(0)]))
+    assert len(hub.requests) == before  # nothing asked of the Hub
+    with pytest.raises(Img2PromptError) as missing:
+        load_model("hf-hub:me/other")
+    assert str(missing.value) == (
+        "hf-hub:me/other: missing the model: not in the Hugging Face cache, and offline mode is on (HF_HUB_OFFLINE=1): "
+        "run `img2prompt fetch hf-hub:me/other` on a machine that reaches the Hub, or unset HF_HUB_OFFLINE here")
+    with pytest.raises(Img2PromptError, match="hf-hub:me: a hub model is hf-hub:ORG/NAME"):
+        load_model("hf-hub:me")
+
+
+def test_a_broken_checkpoint_bank_or_repo_id_fails_before_any_upload(checkpoint, tmp_path, hub):
     with pytest.raises(Img2PromptError, match="not ORG/NAME"):
         push(checkpoint, "no-org")
     with pytest.raises(Img2PromptError, match="missing: not found"):
         push(tmp_path / "missing", "me/x", dry_run=tmp_path / "out")
-
-
-def fake_hub_cache(root: Path, repo: str, files: Path) -> None:
-    """The Hugging Face cache layout (models--ORG--NAME/refs/main, snapshots/<commit>/...), as a download
-    leaves it, so ``snapshot_download`` resolves the repo offline."""
-    base = root / f"models--{repo.replace('/', '--')}"
-    (base / "refs").mkdir(parents=True)
-    (base / "refs" / "main").write_text(REVISION)
-    snapshot = base / "snapshots" / REVISION
-    snapshot.mkdir(parents=True)
-    for path in files.iterdir():
-        (snapshot / path.name).write_bytes(path.read_bytes())
-
-
-def test_hf_hub_specs_load_a_pushed_checkpoint_from_the_cache(checkpoint, tmp_path, monkeypatch):
-    push(checkpoint, "me/lite0", dry_run=tmp_path / "staged")
-    fake_hub_cache(tmp_path / "hub", "me/lite0", tmp_path / "staged")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    local = Regressor.from_pretrained(checkpoint).embed([noise_image(0)])
-    for spec in ("hf-hub:me/lite0", f"hf-hub:me/lite0@{REVISION}"):
-        model = load_model(spec)
-        assert model.name == spec and np.allclose(model.embed([noise_image(0)]), local, atol=1e-6)
-    with pytest.raises(Img2PromptError, match="hf-hub:me/other: cannot download the checkpoint"):
-        load_model("hf-hub:me/other")
-    with pytest.raises(Img2PromptError, match="hf-hub:me: a hub checkpoint is hf-hub:ORG/NAME"):
-        load_model("hf-hub:me")
-    assert json.loads((tmp_path / "staged" / "metrics.json").read_text())["val_count"] == 55
+    with pytest.raises(Img2PromptError, match=r"none\.parquet: prompt table not found"):
+        push(checkpoint, "me/x", bank=tmp_path / "none.parquet")
+    with pytest.raises(Img2PromptError, match="a bank on the Hub is hf://datasets/ORG/NAME@REVISION/PATH"):
+        push(checkpoint, "me/x", bank="hf://datasets/me/bank/prompts.parquet")
+    assert ("model", "me/x") not in hub.state.repos

@@ -99,6 +99,8 @@ def test_the_python_api_gives_the_cli_answer(setup, folder_runs):
 def test_missing_bank_and_unknown_mode_are_one_line_errors(setup):
     bank, checkpoint, images, _ = setup
     run = interrogate(str(images), "--model", str(checkpoint))
-    assert run.returncode == 1 and run.stderr.startswith("error: interrogate: give --bank PROMPTS.parquet")
+    assert run.returncode == 1 and run.stderr.startswith(
+        f"error: {checkpoint}: this model carries no prompt bank: give one (--bank PROMPTS.parquet;")
     run = interrogate(str(images), "--model", str(checkpoint), "--bank", str(bank), "--mode", "slow")
-    assert run.returncode == 1 and run.stderr.strip() == "error: unknown decode mode 'slow' (choose from fast, best)"
+    assert run.returncode == 1 and run.stderr.strip() == (
+        "error: Invalid value for '--mode': Value error, 'slow' is not one of 'fast', 'best'. (got slow)")

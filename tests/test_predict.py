@@ -156,7 +156,7 @@ def test_cli_predict_with_a_checkpoint_writes_a_submission_that_validates(tmp_pa
     runner = CliRunner()
     result = runner.invoke(app, ["predict", str(checkpoint), str(folder), "--kaggle", str(tmp_path / "s.csv")])
     assert result.exit_code == 0, result.output
-    assert "predicted 3 images, skipped 1" in result.output
+    assert f"predicted 3 images, skipped 1: wrote {tmp_path / 's.csv'}" in result.output  # says where it wrote
     assert "broken.png" in result.output
     check = runner.invoke(app, ["validate-submission", str(tmp_path / "s.csv")])
     assert check.exit_code == 0 and "ok, 3 images x 384 dims" in check.output

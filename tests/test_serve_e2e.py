@@ -216,6 +216,22 @@ def test_web_page_examples_single_and_batch_uploads_and_modes(server, browser, t
     assert "/tmp" not in browser.page_source and str(Path.home()) not in browser.page_source
 
 
+def test_the_page_fits_a_390_px_phone_and_the_prompt_wraps_at_its_width(server, browser):
+    """An iPhone-sized viewport (390 CSS px): nothing scrolls sideways, the answer's prompt spans the page."""
+    from selenium.webdriver.common.by import By
+
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True})
+    browser.get(server + "/")
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#examples .example img"))[0].click()
+    wait(browser, lambda b: b.find_element(By.ID, "status").text == "chickens.webp")
+    page = browser.execute_script("return [window.innerWidth, document.documentElement.scrollWidth]")
+    assert page == [390, 390]  # no horizontal overflow
+    prompt = cards(browser)[0].find_element(By.CSS_SELECTOR, ".prompt")
+    assert prompt.size["width"] >= 300  # wraps at the page's width (it was ~12 characters wide)
+    assert browser.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth", prompt)
+
+
 def test_api_docs_work_offline_and_try_it_out_uploads_a_file(server, browser, tmp_path):
     """Swagger UI renders the schema and its "Try it out" form sends a described multipart body."""
     from selenium.webdriver.common.by import By

@@ -15,6 +15,9 @@ MODEL_WARNING = ("learned from synthetic emoji scenes (the offline quickstart), 
                  "it shows the pipeline working and is not useful on real images")
 SCORE_WARNING = ("the images are synthetic emoji scenes (the offline quickstart): these scores show the pipeline "
                  "working, not how well a model recovers the prompts of real Stable Diffusion images")
+# A run's summary says both at once, each thing once: its models learned from the scenes and were scored on them.
+RUN_WARNING = ("every model here learned from synthetic emoji scenes (the offline quickstart) and was scored on them: "
+               "the scores show the pipeline working; the models are not useful on real Stable Diffusion images")
 
 
 def synthetic(sources: Iterable[str]) -> bool:

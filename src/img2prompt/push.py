@@ -1,10 +1,16 @@
-"""``img2prompt push CKPT ORG/NAME``: a trained checkpoint onto the Hugging Face Hub, with a model card.
+"""``img2prompt push CKPT ORG/NAME --bank BANK``: a trained checkpoint onto the Hugging Face Hub, with its prompt bank
+and a model card, so that it stands alone.
+
+With ``--bank`` the model carries what decoding needs (``models.hub``): the bank's table and phrase dictionary under
+``bank/`` (the dictionary is the bank's own when one was built beside it, else it is built now), or, for a bank
+already on the Hub (``hf://datasets/ORG/NAME@REVISION/PATH``), ``bank.json`` naming it and the dictionary. Then
+``Interrogator("hf-hub:ORG/NAME")`` and ``img2prompt interrogate IMG --model hf-hub:ORG/NAME`` need no bank.
 
 The card is generated from the checkpoint itself (``models.checkpoint``: its model, training arguments and metrics): the
 backbone and its pretrained weights, the recipe (fine-tuning method, stages, epochs), the data it was trained on,
-its validation score next to the constant-mean baseline, how to use it, what it is for and where it fails. A
-checkpoint trained on the offline scenes renderer says loudly that it is not useful on real images. Anyone can
-then load it with ``hf-hub:ORG/NAME[@REVISION]`` wherever a checkpoint is accepted.
+its validation score next to the constant-mean baseline, how to install img2prompt and use the model, what it is for
+and where it fails. A checkpoint trained on the offline scenes renderer says loudly that it is not useful on real
+images. Anyone can then load it with ``hf-hub:ORG/NAME[@REVISION]`` wherever a checkpoint is accepted.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ from pathlib import Path
 
 import yaml
 
+from img2prompt.decode import DecodeConfig
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.files import write_text_atomic
 from img2prompt.models.checkpoint import FILES, Checkpoint
+from img2prompt.models.hub import BANK_DICTIONARY, BANK_REFERENCE, BANK_TABLE, CARD, BankReference, hub_failure
 from img2prompt.provenance import MODEL_WARNING, synthetic
 
-CARD_NAME = "README.md"
 # Where each backbone's pretrained weights come from, and under which licence they were released.
 BASE_MODELS = {
     "vit_l_14_336": ("openai/clip-vit-large-patch14-336", "MIT (OpenAI CLIP)"),
@@ -33,8 +40,9 @@ BASE_MODELS = {
 }
 
 
-def model_card(checkpoint: Checkpoint, repo_id: str) -> str:
-    """The README.md of a pushed checkpoint: YAML metadata, then what it is, how well it does, how to use it."""
+def model_card(checkpoint: Checkpoint, repo_id: str, bank: str | None = None) -> str:
+    """The README.md of a pushed checkpoint: YAML metadata, then what it is, how well it does, how to use it
+    (``bank``: where the prompt bank it carries comes from, None when it carries none)."""
     train, model, metrics = checkpoint.training, checkpoint.model, checkpoint.metrics
     backbone = str(model.get("backbone", "unknown"))
     base, licence = BASE_MODELS.get(backbone, ("unknown", "see the base model"))
@@ -72,12 +80,20 @@ def model_card(checkpoint: Checkpoint, repo_id: str) -> str:
         lines += [f"  - {name}: {value:.4f}" for name, value in sorted(metrics.get("val_per_source", {}).items())]
     else:
         lines += ["- No validation score was recorded."]
+    source = source_url()
+    install = (f'pip install "img2prompt @ git+{source}"' if source
+               else "pip install ./img2prompt  # in a clone of img2prompt's source repository")
+    bank_flag, bank_arg = ("", "") if bank else (" --bank prompts.parquet", ', "prompts.parquet"')
     lines += [
-        "", "## Use", "", "```bash", "pip install img2prompt",
-        f"img2prompt predict hf-hub:{repo_id} images/ --kaggle submission.csv",
-        f"img2prompt interrogate photo.png --model hf-hub:{repo_id} --bank prompts.parquet", "```", "",
+        "", "## Use", "",
+        "img2prompt has no release on PyPI yet: install it from its source repository"
+        f"{f' ({source})' if source else ''}, then:", "", "```bash", install,
+        f"img2prompt interrogate photo.png --model hf-hub:{repo_id}{bank_flag}",
+        f"img2prompt predict hf-hub:{repo_id} images/ --kaggle submission.csv", "```", "",
         "```python", "from img2prompt import Interrogator", "",
-        f'Interrogator("hf-hub:{repo_id}", "prompts.parquet").prompt("photo.png")', "```", "",
+        f'Interrogator("hf-hub:{repo_id}"{bank_arg}).prompt("photo.png")', "```", "",
+        f"It decodes with the prompt bank it carries ({bank}) and that bank's phrase dictionary." if bank else
+        "It carries no prompt bank: give one (a prompt table, e.g. from `img2prompt curate`).", "",
         "## Intended use and limits", "",
         "- For recovering prompts of images made by Stable Diffusion 2 (768 px, the competition's generator); "
         "other generators and photographs are out of distribution and score lower.",
@@ -89,37 +105,74 @@ def model_card(checkpoint: Checkpoint, repo_id: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stage(checkpoint: Path, repo_id: str, folder: Path) -> list[Path]:
-    """Copy what a hub checkpoint holds into ``folder`` and write its card; returns the files."""
+def source_url() -> str | None:
+    """The source repository the installed package declares (``[project.urls] Source``), if any."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        urls = metadata("img2prompt").get_all("Project-URL") or []
+    except PackageNotFoundError:
+        return None
+    return next((url.split(",", 1)[1].strip() for url in urls if url.lower().startswith("source,")), None)
+
+
+def stage(checkpoint: Path, repo_id: str, folder: Path, *, bank: str | Path | None = None,
+          decode: DecodeConfig | None = None) -> list[Path]:
+    """Copy what a hub model holds into ``folder`` (its checkpoint, its bank, its card); returns the files."""
     from img2prompt.models.regressor import Regressor
 
     found = Checkpoint.read(checkpoint)
     Regressor.from_pretrained(found)  # a broken checkpoint fails here, before anything is uploaded
     folder.mkdir(parents=True, exist_ok=True)
     files = [Path(shutil.copy2(checkpoint / name, folder / name)) for name in FILES if (checkpoint / name).exists()]
-    files.append(write_text_atomic(folder / CARD_NAME, model_card(found, repo_id)))
+    source = None
+    if bank is not None:
+        files += stage_bank(str(bank), folder, decode or DecodeConfig())
+        source = str(bank) if str(bank).startswith("hf://") else f"`{BANK_TABLE}`"
+    files.append(write_text_atomic(folder / CARD, model_card(found, repo_id, source)))
     return files
 
 
-def push(checkpoint: Path, repo_id: str, *, private: bool = False, dry_run: Path | None = None,
-         token: str | None = None) -> str:
-    """Upload ``checkpoint`` with its card to ``repo_id`` (created if needed); ``dry_run`` stages into that
+def stage_bank(bank: str, folder: Path, decode: DecodeConfig) -> list[Path]:
+    """The bank's table (or, for a bank on the Hub, ``bank.json`` naming it) and its phrase dictionary."""
+    from img2prompt.dictionary import bank_dictionary, write_dictionary
+    from img2prompt.prompt_table import read_table
+
+    files = []
+    if bank.startswith("hf://"):
+        reference = BankReference.parse(bank)
+        table = reference.download()
+        files.append(write_text_atomic(folder / BANK_REFERENCE, reference.to_json() + "\n"))
+    else:
+        table = Path(bank)
+    frame, _ = read_table(table, columns=["prompt", "embedding"])  # a wrong bank fails before anything is copied
+    if not len(frame):
+        raise fail(table, "the prompt table is empty: a model's bank needs prompts")
+    dictionary, _ = bank_dictionary(table, decode, list(frame.prompt))
+    if not bank.startswith("hf://"):
+        (folder / BANK_TABLE).parent.mkdir(parents=True, exist_ok=True)
+        files.append(Path(shutil.copy2(table, folder / BANK_TABLE)))
+    files.append(write_dictionary(dictionary, folder / BANK_DICTIONARY))
+    return files
+
+
+def push(checkpoint: Path, repo_id: str, *, bank: str | Path | None = None, private: bool = False,
+         dry_run: Path | None = None, token: str | None = None, decode: DecodeConfig | None = None) -> str:
+    """Upload ``checkpoint`` with its bank and card to ``repo_id`` (created if needed); ``dry_run`` stages into that
     folder and uploads nothing. Returns the repo's URL (or the staging folder)."""
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise Img2PromptError(f"push: {repo_id!r} is not ORG/NAME")
     if dry_run is not None:
-        stage(checkpoint, repo_id, dry_run)
+        stage(checkpoint, repo_id, dry_run, bank=bank, decode=decode)
         return str(dry_run)
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     with tempfile.TemporaryDirectory() as tmp:
-        stage(checkpoint, repo_id, Path(tmp))
+        stage(checkpoint, repo_id, Path(tmp), bank=bank, decode=decode)
         api = HfApi(token=token)
         try:
             url = api.create_repo(repo_id, private=private, exist_ok=True)
             api.upload_folder(folder_path=tmp, repo_id=repo_id, commit_message="img2prompt push")
-        except (HfHubHTTPError, OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise fail(repo_id, f"push failed ({first})") from None
+        except Exception as exc:
+            raise hub_failure(repo_id, "push", exc) from None
     return str(url)

@@ -4,13 +4,14 @@ point (``main``: a user error is one line and exit code 1, never a traceback).""
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 from img2prompt import __version__
 from img2prompt.cli.examples import EXAMPLES, ORDER
@@ -31,6 +32,15 @@ class Verbs(TyperGroup):
         names = super().list_commands(ctx)
         return sorted(names, key=lambda name: list(ORDER).index(name) if name in ORDER else len(ORDER))
 
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _with_metavars(super().get_params(ctx))
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _with_metavars(command.get_params(ctx))
+        return command
+
     def invoke(self, ctx: typer.Context) -> Any:
         """A bad option value (``--batch-size 0``) is one line naming the option, the value and the allowed range,
         like every other user error, instead of a usage box."""
@@ -38,6 +48,28 @@ class Verbs(TyperGroup):
             return super().invoke(ctx)
         except typer.BadParameter as exc:
             raise Img2PromptError(_bad_option(exc)) from None
+
+
+TYPE_NAMES = {str: "TEXT", Path: "PATH", int: "INTEGER", float: "FLOAT"}
+
+
+def _with_metavars(params: list[Any]) -> list[Any]:
+    """Help shows what to type, not Python types (``<bool>``, ``<list[str]>``): nothing after a flag, a choice's
+    choices (``[fast|best]``), and TEXT, PATH, INTEGER or FLOAT for other values; an argument by its name in
+    capitals. A metavar given where the option is declared is kept."""
+    for param in params:
+        described = param.type_descriptor
+        if described.is_choice:
+            shown = "[" + "|".join(str(choice) for choice in described.choices) + "]"
+        else:
+            kind = get_args(described.annotation)[0] if described.is_list else described.annotation
+            shown = TYPE_NAMES.get(kind, str(getattr(kind, "__name__", kind)).upper())
+        if isinstance(param, TyperArgument):
+            param.metavar = param.metavar or param.name.upper()
+            param.display_type_rich = lambda ctx, shown=shown: shown  # typer shows an argument's type, not metavar
+        elif param.metavar is None:
+            param.metavar = "" if param.is_flag else shown
+    return params
 
 
 def _bad_option(exc: typer.BadParameter) -> str:
@@ -103,10 +135,17 @@ def section(config: Path | None, overrides: list[str] | None, name: str, model: 
 
 
 ConfigArg = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (see configs/).")]
+# The decoder's shipped search modes (decode.default_modes; a test holds them equal); a config's own mode is named
+# with --set decode.mode=NAME.
+Mode = Literal["fast", "best"]
+ModeOption = Annotated[Mode | None, typer.Option(help="Search effort (default: decode.mode, fast).")]
 
 
 def main() -> None:
     """Console entry point: user errors print one line and exit 1, never a traceback."""
+    # huggingface_hub prints its records with its own handler; open_clip's root-logger calls (logging.info) give the
+    # root one too, and each record would print twice.
+    logging.getLogger("huggingface_hub").propagate = False
     try:
         app()
     except Img2PromptError as exc:

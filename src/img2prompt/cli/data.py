@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -60,7 +60,8 @@ def embed(
     kaggle: Annotated[Path | None, typer.Option(help="Write the Kaggle imgId_eId,val CSV here.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write a prompt-table Parquet here.")] = None,
     model: Annotated[str, typer.Option(help="'packaged' (offline wheel), a local path or a hub id.")] = "packaged",
-    backend: Annotated[str, typer.Option(help="exact (targets) or int8 (fast, approximate).")] = "exact",
+    backend: Annotated[Literal["exact", "int8"], typer.Option(help="exact (the targets) or int8 (fast, approximate).")
+                       ] = "exact",
     max_tokens: Annotated[int, typer.Option(min=1, help="Padded tokens per batch.")] = 1024,
     cache_dir: Annotated[Path | None, typer.Option(help="On-disk embedding cache folder.")] = None,
 ) -> None:

@@ -1,4 +1,5 @@
-"""The verbs that use a model: predict, ensemble, evaluate, decode, interrogate, serve, push, validate-submission."""
+"""The verbs that use a model: predict, ensemble, evaluate, decode, interrogate, serve, push, fetch,
+validate-submission."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from img2prompt.cli.app import ConfigArg, section, set_option, verb
+from img2prompt.cli.app import ConfigArg, ModeOption, section, set_option, verb
 from img2prompt.errors import Img2PromptError
 
 
@@ -38,7 +39,8 @@ def predict(
         return
     for reason in skipped:
         typer.echo(f"skipped {reason}", err=True)
-    typer.echo(f"predicted {len(ids)} images, skipped {len(skipped)}")
+    written = " and ".join(str(path) for path in (out, kaggle) if path is not None)
+    typer.echo(f"predicted {len(ids)} images, skipped {len(skipped)}: wrote {written}")
 
 
 @verb("ensemble", needs=("train",))
@@ -95,7 +97,7 @@ def decode(
     predictions: Annotated[Path | None, typer.Option(help="Predictions Parquet or Kaggle CSV to decode.")] = None,
     text: Annotated[list[str] | None, typer.Option(help="Decode the embedding of this prompt (repeatable).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write image_id,text,cosine,capped CSV here.")] = None,
-    mode: Annotated[str | None, typer.Option(help="Search effort: fast or best (default: decode.mode).")] = None,
+    mode: ModeOption = None,
     budget: Annotated[float | None, typer.Option(min=0, help="Cap in seconds per embedding (default: none).")] = None,
     config: ConfigArg = None,
     set_: Annotated[list[str] | None, set_option("decode.KEY=VALUE")] = None,
@@ -113,11 +115,11 @@ def decode(
 @verb("interrogate")
 def interrogate(
     images: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
-    model: Annotated[str, typer.Option(help="Any model spec: checkpoint, ensemble YAML, hf-hub:..., clip:...")]
-    = "clip:ViT-H-14/laion2b_s32b_b79k",
-    bank: Annotated[Path | None, typer.Option(help="Prompt table to decode with (img2prompt curate makes one).")]
-    = None,
-    mode: Annotated[str | None, typer.Option(help="Search effort: fast or best (default: decode.mode).")] = None,
+    model: Annotated[str, typer.Option(help="Any model spec: a checkpoint folder, an ensemble YAML (the quickstart's: "
+                                            "runs/quickstart/ensemble.yaml), hf-hub:ORG/NAME, clip:MODEL/TAG.")],
+    bank: Annotated[Path | None, typer.Option(help="Prompt table to decode with (default: the model's own, for a "
+                                                   "pushed model; img2prompt curate makes one).")] = None,
+    mode: ModeOption = None,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON answer per line (prompt, cosine, nearest "
                                              "prompts, embedding, warning, timings): the HTTP API's answer.")] = False,
     config: ConfigArg = None,
@@ -127,9 +129,6 @@ def interrogate(
     from img2prompt.decode import DecodeConfig
     from img2prompt.interrogate import run_interrogate
 
-    if bank is None:
-        raise Img2PromptError("interrogate: give --bank PROMPTS.parquet, a prompt table to decode with (img2prompt "
-                              "curate makes one; the quickstart writes runs/quickstart/bank/prompts.parquet)")
     answers, skipped = run_interrogate(images, model, bank, mode=mode,
                                        decode=section(config, set_, "decode", DecodeConfig))
     if answers[0].warning:
@@ -144,9 +143,8 @@ def interrogate(
 def serve(
     model: Annotated[str, typer.Argument(help="Checkpoint directory, ensemble YAML, hf-hub:ORG/NAME, clip:MODEL/TAG "
                                               "(with --bank) or baseline spec.")],
-    bank: Annotated[
-        Path | None, typer.Option(help="Prompt table (Parquet) for decoded and nearest prompts.")
-    ] = None,
+    bank: Annotated[Path | None, typer.Option(help="Prompt table for decoded and nearest prompts (default: the "
+                                                   "model's own, for a pushed model; none: embeddings only).")] = None,
     host: Annotated[str | None, typer.Option(help="Interface to listen on (default: serve.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: serve.port; 0 picks a free one).")] = None,
     config: ConfigArg = None,
@@ -172,14 +170,35 @@ def serve(
 def push(
     checkpoint: Annotated[Path, typer.Argument(help="A trained checkpoint folder.")],
     repo_id: Annotated[str, typer.Argument(help="Hugging Face Hub repository, ORG/NAME (created if needed).")],
+    bank: Annotated[str | None, typer.Option(help="The prompt bank the model decodes with, uploaded with it and its "
+                                                  "phrase dictionary: a prompt table, or a table on the Hub, "
+                                                  "hf://datasets/ORG/NAME@REVISION/PATH (then only referenced).")]
+    = None,
     private: Annotated[bool, typer.Option(help="Create the repository as private.")] = False,
     dry_run: Annotated[Path | None, typer.Option(help="Write what would be uploaded (card included) here.")] = None,
+    config: ConfigArg = None,
+    set_: Annotated[list[str] | None, set_option("decode.KEY=VALUE, for the bank's dictionary")] = None,
 ) -> None:
-    """Upload a checkpoint to the Hugging Face Hub with a generated model card; load it with hf-hub:ORG/NAME."""
+    """Upload a checkpoint, its prompt bank and a generated model card to the Hugging Face Hub; load it with
+    hf-hub:ORG/NAME (no bank needed)."""
+    from img2prompt.decode import DecodeConfig
     from img2prompt.push import push as run_push
 
-    where = run_push(checkpoint, repo_id, private=private, dry_run=dry_run)
+    where = run_push(checkpoint, repo_id, bank=bank, private=private, dry_run=dry_run,
+                     decode=section(config, set_, "decode", DecodeConfig))
     typer.echo(f"{'staged' if dry_run else 'pushed'} {checkpoint} -> {where}")
+
+
+@verb("fetch")
+def fetch(
+    model: Annotated[str, typer.Argument(help="clip:MODEL/TAG, hf-hub:ORG/NAME[@REVISION], or an ensemble YAML naming "
+                                              "them.")],
+) -> None:
+    """Download what a model needs from the Hub (weights, checkpoint, prompt bank), sizes first, to work offline
+    afterwards."""
+    from img2prompt.fetch import fetch as run_fetch
+
+    run_fetch(model, say=typer.echo)
 
 
 @verb("validate-submission")

@@ -14,6 +14,7 @@ from pathlib import Path
 from img2prompt.download.catalog import Corpus, DownloadConfig, PlannedFile, mirrored, planned_files
 from img2prompt.download.state import is_verified, mark_verified
 from img2prompt.errors import Img2PromptError, fail
+from img2prompt.files import human_size
 
 
 def select(config: DownloadConfig, names: list[str] | None, parts: int | None = None) -> dict[str, Corpus]:
@@ -33,20 +34,12 @@ def plan(config: DownloadConfig, corpora: dict[str, Corpus]) -> list[PlannedFile
     return [f for name, corpus in corpora.items() for f in planned_files(name, corpus, config.root)]
 
 
-def human(size: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError  # the loop always returns
-
-
 def total_line(files: list[PlannedFile]) -> str:
     """``N files, X`` with ``~`` where a size is only the host's rounded figure, and the files of unknown size."""
     exact = sum(f.size for f in files if f.size is not None)
     about = sum(f.about for f in files if f.size is None and f.about is not None)
     unknown = sum(f.size is None and f.about is None for f in files)
-    text = f"{len(files)} files, {'~' if about else ''}{human(exact + about)}"
+    text = f"{len(files)} files, {'~' if about else ''}{human_size(exact + about)}"
     return text + (f" + {unknown} of unpublished size" if unknown else "")
 
 
@@ -54,7 +47,7 @@ def print_plan(config: DownloadConfig, corpora: dict[str, Corpus]) -> None:
     """One line per file (corpus, size, target, origin; ``# done`` when verified), then the total."""
     files = plan(config, corpora)
     for f in files:
-        size = human(f.size) if f.size is not None else f"~{human(f.about)}" if f.about is not None else "?"
+        size = human_size(f.size) if f.size is not None else f"~{human_size(f.about)}" if f.about is not None else "?"
         done = "   # done" if is_verified(config.root, f.corpus, corpora[f.corpus].fingerprint()) else ""
         print(f"{f.corpus:<22} {size:>10}  {f.target}  <- {f.origin}{done}")
     print(f"total: {total_line(files)}")

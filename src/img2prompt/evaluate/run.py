@@ -134,9 +134,9 @@ def run_evaluate(
 def _decode_predictions(rows: list[int], predicted: np.ndarray, bank: Path,
                         config: DecodeConfig | None) -> dict[int, tuple[str, float]]:
     """Decoded prompt and its cosine to the prediction, for the predictions the report shows."""
-    from img2prompt.decode import PromptDecoder
+    from img2prompt.dictionary import load_decoder
 
-    decoder = PromptDecoder.from_table(bank, config=config)
+    decoder = load_decoder(bank, config)  # builds the bank's dictionary once, beside it, for interrogate and serve
     results = {i: decoder.decode(predicted[i]) for i in tqdm(rows, desc="evaluate: decode", unit="image",
                                                              disable=None)}
     return {i: (r.text, r.cosine) for i, r in results.items()}

@@ -13,13 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from img2prompt.errors import fail
-from img2prompt.models.checkpoint import FILES
 from img2prompt.models.embedder import CheckpointEmbedder, FlipTTA, ImageEmbedder
+from img2prompt.models.hub import Bank, carried_bank, model_folder, split_repo
 from img2prompt.models.specs import Spec, parse
 
 KindLoader = Callable[[Spec, str, int], ImageEmbedder]  # (spec, device, batch_size) -> model
 KIND_USAGE = "baseline (mean:TABLE, nearest:SHARDS), clip:MODEL/PRETRAINED or hf-hub:ORG/NAME[@REVISION]"
-HUB_FILES = [*FILES, "README.md"]
 
 
 def _mean(spec: Spec, device: str, batch_size: int) -> ImageEmbedder:
@@ -54,18 +53,8 @@ def _clip(spec: Spec, device: str, batch_size: int) -> ImageEmbedder:
 
 
 def _hub(spec: Spec, device: str, batch_size: int) -> ImageEmbedder:
-    """A checkpoint folder pushed with ``img2prompt push``, downloaded once into the Hugging Face cache."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    repo, _, revision = spec.source.partition("@")
-    if repo.count("/") != 1:
-        raise fail(str(spec), "a hub checkpoint is hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION")
-    try:
-        folder = snapshot_download(repo, revision=revision or None, allow_patterns=HUB_FILES)
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise fail(str(spec), f"cannot download the checkpoint ({first})") from None
+    """A checkpoint folder pushed with ``img2prompt push``, from the Hugging Face cache (downloaded once)."""
+    folder = model_folder(str(spec), *split_repo(str(spec), spec.source))
     return CheckpointEmbedder(folder, device=device, batch_size=batch_size, name=str(spec))
 
 
@@ -91,6 +80,19 @@ def load_model(spec: str | Path | Spec, *, tta: bool = False, device: str = "cpu
     else:
         model = _ensemble(Path(parsed.source), device, batch_size)
     return FlipTTA(model) if tta else model
+
+
+def model_bank(spec: str | Path | Spec) -> Bank | None:
+    """The prompt bank a model carries, to decode with when the user names none: a pushed model's (or a folder staged
+    by ``push --dry-run``), a zero-shot model's ``?bank=``; None for the others."""
+    parsed = spec if isinstance(spec, Spec) else parse(spec)
+    if parsed.kind == "hf-hub":
+        return carried_bank(model_folder(str(parsed), *split_repo(str(parsed), parsed.source)), str(parsed))
+    if parsed.kind == "clip" and parsed.params.get("bank"):
+        return Bank(Path(parsed.params["bank"]))
+    if parsed.kind is None and Path(parsed.source).is_dir():
+        return carried_bank(Path(parsed.source), str(parsed))
+    return None
 
 
 def check_spec(spec: Spec) -> None:

@@ -10,8 +10,9 @@ The bank's CLIP text embeddings are computed once and cached beside the bank
 time), so a changed bank or weights file is embedded again. Only
 the bank's ``train`` rows are used when it has splits: a val/test prompt in the bank would find itself.
 
-The default, ``clip:ViT-H-14/laion2b_s32b_b79k``, is the OpenCLIP ViT-H/14 whose text tower conditions Stable
-Diffusion 2 (what CLIP Interrogator uses for SD 2); it needs a GPU to be quick and downloads ~4 GB once.
+The recipe's, ``clip:ViT-H-14/laion2b_s32b_b79k``, is the OpenCLIP ViT-H/14 whose text tower conditions Stable
+Diffusion 2 (what CLIP Interrogator uses for SD 2); it needs a GPU to be quick and its weights (3.9 GB) come from the
+Hub once (``models.clip_weights``: ``img2prompt fetch`` gets them ahead of time).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from PIL import Image
 
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.files import atomic_path
+from img2prompt.models.clip_weights import local_weights
 from img2prompt.space import empty, normalise
 
-DEFAULT = "clip:ViT-H-14/laion2b_s32b_b79k"
 TEXT_BATCH = 256
 
 
@@ -46,17 +47,17 @@ class ZeroShotCLIP:
         self.name = name or f"clip:{model_name}/{pretrained}"
         self.sources: tuple[str, ...] = ()  # CLIP's own pretraining, not a prompt source of ours
         self.k, self.temperature, self.batch_size, self.device = k, temperature, batch_size, device
+        self.prompts, self.targets = _train_rows(bank)  # a wrong bank fails before any download
+        weights, tag_kwargs = (None, {}) if pretrained is None else local_weights(model_name, pretrained, self.name)
         try:
             model, _, self.preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=pretrained, device=device, **(model_kwargs or {}))
+                model_name, pretrained=weights, device=device, **tag_kwargs, **(model_kwargs or {}))
         except (RuntimeError, OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise fail(self.name, f"cannot load the open_clip model ({first}); on a machine without the hub, "
-                                  "download the weights into its cache first") from None
+            raise fail(self.name, f"cannot load the open_clip model ({first})") from None
         self.model = model.eval()
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self._torch = torch
-        self.prompts, self.targets = _train_rows(bank)
         self.text = self._bank_text_embeddings(Path(bank), model_name, pretrained)
 
     def _bank_text_embeddings(self, bank: Path, model_name: str, pretrained: str | None) -> np.ndarray:

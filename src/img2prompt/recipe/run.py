@@ -18,7 +18,7 @@ from typing import Any
 from img2prompt.config import check_paths, packaged_configs, write_resolved
 from img2prompt.errors import Img2PromptError
 from img2prompt.files import write_text_atomic
-from img2prompt.provenance import MODEL_WARNING, SCORE_WARNING, synthetic
+from img2prompt.provenance import RUN_WARNING, synthetic
 from img2prompt.recipe.config import RecipeConfig
 from img2prompt.recipe.plan import Step, plan
 from img2prompt.steps import Steps
@@ -73,7 +73,7 @@ def summarise(recipe: RecipeConfig, steps: list[Step], timings: dict[str, float]
     sources = [source for stats in metrics.values() for source in stats["by_source"]]
     done = {step.name for step in steps}
     summary = {
-        "note": f"each model here {MODEL_WARNING}; {SCORE_WARNING}" if synthetic(sources) else None,
+        "note": RUN_WARNING if synthetic(sources) else None,
         "test_mean_cosine": {names.get(model, model): round(m["mean_cosine"], 4) for model, m in metrics.items()},
         "timings_s": timings,
         "report": str(report / "report.html"),

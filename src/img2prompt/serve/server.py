@@ -17,15 +17,19 @@ from img2prompt.serve.settings import ServeConfig
 
 
 def build_app(spec: Spec, settings: ServeConfig, decode: DecodeConfig, bank: Path | None = None) -> FastAPI:
-    """The app for a model spec (parsed once, by the caller); with a bank, it decodes prompts too."""
-    from img2prompt.models.load import load_model
+    """The app for a model spec (parsed once, by the caller); with a bank (given, or the one the model carries), it
+    decodes prompts too."""
+    from img2prompt.models.hub import Bank
+    from img2prompt.models.load import load_model, model_bank
 
-    embedder = load_model(spec, device=settings.device, batch_size=settings.batch_size, bank=bank)
+    found = Bank(bank) if bank is not None else model_bank(spec)
+    embedder = load_model(spec, device=settings.device, batch_size=settings.batch_size,
+                          bank=found.table if found else None)
     decoder = None
-    if bank is not None:
-        from img2prompt.decode import PromptDecoder
+    if found is not None:
+        from img2prompt.dictionary import load_decoder
 
-        decoder = PromptDecoder.from_table(bank, config=decode)
+        decoder = load_decoder(found.table, decode, dictionary=found.dictionary)
     return create_app(embedder, decoder, settings, name=spec.display_name())
 
 

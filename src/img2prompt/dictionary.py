@@ -1,0 +1,140 @@
+"""A prompt bank's phrase dictionary as a file, so the decoder's one slow step happens once per bank.
+
+The decoder composes prompts from a dictionary of phrases (the bank's frequent segments and words, and the
+clip-interrogator term lists: ~135k phrases with all four) embedded with all-MiniLM-L6-v2, minutes of work on a
+CPU. ``load_decoder`` writes it beside its bank the first time (``prompts.parquet`` -> ``prompts.dictionary.parquet``:
+``phrase``, ``embedding``) and reads it from there afterwards; the quickstart's evaluation builds it, and ``push``
+uploads it with the bank, so a pushed model decodes at once.
+
+The file records how it was built (``SETTINGS``: the term lists, the minimum segment count, the screening backend)
+and a digest of its bank's prompts. A dictionary of another bank is never used. One built with other settings is
+used when the caller left those settings at their defaults (the bank's dictionary decides what a plain
+``interrogate`` composes with); a caller who names them (``--set decode.modifiers=[...]``) gets them, built in
+memory without touching the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from img2prompt.decode import DecodeConfig, PromptDecoder, bank_phrases, modifier_terms
+from img2prompt.embedding import TextEmbedder
+from img2prompt.errors import fail
+from img2prompt.files import atomic_path, unwritable
+from img2prompt.prompt_table import read_table
+from img2prompt.space import column_matrix, embedding_column
+
+SUFFIX = ".dictionary.parquet"
+SETTINGS = ("modifiers", "min_segment_count", "dictionary_backend")  # the decode keys that change the dictionary
+_META = b"img2prompt"
+
+
+@dataclass(frozen=True)
+class Dictionary:
+    """Phrases, their (screening) embeddings, the settings they were built with and the digest of their bank."""
+
+    phrases: list[str]
+    vectors: np.ndarray
+    settings: dict
+    bank_digest: str
+
+
+def dictionary_path(bank: str | Path) -> Path:
+    """Where a bank's dictionary lives: ``prompts.parquet`` -> ``prompts.dictionary.parquet`` beside it."""
+    bank = Path(bank)
+    return bank.with_name(bank.name.removesuffix(".parquet") + SUFFIX)
+
+
+def settings_of(config: DecodeConfig) -> dict:
+    return {key: getattr(config, key) for key in SETTINGS}
+
+
+def digest(prompts: Sequence[str]) -> str:
+    """A bank's identity for its dictionary: the sha256 of its prompts, in order."""
+    return hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()
+
+
+def phrases_for(prompts: Sequence[str], config: DecodeConfig, bank: str | Path) -> list[str]:
+    """The dictionary's phrases: bank segments and words seen ``min_segment_count`` times, then the term lists."""
+    phrases = bank_phrases(prompts, config.min_segment_count)
+    for name in config.modifiers:
+        phrases.extend(modifier_terms(name))
+    phrases = list(dict.fromkeys(phrases))
+    if not phrases:
+        raise fail(bank, f"no phrases to compose prompts from: no segment or word of the bank occurs "
+                         f"{config.min_segment_count} times and decode.modifiers is empty (add a term list, e.g. "
+                         "mediums)")
+    return phrases
+
+
+def write_dictionary(found: Dictionary, path: str | Path) -> Path:
+    """Write a dictionary atomically (Parquet: ``phrase``, ``embedding``; how it was built in the metadata)."""
+    meta = {"settings": found.settings, "bank_digest": found.bank_digest}
+    table = pa.table({"phrase": pa.array(found.phrases, pa.string()), "embedding": embedding_column(found.vectors)})
+    table = table.replace_schema_metadata({_META: json.dumps(meta).encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def read_dictionary(path: str | Path) -> Dictionary:
+    """Read a dictionary file; a damaged or foreign file is a one-line error naming it."""
+    try:
+        table = pq.read_table(path)
+        meta = json.loads((table.schema.metadata or {})[_META])
+        return Dictionary(table.column("phrase").to_pylist(), column_matrix(table.column("embedding"), path),
+                          dict(meta["settings"]), str(meta["bank_digest"]))
+    except (pa.ArrowInvalid, OSError, KeyError, TypeError, ValueError) as exc:
+        raise fail(path, f"not a phrase dictionary written by img2prompt ({type(exc).__name__}: {exc}); delete it "
+                         "to build it again") from None
+
+
+def load_decoder(bank: str | Path, config: DecodeConfig | None = None, *, dictionary: str | Path | None = None,
+                 embedder: TextEmbedder | None = None) -> PromptDecoder:
+    """A decoder over ``bank`` with its phrase dictionary (``bank_dictionary``)."""
+    config = config or DecodeConfig()
+    frame, embeddings = read_table(bank, columns=["prompt", "embedding"])
+    if not len(frame):
+        raise fail(bank, "the prompt table is empty")
+    embedder = embedder or TextEmbedder(cache_dir=_cache_dir(config))
+    found, config = bank_dictionary(bank, config, list(frame.prompt), dictionary=dictionary, embedder=embedder)
+    return PromptDecoder(list(frame.prompt), embeddings, found.phrases, found.vectors, embedder, config)
+
+
+def bank_dictionary(bank: str | Path, config: DecodeConfig, prompts: Sequence[str], *,
+                    dictionary: str | Path | None = None, embedder: TextEmbedder | None = None
+                    ) -> tuple[Dictionary, DecodeConfig]:
+    """The dictionary of a bank whose prompts are ``prompts``, and the decode settings it was built with.
+
+    Read from ``dictionary`` (default: beside the bank) when it is this bank's and its settings fit ``config``;
+    else built, and written beside the bank when no dictionary of this bank is there yet, the folder is writable
+    and ``config.cache_dir`` allows caching."""
+    path = Path(dictionary) if dictionary is not None else dictionary_path(bank)
+    found = read_dictionary(path) if path.is_file() else None
+    ours = found is not None and found.bank_digest == digest(prompts)
+    if found is not None and ours and (found.settings == settings_of(config)
+                                       or not config.model_fields_set & set(SETTINGS)):
+        return found, config.model_copy(update=found.settings)
+    phrases = phrases_for(prompts, config, bank)
+    cache_dir = _cache_dir(config)
+    exact = embedder or TextEmbedder(cache_dir=cache_dir)
+    screen = exact if config.dictionary_backend == "exact" else TextEmbedder(backend="int8", cache_dir=cache_dir)
+    keep = cache_dir is not None and not ours and unwritable(path) is None
+    vectors = screen.encode(phrases, progress=len(phrases) > 5000,
+                            label=f"phrase dictionary ({f'once: kept in {path}' if keep else 'not kept'})")
+    built = Dictionary(phrases, vectors, settings_of(config), digest(prompts))
+    if keep:
+        write_dictionary(built, path)
+    return built, config
+
+
+def _cache_dir(config: DecodeConfig) -> Path | None:
+    return Path(config.cache_dir).expanduser() if config.cache_dir else None
