@@ -40,7 +40,8 @@ def test_the_first_load_writes_the_decoders_own_dictionary_beside_the_bank(built
     assert dictionary_path(bank) == bank.parent / "prompts.dictionary.parquet"
     found = read_dictionary(dictionary_path(bank))
     reference = PromptDecoder.from_table(bank, embedder=text_embedder, config=decoder.config)
-    assert found.phrases == reference.phrases == decoder.phrases and set(modifier_terms("mediums")) <= set(found.phrases)
+    assert found.phrases == reference.phrases == decoder.phrases
+    assert set(modifier_terms("mediums")) <= set(found.phrases)
     target = text_embedder.encode(["a watercolor of a fox"])[0]
     assert decoder.decode(target) == reference.decode(target)  # the same vectors, the same search
     assert found.settings == {"modifiers": ["mediums"], "min_segment_count": 2, "dictionary_backend": "exact"}
@@ -59,7 +60,7 @@ def test_a_later_load_reads_it_and_its_settings_decide_unless_named(built, text_
 
 
 def test_a_dictionary_of_another_bank_is_rebuilt_and_none_is_kept_without_a_cache(built, text_embedder, tmp_path):
-    bank, decoder = built
+    bank, _ = built
     other = write_bank([*BANK, "a lighthouse in a storm, oil painting", "a lighthouse in a storm at dawn"],
                        tmp_path / "prompts.parquet", text_embedder)
     shutil.copy(dictionary_path(bank), dictionary_path(other))  # a stale dictionary: the bank changed since

@@ -175,5 +175,5 @@ def test_fetch_walks_an_ensemble_and_skips_what_is_on_disk(tagged, hub, bank, tm
     assert said[0].startswith(f"{tagged}  {WEIGHTS_REPO}/open_clip_pytorch_model.bin") and len(said) == 3
     fetch(f"mean:{bank}", say=said.append)
     assert said[-1] == f"mean:{bank}: nothing to fetch (everything it needs is on disk)"
-    with pytest.raises(Img2PromptError, match="none.yaml: not found"):
+    with pytest.raises(Img2PromptError, match=r"none\.yaml: not found"):
         fetch(tmp_path / "none.yaml")
