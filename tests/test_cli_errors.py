@@ -108,8 +108,9 @@ def test_an_empty_or_header_only_prompts_csv_is_an_error(tmp_path, cli):
 @pytest.mark.parametrize("verb", ["predict", "interrogate"])
 def test_an_empty_image_folder_is_named(verb, tmp_path, files, cli):
     (tmp_path / "empty").mkdir()
-    argv = (["predict", f"mean:{files['bank']}", tmp_path / "empty", "--out", tmp_path / "p.parquet"]
-            if verb == "predict" else ["interrogate", tmp_path / "empty", "--bank", files["bank"]])
+    model = f"mean:{files['bank']}"
+    argv = (["predict", model, tmp_path / "empty", "--out", tmp_path / "p.parquet"] if verb == "predict"
+            else ["interrogate", tmp_path / "empty", "--model", model, "--bank", files["bank"]])
     code, stderr = cli(*argv)
     assert code == 1 and stderr.startswith(f"error: {tmp_path / 'empty'}: no image files in this folder (.png, "), \
         stderr

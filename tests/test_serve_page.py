@@ -42,7 +42,7 @@ def test_example_images_are_drawn_by_the_scenes_renderer(drawn):
         (FOLDER / "examples.json").write_text(json.dumps(listing, indent=2) + "\n")
     listing = json.loads((FOLDER / "examples.json").read_text())
     assert [(e["file"], e["prompt"], e["seed"]) for e in listing] == EXAMPLES
-    assert sorted(p.name for p in FOLDER.iterdir()) == sorted([*drawn, "examples.json"])
+    assert sorted(p.name for p in FOLDER.iterdir()) == sorted([*drawn, "examples.json", "prompts.csv"])
     for name, image in drawn.items():
         data = (FOLDER / name).read_bytes()
         assert len(data) < 40_000  # small enough to ship in the wheel
