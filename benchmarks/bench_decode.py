@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from img2prompt.decode import DecodeConfig, PromptDecoder
+from img2prompt.decode import DecodeConfig
+from img2prompt.dictionary import load_decoder
 from img2prompt.embedding import TextEmbedder
 from img2prompt.prompt_table import prompt_id, write_table
 
@@ -105,9 +106,9 @@ def main() -> None:
     mean /= np.linalg.norm(mean)
     print(f"constant mean vector: {float((target_vectors @ mean).mean()):.4f} mean cosine ({len(targets)} targets)")
     start = time.perf_counter()
-    decoder = PromptDecoder.from_table(table, embedder=CountingEmbedder(TextEmbedder()),
-                                       config=DecodeConfig(cache_dir=str(cache), budget_s=args.budget,
-                                                           dictionary_backend=args.dictionary_backend))
+    decoder = load_decoder(table, DecodeConfig(cache_dir=str(cache), budget_s=args.budget,
+                                               dictionary_backend=args.dictionary_backend),
+                           embedder=CountingEmbedder(TextEmbedder()))
     print(f"decoder: {len(decoder.phrases)} dictionary phrases, built in {time.perf_counter() - start:.0f} s")
     if args.backend_sample:
         time_backends(decoder.phrases[: args.backend_sample])

@@ -15,7 +15,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "img2prompt"
 STAGES = ("download", "curate", "generate", "train", "predict", "ensemble", "evaluate", "serve", "embed_command",
-          "push", "interrogate", "fetch")
+          "push", "interrogate", "fetch", "decode_command")
 ORCHESTRATORS = ("cli", "sections", "recipe", "__main__")
 
 

@@ -10,9 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from img2prompt.cli import app
-from img2prompt.decode import (
-    DecodeConfig,
-    PromptDecoder,
+from img2prompt.decode import DecodeConfig, PromptDecoder
+from img2prompt.dictionary import load_decoder
+from img2prompt.errors import Img2PromptError
+from img2prompt.phrases import (
     bank_phrases,
     dictionary_phrases,
     modifier_terms,
@@ -21,7 +22,6 @@ from img2prompt.decode import (
     repeats,
     segment_keys,
 )
-from img2prompt.errors import Img2PromptError
 from img2prompt.prompt_table import prompt_id, write_table
 from learning import Bar, assert_learned
 
@@ -136,7 +136,7 @@ CONFIG = DecodeConfig(mode="best", modifiers=["mediums", "movements"], min_segme
 
 @pytest.fixture(scope="module")
 def decoder(bank_table: Path, text_embedder) -> PromptDecoder:
-    return PromptDecoder.from_table(bank_table, embedder=text_embedder, config=CONFIG)
+    return load_decoder(bank_table, CONFIG, embedder=text_embedder)
 
 
 class VirtualTimeEmbedder:
@@ -149,7 +149,7 @@ class VirtualTimeEmbedder:
     def __init__(self, inner, per_text: float):
         self.inner = inner
         self.per_text = per_text
-        self.token_ids = inner.token_ids
+        self.token_ids, self.tag = inner.token_ids, inner.tag
         self.calls: list[int] = []
         self.seconds = 0.0
 
@@ -165,8 +165,8 @@ class VirtualTimeEmbedder:
 def virtual_time_decoder(bank_table: Path, text_embedder, per_text: float, **effort) -> PromptDecoder:
     """A decoder on a virtual clock; ``effort`` changes the ``best`` mode's search (the mode CONFIG uses)."""
     modes = {**CONFIG.modes, "best": CONFIG.modes["best"].model_copy(update=effort)}
-    decoder = PromptDecoder.from_table(bank_table, embedder=VirtualTimeEmbedder(text_embedder, per_text),
-                                       config=CONFIG.model_copy(update={"modes": modes}))
+    decoder = load_decoder(bank_table, CONFIG.model_copy(update={"modes": modes}),
+                           embedder=VirtualTimeEmbedder(text_embedder, per_text))
     decoder.clock = decoder.embedder.now
     return decoder
 
@@ -179,37 +179,6 @@ def slow_virtual_decoder(bank_table: Path, text_embedder) -> PromptDecoder:
 @pytest.fixture(scope="module")
 def slow_decoder(bank_table: Path, text_embedder) -> PromptDecoder:
     return slow_virtual_decoder(bank_table, text_embedder)
-
-
-class NoWork:
-    """An embedder that must not be used: reading a cached dictionary embeds and tokenizes nothing."""
-
-    def __init__(self, inner):
-        self.tag = inner.tag
-
-    def encode(self, texts, **kwargs):
-        raise AssertionError(f"embedded {len(texts)} texts again")
-
-    def token_ids(self, texts):
-        raise AssertionError(f"tokenized {len(texts)} texts again")
-
-
-def test_the_dictionary_is_built_once_then_read_from_one_file(bank_table: Path, text_embedder, tmp_path) -> None:
-    config = CONFIG.model_copy(update={"cache_dir": str(tmp_path)})
-    built = PromptDecoder.from_table(bank_table, embedder=text_embedder, config=config)
-    files = list((tmp_path / "dictionaries").glob("*.npz"))
-    assert len(files) == 1
-    read = PromptDecoder.from_table(bank_table, embedder=NoWork(text_embedder), config=config)
-    assert read.phrases == built.phrases and len(built.phrases) > 300
-    for name in ("_phrase_vectors", "_phrase_weights", "_bank_weights"):
-        np.testing.assert_array_equal(getattr(read, name), getattr(built, name))
-    files[0].write_bytes(files[0].read_bytes()[:1000])  # a damaged file is built again, the same
-    again = PromptDecoder.from_table(bank_table, embedder=text_embedder, config=config)
-    np.testing.assert_array_equal(again._phrase_vectors, built._phrase_vectors)
-    assert PromptDecoder.from_table(bank_table, embedder=NoWork(text_embedder), config=config).phrases == built.phrases
-    # Another term list is another dictionary, in its own file.
-    PromptDecoder.from_table(bank_table, embedder=text_embedder, config=config.model_copy(update={"modifiers": []}))
-    assert len(list((tmp_path / "dictionaries").glob("*.npz"))) == 2
 
 
 def test_nearest_finds_a_bank_prompt_from_its_own_embedding(decoder: PromptDecoder, text_embedder) -> None:
@@ -291,8 +260,7 @@ def test_decode_settings_that_cannot_work_are_refused(field: dict) -> None:
 
 def test_a_bank_without_repeated_phrases_and_no_term_lists_is_one_line(bank_table: Path) -> None:
     with pytest.raises(Img2PromptError, match=r"no phrases to compose prompts from.*decode\.modifiers is empty"):
-        PromptDecoder.from_table(bank_table, config=DecodeConfig(modifiers=[], min_segment_count=10**6,
-                                                                 cache_dir=None))
+        load_decoder(bank_table, DecodeConfig(modifiers=[], min_segment_count=10**6, cache_dir=None))
 
 
 def test_cli_decodes_a_text_and_writes_csv(tmp_path: Path, decoder: PromptDecoder) -> None:

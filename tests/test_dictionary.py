@@ -6,12 +6,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from img2prompt.decode import DecodeConfig, PromptDecoder, modifier_terms
+from img2prompt.decode import DecodeConfig, PromptDecoder
 from img2prompt.dictionary import dictionary_path, load_decoder, read_dictionary
 from img2prompt.errors import Img2PromptError
+from img2prompt.phrases import modifier_terms
 from img2prompt.prompt_table import prompt_id, write_table
 from test_decode import BANK
 
@@ -32,15 +34,18 @@ def built(tmp_path_factory, text_embedder) -> tuple[Path, PromptDecoder]:
 
 
 def no_embedding(*_args, **_kwargs):
-    raise AssertionError("the dictionary must come from its file")
+    raise AssertionError("the dictionary and its token counts must come from its file")
 
 
-def test_the_first_load_writes_the_decoders_own_dictionary_beside_the_bank(built, text_embedder):
+def test_the_first_load_writes_the_decoders_own_dictionary_beside_the_bank(built, text_embedder, tmp_path):
     bank, decoder = built
     assert dictionary_path(bank) == bank.parent / "prompts.dictionary.parquet"
     found = read_dictionary(dictionary_path(bank))
-    reference = PromptDecoder.from_table(bank, embedder=text_embedder, config=decoder.config)
-    assert found.phrases == reference.phrases == decoder.phrases
+    copy = shutil.copy(bank, tmp_path / "prompts.parquet")  # the same bank, its dictionary built in memory
+    reference = load_decoder(copy, decoder.config.model_copy(update={"cache_dir": None}), embedder=text_embedder)
+    assert found.phrases == reference.phrases == decoder.phrases and not dictionary_path(copy).exists()
+    for name in ("_phrase_vectors", "_phrase_weights", "_bank_weights"):
+        np.testing.assert_array_equal(getattr(decoder, name), getattr(reference, name))
     assert set(modifier_terms("mediums")) <= set(found.phrases)
     target = text_embedder.encode(["a watercolor of a fox"])[0]
     assert decoder.decode(target) == reference.decode(target)  # the same vectors, the same search
@@ -50,8 +55,11 @@ def test_the_first_load_writes_the_decoders_own_dictionary_beside_the_bank(built
 def test_a_later_load_reads_it_and_its_settings_decide_unless_named(built, text_embedder, monkeypatch):
     bank, decoder = built
     monkeypatch.setattr(text_embedder, "encode", no_embedding)
+    monkeypatch.setattr(text_embedder, "token_ids", no_embedding)
     plain = load_decoder(bank, DecodeConfig(cache_dir=decoder.config.cache_dir), embedder=text_embedder)
     assert plain.phrases == decoder.phrases and plain.config.modifiers == ["mediums"]  # the bank's dictionary
+    for name in ("_phrase_vectors", "_phrase_weights", "_bank_weights"):
+        np.testing.assert_array_equal(getattr(plain, name), getattr(decoder, name))
     monkeypatch.undo()
     before = dictionary_path(bank).read_bytes()
     named = load_decoder(bank, DecodeConfig(modifiers=[], cache_dir=decoder.config.cache_dir), embedder=text_embedder)

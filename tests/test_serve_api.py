@@ -11,8 +11,9 @@ import httpx
 import numpy as np
 import pytest
 
-from img2prompt.decode import DecodeConfig, PromptDecoder, bank_phrases
+from img2prompt.decode import DecodeConfig, PromptDecoder
 from img2prompt.images import load_image
+from img2prompt.phrases import bank_phrases
 from img2prompt.provenance import MODEL_WARNING
 from img2prompt.serve import ServeConfig, create_app
 from serve_fakes import COLOUR_PROMPTS, LOCAL, PRIMARIES, ColourModel, image_bytes, in_lifespan, local_client

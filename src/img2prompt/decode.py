@@ -8,8 +8,8 @@ scored for thousands of candidates at once with a few matrix-vector products, wi
 ``decode`` runs a beam search on that surrogate, starting from the nearest bank prompts (a subject) and
 from the best single phrases, adding phrases from a dictionary: comma-separated segments and words of the
 bank prompts, and the clip-interrogator term lists (artists, mediums, movements, flavors). The dictionary
-only screens candidates: it is embedded once (``dictionary_backend``) and cached, with the tokens of every phrase
-and bank prompt, as one file per bank (a later start reads it in a fraction of a second). A phrase is never added
+(``img2prompt.phrases``) only screens candidates: it is embedded once (``dictionary_backend``) and kept, with the
+tokens of every phrase and bank prompt, in one file beside its bank (``img2prompt.dictionary``). A phrase is never added
 to a text that already says it: not the same phrase, not one that differs only in case, spacing or punctuation,
 not one a part of the text contains or that contains a part of the text (the surrogate would happily repeat a
 phrase the target likes: "film grain" four times in one prompt). The surrogate flatters
@@ -23,17 +23,12 @@ so its cosine is the true one.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import os
-import re
 import time
-import zipfile
-from collections import Counter
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -41,17 +36,10 @@ from pydantic import Field, model_validator
 
 from img2prompt.config import StrictModel
 from img2prompt.embedding import TextEmbedder
-from img2prompt.errors import Img2PromptError, fail
-from img2prompt.files import atomic_path, check_output
-from img2prompt.prompt_table import read_table
+from img2prompt.errors import Img2PromptError
+from img2prompt.phrases import phrase_key, repeats, segment_keys
 from img2prompt.space import EMBEDDING_DIM
-from img2prompt.term_lists import TERM_LISTS, clip_interrogator_terms
-
-_SEGMENT_SPLIT = re.compile(r"[,;|\n]+")
-_WEIGHT_SYNTAX = re.compile(r"[()\[\]{}]|:\d+(\.\d+)?")
-_WORD = re.compile(r"[a-z][a-z'-]+")
-_KEY_WORD = re.compile(r"[^\W_]+")  # letters and digits: what a phrase says, without case, spacing or punctuation
-DICTIONARY_FORMAT = "2"  # part of a cached dictionary's key: change it when what the file holds or means changes
+from img2prompt.term_lists import TERM_LISTS
 
 
 class SearchEffort(StrictModel):
@@ -128,62 +116,6 @@ class DecodeResult:
     capped: bool = False
 
 
-def modifier_terms(name: str) -> list[str]:
-    """One clip-interrogator term list, artists phrased ``by <name>`` as Stable Diffusion prompts write them."""
-    terms = clip_interrogator_terms(name)
-    return [f"by {t}" for t in terms] if name == "artists" else terms
-
-
-def prompt_segments(prompt: str) -> list[str]:
-    """Comma-separated pieces of a prompt, lower case, without SD weighting syntax like ``(word:1.2)``."""
-    pieces = []
-    for piece in _SEGMENT_SPLIT.split(prompt.lower()):
-        piece = " ".join(_WEIGHT_SYNTAX.sub(" ", piece).split()).strip(" .!-_\"'")
-        if piece and len(piece) <= 80:
-            pieces.append(piece)
-    return pieces
-
-
-def bank_phrases(prompts: Iterable[str], min_count: int) -> list[str]:
-    """Segments and words that occur in at least ``min_count`` bank prompts, most frequent first (then A-Z)."""
-    counts: Counter[str] = Counter()
-    for prompt in prompts:
-        segments = set(prompt_segments(prompt))
-        counts.update(segments | {w for s in segments for w in _WORD.findall(s)})
-    return sorted((text for text, n in counts.items() if n >= min_count), key=lambda text: (-counts[text], text))
-
-
-def phrase_key(text: str) -> str:
-    """What a phrase says, for spotting repeats: its words in lower case, single-spaced, without punctuation."""
-    return " ".join(_KEY_WORD.findall(text.lower()))
-
-
-def segment_keys(text: str) -> tuple[str, ...]:
-    """The keys of a text's comma-separated parts (the parts a decoded prompt is made of)."""
-    return tuple(key for key in (phrase_key(part) for part in _SEGMENT_SPLIT.split(text)) if key)
-
-
-def repeats(key: str, keys: Sequence[str]) -> bool:
-    """Whether a phrase (``key``) repeats a text's parts (``keys``): a part says it, or it says a part, word for
-    word (``"film grain"`` repeats ``"heavy film grain"`` and the reverse; ``"grain"`` does not repeat
-    ``"grainy"``)."""
-    padded = f" {key} "
-    return any(padded in f" {part} " or f" {part} " in padded for part in keys)
-
-
-def dictionary_phrases(prompts: Iterable[str], min_count: int, term_lists: Iterable[Sequence[str]]) -> list[str]:
-    """The bank's segments and words found in ``min_count`` prompts, then the term lists: one phrase per key (the
-    first spelling kept), so the dictionary never offers the same phrase twice."""
-    phrases = bank_phrases(prompts, min_count)
-    for terms in term_lists:
-        phrases.extend(terms)
-    unique: dict[str, str] = {}
-    for phrase in phrases:
-        unique.setdefault(phrase_key(phrase), phrase)
-    unique.pop("", None)  # punctuation alone says nothing
-    return list(unique.values())
-
-
 class PromptDecoder:
     """Nearest prompts and composed prompts for a target embedding, from a prompt bank and term lists."""
 
@@ -212,22 +144,7 @@ class PromptDecoder:
         self._phrase_vectors = np.ascontiguousarray(phrase_embeddings, dtype=np.float32)
         self._bank_vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
         self._bank_weights, self._phrase_weights = token_weights or (
-            _token_weights(embedder, self.prompts), _token_weights(embedder, self.phrases))
-
-    @classmethod
-    def from_table(
-        cls, path: str | Path, embedder: TextEmbedder | None = None, config: DecodeConfig | None = None
-    ) -> PromptDecoder:
-        """Index every prompt of a prompt table and load or build its phrase dictionary (``phrase_dictionary``)."""
-        config = config or DecodeConfig()
-        frame, embeddings = read_table(path, columns=["prompt", "embedding"])
-        if not len(frame):
-            raise fail(path, "the prompt table is empty")
-        prompts = list(frame.prompt)
-        cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else None
-        embedder = embedder or TextEmbedder(cache_dir=cache_dir)
-        phrases, vectors, weights = phrase_dictionary(path, prompts, config, embedder, cache_dir)
-        return cls(prompts, embeddings, phrases, vectors, embedder, config, token_weights=weights)
+            token_counts(embedder, self.prompts), token_counts(embedder, self.phrases))
 
     def nearest(self, vec: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` bank prompts closest to ``vec`` with their cosines, best first."""
@@ -368,56 +285,6 @@ class PromptDecoder:
         return surrogate - self.config.token_penalty * state.tokens
 
 
-def phrase_dictionary(bank: str | Path, prompts: list[str], config: DecodeConfig, embedder: TextEmbedder,
-                      cache_dir: Path | None) -> tuple[list[str], np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """The dictionary's phrases, their embeddings and the token weights of the bank prompts and of the phrases.
-
-    Built once (the phrase embeddings go through the embedder's own cache: minutes on a CPU the first time, with a
-    bar that says so), then read from one file in ``cache_dir/dictionaries`` named by a hash of everything it
-    depends on: the bank's prompts, ``min_segment_count``, the term lists' contents and the embedders. A damaged
-    file is built again.
-    """
-    terms = {name: modifier_terms(name) for name in config.modifiers}
-    file = None
-    if cache_dir is not None:
-        digest = hashlib.sha256()
-        for part in (DICTIONARY_FORMAT, embedder.tag, config.dictionary_backend, str(config.min_segment_count),
-                     *(name + "\0" + "\n".join(words) for name, words in terms.items()), "\n".join(prompts)):
-            digest.update(part.encode("utf-8", "surrogatepass") + b"\0\0")
-        file = cache_dir / "dictionaries" / f"{digest.hexdigest()[:32]}.npz"
-        cached = _read_dictionary(file, len(prompts))
-        if cached is not None:
-            return cached
-    phrases = dictionary_phrases(prompts, config.min_segment_count, terms.values())
-    if not phrases:
-        raise fail(bank, f"no phrases to compose prompts from: no segment or word of the bank occurs "
-                         f"{config.min_segment_count} times and decode.modifiers is empty (add a term list, e.g. "
-                         f"mediums)")
-    screen = embedder if config.dictionary_backend == "exact" else TextEmbedder(backend="int8", cache_dir=cache_dir)
-    label = f"phrase dictionary (once; cached in {cache_dir})" if cache_dir else "phrase dictionary (not cached)"
-    vectors = screen.encode(phrases, progress=len(phrases) > 5000, label=label)
-    weights = _token_weights(embedder, prompts), _token_weights(embedder, phrases)
-    if file is not None:
-        with atomic_path(file) as tmp, open(tmp, "wb") as out:
-            np.savez(out, phrases=np.frombuffer("\n".join(phrases).encode(), np.uint8), vectors=vectors,
-                     bank_tokens=weights[0], phrase_tokens=weights[1])
-    return phrases, vectors, weights
-
-
-def _read_dictionary(file: Path, bank_size: int) -> tuple[list[str], np.ndarray, tuple[np.ndarray, np.ndarray]] | None:
-    """A cached dictionary, or None when there is none or it is damaged (then it is built and written again)."""
-    try:
-        with np.load(file) as data:
-            phrases = bytes(data["phrases"]).decode("utf-8").split("\n")
-            vectors, bank_tokens, phrase_tokens = data["vectors"], data["bank_tokens"], data["phrase_tokens"]
-    except (OSError, ValueError, KeyError, EOFError, UnicodeDecodeError, zipfile.BadZipFile):
-        return None
-    if (not len(phrases) == len(vectors) == len(phrase_tokens) or len(bank_tokens) != bank_size
-            or vectors.shape[1:] != (EMBEDDING_DIM,)):
-        return None
-    return phrases, vectors, (bank_tokens, phrase_tokens)
-
-
 class _Pool:
     """The dictionary phrases kept for one query, token-weighted, with their products precomputed."""
 
@@ -458,7 +325,7 @@ def _threads(count: int) -> Iterator[None]:
         faiss.omp_set_num_threads(before[1])
 
 
-def _token_weights(embedder: TextEmbedder, texts: Sequence[str]) -> np.ndarray:
+def token_counts(embedder: TextEmbedder, texts: Sequence[str]) -> np.ndarray:
     """Tokens each text adds to a comma-joined prompt (its own tokens plus one comma, no [CLS]/[SEP])."""
     ids = embedder.token_ids(texts)
     return np.asarray([len(x) - 1 for x in ids], dtype=np.float32)
@@ -472,44 +339,3 @@ def _unit(vec: np.ndarray) -> np.ndarray:
     if not np.isfinite(norm) or norm == 0:
         raise Img2PromptError("cannot decode a zero or non-finite embedding")
     return vec / norm
-
-
-def run_decode(
-    bank: str | Path,
-    config: DecodeConfig,
-    *,
-    predictions: str | Path | None = None,
-    texts: Sequence[str] = (),
-    out: str | Path | None = None,
-    mode: str | None = None,
-) -> list[dict[str, object]]:
-    """Decode every row of a predictions file and/or the embeddings of ``texts``; optionally write a CSV
-    (``cosine``: of the text's embedding to the decoded one; ``capped``: the time cap cut the search short).
-
-    The inputs are read and checked before the phrase dictionary is built, which takes minutes the first time.
-    """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    from img2prompt.predictions import read_predictions
-
-    if predictions is None and not texts:
-        raise Img2PromptError("decode: give --predictions FILE and/or --text PROMPT")
-    if out is not None:
-        check_output(out)
-    config.effort(mode)  # an unknown mode fails now, not after the dictionary build
-    jobs: list[tuple[str, np.ndarray]] = []
-    if predictions is not None:
-        frame, vectors = read_predictions(predictions)
-        jobs.extend(zip(frame.image_id, vectors, strict=True))
-    decoder = PromptDecoder.from_table(bank, config=config)
-    if texts:
-        jobs.extend(zip(texts, decoder.embedder.encode(list(texts)), strict=True))
-    rows: list[dict[str, object]] = []
-    for name, vector in tqdm(jobs, desc="decode", unit="prompt", disable=None):
-        result = decoder.decode(vector, mode=mode)
-        rows.append({"image_id": name, "text": result.text, "cosine": result.cosine, "capped": result.capped})
-    if out is not None:
-        with atomic_path(out) as tmp:
-            pd.DataFrame(rows, columns=["image_id", "text", "cosine", "capped"]).to_csv(tmp, index=False)
-    return rows

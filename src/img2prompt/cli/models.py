@@ -103,7 +103,8 @@ def decode(
     set_: Annotated[list[str] | None, set_option("decode.KEY=VALUE")] = None,
 ) -> None:
     """Turn predicted embeddings into readable prompts (bank prompt + phrases + modifiers)."""
-    from img2prompt.decode import DecodeConfig, run_decode
+    from img2prompt.decode import DecodeConfig
+    from img2prompt.decode_command import run_decode
 
     settings = section(config, set_, "decode", DecodeConfig)
     if budget is not None:
