@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -142,3 +143,33 @@ def test_a_second_run_resumes_from_the_markers(run, wheel):
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "summary.json").read_text()) == summary
     assert again.stdout.count("already done") == len(summary["timings_s"]) and " ..." not in again.stdout
+
+
+def readme_blocks() -> list[tuple[str, str]]:
+    """The README's code blocks marked ``<!-- runnable -->``: (language, code)."""
+    text = (REPO / "README.md").read_text()
+    return re.findall(r"<!-- runnable -->\n```(bash|python)\n(.*?)```", text, flags=re.S)
+
+
+def test_the_readmes_runnable_blocks_run_as_written_after_the_quickstart(run, wheel, tmp_path):
+    """Each marked block, run from a folder laid out like a clone after ``make quickstart`` (``runs/quickstart`` is
+    this module's reduced run, ``examples/`` the checkout's), with ``img2prompt`` the installed wheel's command."""
+    out, _ = run
+    python, env = wheel
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "quickstart").symlink_to(out)
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    blocks = readme_blocks()
+    assert [language for language, _ in blocks] == ["bash", "python"]
+    for language, code in blocks:
+        argv = (["bash", "-euo", "pipefail", "-c", f'img2prompt() {{ "{python}" -m img2prompt "$@"; }}\n{code}']
+                if language == "bash" else [str(python), "-c", code])
+        done = subprocess.run(argv, cwd=tmp_path, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, f"{code}\n{done.stderr[-3000:]}"
+    answers = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 4 and all(a["prompt"] and a["mode"] == "best" and a["warning"] for a in answers)
+    ids, _ = validate_submission(tmp_path / "submission.csv")
+    assert sorted(ids) == ["chickens", "compass", "money", "raccoons"]
+    assert done.stdout.splitlines()[-1] == "(2, 384)"
+

@@ -80,11 +80,17 @@ def model_card(checkpoint: Checkpoint, repo_id: str, bank: str | None = None) ->
         lines += [f"  - {name}: {value:.4f}" for name, value in sorted(metrics.get("val_per_source", {}).items())]
     else:
         lines += ["- No validation score was recorded."]
+    lines += _usage(repo_id, bank)
+    return "\n".join(lines) + "\n"
+
+
+def _usage(repo_id: str, bank: str | None) -> list[str]:
+    """The model card's install and use lines (from the source repository: no release on PyPI yet) and its limits."""
     source = source_url()
     install = (f'pip install "img2prompt @ git+{source}"' if source
                else "pip install ./img2prompt  # in a clone of img2prompt's source repository")
     bank_flag, bank_arg = ("", "") if bank else (" --bank prompts.parquet", ', "prompts.parquet"')
-    lines += [
+    return [
         "", "## Use", "",
         "img2prompt has no release on PyPI yet: install it from its source repository"
         f"{f' ({source})' if source else ''}, then:", "", "```bash", install,
@@ -102,7 +108,6 @@ def model_card(checkpoint: Checkpoint, repo_id: str, bank: str | None = None) ->
         "- It inherits the biases of its training prompts (DiffusionDB, captions, LLM-written prompts) and of "
         "its base model. Do not use it to identify people.",
     ]
-    return "\n".join(lines) + "\n"
 
 
 def source_url() -> str | None:
