@@ -1,12 +1,17 @@
-"""Both HTML reports stand alone (every src/href a data URI or an in-page anchor) and lead with what matters."""
+"""Both HTML reports stand alone (every src/href a data URI or an in-page anchor) and lead with what matters; the
+evaluation report's contents bar reaches every section, its baselines stand apart from its models, and it reads on
+a phone."""
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from img2prompt.curate.report import ReportData, write_report
@@ -17,7 +22,10 @@ from img2prompt.prompt_table import write_table
 from img2prompt.provenance import SCORE_WARNING
 from img2prompt.space import normalise
 
-MODELS = ["/runs/train/vit_l_14_336", "mean:/runs/curate/prompts.parquet", "ensemble.yaml"]
+# Scored best first (more noise, lower cosine), models and baselines interleave: vit, mean, the constant baseline,
+# ensemble, nearest, clip. A baseline is known by its spec's kind: the zero-shot clip: model is a model.
+MODELS = ["/runs/train/vit_l_14_336", "mean:/runs/curate/prompts.parquet", "ensemble.yaml", "nearest:/runs/generate/hq",
+          "clip:ViT-B-32/openai?bank=/runs/curate/prompts.parquet"]
 
 
 class Page(HTMLParser):
@@ -43,6 +51,57 @@ class Page(HTMLParser):
             self.tables = 2  # past the first table
 
 
+class Outline(HTMLParser):
+    """Where things sit in a page: every id, the sections (h2, section and details with an id), the contents bar's
+    links, and the text, bold text and h3 headings inside each tbody, section and details (by class or id)."""
+
+    CONTAINERS = ("nav", "tbody", "section", "details")
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.ids: list[str] = []
+        self.sections: list[str] = []
+        self.nav: list[str] = []
+        self.text: dict[str, str] = defaultdict(str)
+        self.bold: dict[str, list[str]] = defaultdict(list)
+        self.headings: dict[str, list[str]] = defaultdict(list)
+        self.open_details: list[str] = []
+        self.stack: list[str] = []  # the open containers, as "tag.class" or "tag#id"
+        self.inside: str | None = None  # "b" or "h3" while in one
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if named.get("id"):
+            self.ids.append(named["id"])
+            if tag in ("h2", "section", "details"):
+                self.sections.append(named["id"])
+        if tag == "a" and "nav" in self.stack:
+            self.nav.append((named.get("href") or "").removeprefix("#"))
+        if tag in self.CONTAINERS:
+            self.stack.append(tag if tag == "nav" else f"{tag}.{named['class']}" if named.get("class") else
+                              f"{tag}#{named.get('id')}")
+        if tag == "details" and "open" in named:
+            self.open_details.append(named["id"] or "")
+        if tag in ("b", "h3"):
+            self.inside = tag
+            for where in self.stack:
+                (self.bold if tag == "b" else self.headings)[where].append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.CONTAINERS:
+            self.stack.pop()
+        if tag == self.inside:
+            self.inside = None
+
+    def handle_data(self, data: str) -> None:
+        for where in self.stack:
+            self.text[where] += data
+            if self.inside:
+                found = self.bold if self.inside == "b" else self.headings
+                found[where][-1] += data
+
+
 def assert_self_contained(html: str) -> Page:
     page = Page(html)
     outside = [link for link in page.links if not link.startswith(("data:", "#"))]
@@ -51,7 +110,10 @@ def assert_self_contained(html: str) -> Page:
     return page
 
 
-def test_the_evaluation_report_is_self_contained_and_leads_with_the_leaderboard(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def evaluation(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report folder of MODELS scored on six images of two sources, two best and two worst shown each."""
+    tmp_path = tmp_path_factory.mktemp("evaluation")
     rng = np.random.default_rng(0)
     truth_vectors = normalise(rng.normal(size=(6, 384)))
     ids = [f"p{k}" for k in range(6)]
@@ -64,14 +126,51 @@ def test_the_evaluation_report_is_self_contained_and_leads_with_the_leaderboard(
     files = [write_predictions(ids, model, normalise(truth_vectors + rng.normal(scale=0.05 * (i + 1), size=(6, 384))),
                                tmp_path / f"m{i}.parquet") for i, model in enumerate(MODELS)]
     run_evaluate(files, truth, tmp_path / "report", images=[tmp_path / "images"], grid=4)
-    page = assert_self_contained((tmp_path / "report" / "report.html").read_text())
-    assert sum(link.startswith("data:image/jpeg;base64,") for link in page.links) == 3 * 4  # 2 best, 2 worst each
+    return tmp_path / "report"
+
+
+def test_the_evaluation_report_is_self_contained_and_leads_with_the_leaderboard(evaluation: Path) -> None:
+    html = (evaluation / "report.html").read_text()
+    page = assert_self_contained(html)
+    assert sum(link.startswith("data:image/jpeg;base64,") for link in page.links) == 5 * 4  # 2 best, 2 worst each
     assert sum(link.startswith("data:image/png;base64,") for link in page.links) == 2  # both plots
     board = " ".join(page.first_table.split())
     for name in [*MODELS, BASELINE, "gain over the constant baseline", "coco", "diffusiondb"]:
         assert name in board, name
     assert board.index("1-5") < board.index("6-10") < board.index("11-20") < board.index("21-40")  # by number
-    assert "Not real-image quality" not in (tmp_path / "report" / "report.html").read_text()
+    assert "Not real-image quality" not in html and "#warning" not in html
+
+
+def test_the_contents_bar_lists_every_section_and_every_link_lands(evaluation: Path) -> None:
+    html = (evaluation / "report.html").read_text()
+    outline = Outline(html)
+    assert outline.nav == ["leaderboard", "distributions", "models", "model-1", "model-2", "model-3", "baselines",
+                           "baseline-1", "baseline-2"]
+    assert html.index("<nav") < html.index('id="leaderboard"')  # the bar comes first (sticky: it stays on top)
+    assert len(outline.ids) == len(set(outline.ids))
+    anchors = [link[1:] for link in Page(html).links if link.startswith("#")]
+    assert set(anchors) == set(outline.nav) and set(anchors) <= set(outline.ids)  # every href="#x" has an id="x"
+    assert outline.sections == outline.nav  # every section is in the bar, in the page's order
+
+
+def test_models_and_baselines_are_counted_and_shown_apart(evaluation: Path) -> None:
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    assert {model: stats["baseline"] for model, stats in metrics.items()} == {
+        MODELS[0]: None, MODELS[1]: "mean", MODELS[2]: None, MODELS[3]: "nearest", MODELS[4]: None}
+    html = (evaluation / "report.html").read_text()
+    outline = Outline(html)
+    assert "6 images; 3 models, 3 baselines;" in " ".join(html.split())
+    models = ["vit_l_14_336", "ensemble.yaml", "clip:ViT-B-32/openai?bank=prompts.parquet"]
+    baselines = ["mean:prompts.parquet", BASELINE, "nearest:hq"]
+    assert outline.bold["tbody.models"] == models  # the leaderboard: the models ranked, best first
+    assert outline.bold["tbody.baselines"] == baselines  # and below them the baselines, best first
+    assert " ".join(outline.text["tbody.baselines"].split()).startswith("Baselines: references a model must beat")
+    heading = [" ".join(h.split()).split(":")[0] for h in outline.headings["section#models"]]
+    assert heading == ["#1 vit_l_14_336", "#2 ensemble.yaml", "#3 clip"]
+    assert [" ".join(h.split()).rsplit(":", 1)[0] for h in outline.headings["section#baselines"]] == [
+        "mean:prompts.parquet", "nearest:hq"]  # the constant baseline shows no images: it has no section
+    assert outline.open_details == ["model-1", "model-2", "model-3"]  # the baselines' images wait to be opened
+    assert "the normalised mean of the training prompts' embeddings" in outline.text["section#baselines"]
 
 
 def test_scores_on_synthetic_scenes_say_they_are_not_real_image_quality(tmp_path: Path) -> None:
@@ -81,8 +180,13 @@ def test_scores_on_synthetic_scenes_say_they_are_not_real_image_quality(tmp_path
     truth = write_table(frame, vectors, tmp_path / "truth.parquet")
     run_evaluate([write_predictions(["a", "b", "c"], "m", vectors, tmp_path / "m.parquet")], truth,
                  tmp_path / "report", grid=2)
-    html = " ".join((tmp_path / "report" / "report.html").read_text().split())
-    assert f"Not real-image quality:</b> {SCORE_WARNING}." in html
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert f"Not real-image quality:</b> {SCORE_WARNING}." in " ".join(html.split())
+    outline = Outline(html)
+    # Above the leaderboard, and first in the contents bar, which stays on screen: no score is read without it.
+    assert outline.ids.index("warning") < outline.ids.index("leaderboard")
+    assert outline.nav[0] == "warning" and "not real-image quality" in outline.text["nav"]
+    assert "1 image" not in html and "3 images; 1 model, 1 baseline;" in " ".join(html.split())
 
 
 def test_the_curation_report_is_self_contained_and_says_none_for_empty_tables(tmp_path: Path) -> None:
@@ -99,3 +203,23 @@ def test_the_curation_report_is_self_contained_and_says_none_for_empty_tables(tm
     assert "<td class=\"t\">prompts read</td><td>10</td>" in html  # the summary is a table of readable labels
     near = html.split("Removed near duplicates")[1].split("</table>")[0]
     assert '<td class="empty" colspan="3">none</td>' in near
+
+
+def test_the_report_reads_on_a_390_px_phone_under_its_contents_bar(evaluation: Path, browser) -> None:
+    """An iPhone-sized viewport: nothing scrolls sideways (the leaderboard scrolls in its own box, its names and mean
+    cosines in view), the contents bar is one line, and a jump to a section lands below the bar, which stays on top."""
+    from selenium.webdriver.common.by import By
+
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True})
+    page = (evaluation / "report.html").as_uri()
+    browser.get(page)
+    assert browser.execute_script("return [innerWidth, document.documentElement.scrollWidth]") == [390, 390]
+    means = browser.find_elements(By.CSS_SELECTOR, "table.board td.mean")
+    assert len(means) == 6 and all(cell.rect["x"] + cell.rect["width"] <= 390 for cell in means)
+    assert browser.find_element(By.CSS_SELECTOR, "nav.contents").size["height"] < 50
+    browser.get(page + "#model-2")
+    nav, section = browser.execute_script(
+        "return [document.querySelector('nav.contents'), document.getElementById('model-2')]"
+        ".map(e => e.getBoundingClientRect()).map(r => [r.top, r.bottom])")
+    assert nav[0] == 0 and section[0] >= nav[1] - 1 and section[0] < 844

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -33,11 +32,6 @@ from serve_fakes import COLOUR_PROMPTS, ELONGATED, elongated_png, image_bytes
 BANK = [*COLOUR_PROMPTS.values(), "portrait of an old sailor, oil painting, dramatic light",
         "a cyberpunk city street at night, neon signs, rain", "a cute corgi puppy in a field of flowers"]
 IMG2PROMPT = str(Path(sys.executable).with_name("img2prompt"))  # the console script installed beside python
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1200,900"]
 
 
 @pytest.fixture(scope="module")
@@ -132,24 +126,6 @@ def test_cli_rejects_a_misspelled_config_section_in_one_line(bank, tmp_path):
 def test_cli_rejects_a_port_out_of_range_in_one_line(bank, port):
     assert one_line_error([f"mean:{bank}", "--port", port]) == (
         f"error: --host/--port: serve.port: {port} is out of range (allowed: >= 0 and <= 65535)")
-
-
-@pytest.fixture()
-def browser(tmp_path):
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("chromium or chromedriver not found: run `make browser` (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def wait(browser, condition, timeout_s: float = 60):

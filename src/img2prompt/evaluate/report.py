@@ -1,10 +1,11 @@
 """The evaluation report: one self-contained HTML page (every plot and thumbnail inlined as a data URI, so the
 file can be mailed or attached to a CI run), with the plots also written beside it as PNGs.
 
-It leads with the leaderboard (every model and the constant baseline: mean cosine, gain over the baseline, per
-source and per prompt length), then the score distributions (one box per model and one histogram per model, so
-many models stay readable), then per model its best and worst images with the true prompt and the decoded
-predicted prompt.
+A contents bar stays at the top of the page. The page leads with the leaderboard (mean cosine, gain over the
+constant baseline, per source and per prompt length): the models ranked, then the baselines in a group of their
+own (``evaluate.baseline_kind``: references learnt from no image). Then the score distributions (one box per model
+and one histogram per model, so many models stay readable), then per model and then per baseline its best and
+worst images with the true prompt and the decoded predicted prompt.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from img2prompt.evaluate import BASELINE, CSV_SOURCE
+from img2prompt.evaluate import BASELINE, BASELINE_KINDS, CSV_SOURCE
+from img2prompt.models.specs import parse
 from img2prompt.provenance import SCORE_WARNING, synthetic
 from img2prompt.reports import data_uri, inline_figure, render
 
@@ -25,26 +27,30 @@ THUMBNAIL = 192
 BOXPLOT_PNG = "boxplot.png"
 HISTOGRAM_PNG = "histogram.png"
 BASELINE_COLOUR = "#8a8f98"
+BASELINE_COLOURS = ("#a0785a", "#6f8fa8", "#9a8fb0")  # muted: references, not competitors
 
 
 def short_name(model: str) -> str:
-    """What a heading calls a model: the last part of its spec's path, keeping its kind (``mean:``)."""
-    kind, sep, path = model.partition(":") if ":" in model else ("", "", model)
-    return f"{kind}{sep}{Path(path).name or path}"
+    """What a heading calls a model: its spec without folders (``mean:prompts.parquet``, a checkpoint's folder name,
+    ``clip:ViT-B-32/openai?bank=prompts.parquet``)."""
+    return parse(model).display_name()
 
 
-def colours(models: list[str]) -> dict[str, str]:
-    """One colour per model, the same in every plot and the leaderboard; the baseline is grey."""
+def colours(models: list[str], baselines: list[str]) -> dict[str, str]:
+    """One colour per model, the same in every plot and the leaderboard: bright for the models, muted for the
+    baselines, grey for the constant baseline."""
     import matplotlib
 
     palette = matplotlib.colormaps["tab10"].colors
-    others = [m for m in models if m != BASELINE]
-    chosen = {m: matplotlib.colors.to_hex(palette[i % len(palette)]) for i, m in enumerate(others)}
+    chosen = {m: matplotlib.colors.to_hex(palette[i % len(palette)]) for i, m in enumerate(models)}
+    others = [m for m in baselines if m != BASELINE]
+    chosen |= {m: BASELINE_COLOURS[i % len(BASELINE_COLOURS)] for i, m in enumerate(others)}
     return {**chosen, BASELINE: BASELINE_COLOUR}
 
 
-def boxplot(scores: pd.DataFrame, order: list[str], colour: dict[str, str], path: Path) -> str:
-    """One horizontal box per model (best on top) with every image as a dot and the mean as a diamond."""
+def boxplot(scores: pd.DataFrame, order: list[str], colour: dict[str, str], path: Path, *, models: int) -> str:
+    """One horizontal box per model (in ``order``: its first ``models`` are the models, then a dashed line and the
+    baselines) with every image as a dot and the mean as a diamond."""
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7.2, 0.9 + 0.5 * len(order)))
@@ -60,14 +66,20 @@ def boxplot(scores: pd.DataFrame, order: list[str], colour: dict[str, str], path
         axes.annotate(f"{values.mean():.3f}", (1.0, y), xycoords=("axes fraction", "data"), xytext=(6, 0),
                       textcoords="offset points", va="center", fontsize=9)
     axes.set_yticks(range(len(order)), [short_name(m) for m in reversed(order)], fontsize=9)
+    if 0 < models < len(order):
+        axes.axhline(len(order) - models - 0.5, color=BASELINE_COLOUR, lw=1, ls="--")
+        for label in axes.get_yticklabels()[:len(order) - models]:
+            label.set(style="italic", color="#5b6472")
     axes.set_xlabel("cosine to the true prompt (◆ mean, box: quartiles)")
     axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     return inline_figure(figure, path)
 
 
-def histograms(scores: pd.DataFrame, order: list[str], colour: dict[str, str], path: Path) -> str:
-    """One small histogram per model on shared axes (integer counts), the baseline's mean dotted on each."""
+def histograms(scores: pd.DataFrame, order: list[str], colour: dict[str, str], path: Path, *,
+               baselines: list[str]) -> str:
+    """One small histogram per model on shared axes (integer counts), the constant baseline's mean dotted on each;
+    a baseline's title says it is one."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -83,7 +95,8 @@ def histograms(scores: pd.DataFrame, order: list[str], colour: dict[str, str], p
         axes.hist(values, bins=edges, color=colour[model])
         axes.axvline(values.mean(), color="black", lw=1)
         axes.axvline(baseline_mean, color=BASELINE_COLOUR, lw=1, ls=":")
-        axes.set_title(f"{short_name(model)}: mean {values.mean():.3f}", fontsize=9)
+        kind = " (baseline)" if model in baselines and model != BASELINE else ""  # the constant one says so itself
+        axes.set_title(f"{short_name(model)}{kind}: mean {values.mean():.3f}", fontsize=9)
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     for axes in grid.flat[len(order):]:
         axes.set_visible(False)
@@ -138,8 +151,10 @@ def shade(value: float, low: float, high: float) -> str:
     return f"hsl(140, 55%, {97 - 25 * share:.0f}%)"
 
 
-def leaderboard(scores: pd.DataFrame, summary: dict[str, dict], colour: dict[str, str]) -> dict:
-    """The leaderboard's columns (sources, length buckets with their image counts) and rows (best first)."""
+def leaderboard(scores: pd.DataFrame, summary: dict[str, dict], colour: dict[str, str], shown: set[str]) -> dict:
+    """The leaderboard's columns (sources, length buckets with their image counts) and its rows in two groups: the
+    models (ranked, best first) and the baselines (best first, each with what it predicts). A row in ``shown`` has
+    a section of its own, which its ``anchor`` names."""
     images = scores[scores.model == BASELINE]
     sources = [{"name": name, "images": int(n)} for name, n in images.source.value_counts().sort_index().items()]
     lengths = [{"name": name, "images": int((images.length == name).sum())}
@@ -148,15 +163,19 @@ def leaderboard(scores: pd.DataFrame, summary: dict[str, dict], colour: dict[str
               [("by_length", b["name"]) for b in lengths]
     values = {column: [_value(stats, *column) for stats in summary.values()] for column in columns}
     ranges = {column: (np.nanmin(v), np.nanmax(v)) for column, v in values.items()}
-    rows, rank = [], 0
+    groups: dict[str, list[dict]] = {"models": [], "baselines": []}
     for model, stats in summary.items():
-        rank += model != BASELINE
+        kind = stats["baseline"]
+        rows = groups["baselines" if kind else "models"]
         cells = [{"value": v, "shade": shade(v, *ranges[column]) if not math.isnan(v) else ""}
                  for column in columns for v in [_value(stats, *column)]]
-        rows.append({"name": model, "label": short_name(model), "rank": rank if model != BASELINE else None,
-                     "colour": colour[model], "images": stats["images"], "gain": stats["gain_over_baseline"],
-                     "mean": cells[0], "cells": cells[1:], "anchor": f"model-{len(rows)}"})
-    return {"sources": sources, "lengths": lengths, "rows": rows}
+        sections = sum(row["anchor"] is not None for row in rows)
+        anchor = f"{'baseline' if kind else 'model'}-{sections + 1}" if model in shown else None
+        rows.append({"name": model, "label": short_name(model), "rank": None if kind else len(rows) + 1,
+                     "baseline": kind, "note": BASELINE_KINDS.get(kind, ""), "colour": colour[model],
+                     "images": stats["images"], "gain": stats["gain_over_baseline"], "mean": cells[0],
+                     "cells": cells[1:], "anchor": anchor})
+    return {"sources": sources, "lengths": lengths, **groups}
 
 
 def _value(stats: dict, key: str, name: str | None) -> float:
@@ -173,23 +192,24 @@ def write_html_report(
     decoded: dict[int, tuple[str, float]],
     thumbnails: dict[str, str],
 ) -> Path:
-    """``out/report.html``: the leaderboard, the distributions, and each model's best and worst images."""
-    order = list(summary)
-    colour = colours(order)
-    board = leaderboard(scores, summary, colour)
-    models = []
-    for row in board["rows"]:
-        if row["name"] in shown:
-            picks = {side: [_card(scores, i, decoded, thumbnails) for i in rows]
-                     for side, rows in shown[row["name"]].items()}
-            models.append({**row, **picks})
-    plots = {"boxplot": boxplot(scores, order, colour, out / BOXPLOT_PNG),
-             "histograms": histograms(scores, order, colour, out / HISTOGRAM_PNG)}
+    """``out/report.html``: the contents bar, the leaderboard, the distributions, and each model's and then each
+    baseline's best and worst images. ``summary`` holds the models and the baselines (``summarise``'s ``baseline``
+    kind tells them apart), best first."""
+    models = [m for m, stats in summary.items() if not stats["baseline"]]
+    baselines = [m for m, stats in summary.items() if stats["baseline"]]
+    colour = colours(models, baselines)
+    board = leaderboard(scores, summary, colour, set(shown))
+    sections = {group: [{**row, **{side: [_card(scores, i, decoded, thumbnails) for i in rows]
+                                   for side, rows in shown[row["name"]].items()}}
+                        for row in board[group] if row["anchor"]]
+                for group in ("models", "baselines")}
+    order = models + baselines
+    plots = {"boxplot": boxplot(scores, order, colour, out / BOXPLOT_PNG, models=len(models)),
+             "histograms": histograms(scores, order, colour, out / HISTOGRAM_PNG, baselines=baselines)}
     images = int((scores.model == BASELINE).sum())
     warning = SCORE_WARNING if synthetic(s["name"] for s in board["sources"]) else None
-    return render("evaluation.html", out / "report.html", board=board, models=models, plots=plots, truth=truth,
-                  images=images, baseline=BASELINE, sourced=all(s["name"] != CSV_SOURCE for s in board["sources"]),
-                  warning=warning)
+    return render("evaluation.html", out / "report.html", board=board, sections=sections, plots=plots, truth=truth,
+                  images=images, sourced=all(s["name"] != CSV_SOURCE for s in board["sources"]), warning=warning)
 
 
 def _card(scores: pd.DataFrame, index: int, decoded: dict[int, tuple[str, float]],

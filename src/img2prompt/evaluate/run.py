@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from img2prompt.evaluate import BASELINE, CSV_SOURCE
+from img2prompt.evaluate import BASELINE, CSV_SOURCE, baseline_kind
 from img2prompt.files import all_or_none, check_output, write_text_atomic
 from img2prompt.space import cosine_per_row, normalise
 from img2prompt.truth import Truth, load_truth, match_truth
@@ -64,12 +64,14 @@ def with_baseline(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarise(scores: pd.DataFrame) -> dict[str, dict]:
-    """Per model, best first: n, mean cosine, the constant baseline's mean cosine on the same images and the
-    model's gain over it, and mean cosine per source and per prompt-length bucket (in length order)."""
+    """Per model, best first: whether it is a baseline (its kind, or None for a model), n, mean cosine, the constant
+    baseline's mean cosine on the same images and the model's gain over it, and mean cosine per source and per
+    prompt-length bucket (in length order)."""
     summary = {}
     for model, group in scores.groupby("model", sort=False):
         by_length = group.groupby("length").cosine.mean()
         summary[str(model)] = {
+            "baseline": baseline_kind(str(model)),
             "images": len(group),
             "mean_cosine": float(group.cosine.mean()),
             "baseline_mean_cosine": float(group.baseline_cosine.mean()),
@@ -103,7 +105,7 @@ def run_evaluate(
     decode_config: DecodeConfig | None = None,
 ) -> dict[str, dict]:
     """Score every predictions file; write scores.csv, metrics.json (per model, best first), the plots' PNGs
-    and report.html (which shows the constant baseline among the models)."""
+    and report.html (the models, then the baselines: the constant one and any ``mean:``/``nearest:`` predictions)."""
     from img2prompt.evaluate.report import thumbnails, write_html_report
     from img2prompt.predictions import read_predictions
 
