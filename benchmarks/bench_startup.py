@@ -22,8 +22,9 @@ IMAGE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kaggle
 
 
 def command(args: argparse.Namespace, *python: str) -> list[str]:
+    overrides = [arg for item in args.set for arg in ("--set", item)]
     return [sys.executable, *python, "-m", "img2prompt", "interrogate", str(args.image), "--model", args.model,
-            "--bank", args.bank]
+            "--bank", args.bank, *overrides]
 
 
 def run(cmd: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=IMAGE)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--src", type=Path, help="the source tree to run (default: the installed package)")
+    parser.add_argument("--set", action="append", default=[], help="a decode.KEY=VALUE override for every call")
     parser.add_argument("--imports", type=int, default=0, help="list this many slowest imports of one more run")
     args = parser.parse_args()
 
