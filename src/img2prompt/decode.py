@@ -76,8 +76,8 @@ class DecodeConfig(StrictModel):
     # int8 builds the dictionary 4-18% faster and decodes as well (benchmarks/RESULTS.md, issue 15), but loads a
     # second model beside the exact one; the one-time build is not worth it by default
     dictionary_backend: Literal["exact", "int8"] = "exact"
-    # The phrase dictionary is embedded once and cached here (None: not cached); $IMG2PROMPT_CACHE overrides
-    # the default folder.
+    # The target embedder's cache of embedded texts ($IMG2PROMPT_CACHE overrides the default folder). None keeps
+    # nothing: no embedding cache, and no phrase dictionary written beside the bank (img2prompt.dictionary).
     cache_dir: str | None = Field(default_factory=lambda: os.environ.get("IMG2PROMPT_CACHE", "~/.cache/img2prompt"))
 
     @model_validator(mode="before")
