@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -94,6 +95,34 @@ def test_the_python_api_gives_the_cli_answer(setup, folder_runs):
     assert interrogator.prompt(images / "im1.png") == cli
     assert interrogator.prompt(Image.open(images / "im1.png")) == cli
     assert interrogator.embed([images / "im0.png", images / "im1.png"]).shape == (2, 384)
+
+
+def test_python_cli_json_and_http_give_one_image_the_same_answer(setup):
+    """One answer shape: the Python API's Answer, an ``interrogate --json`` line and ``POST /v1/predict``'s body
+    hold the same fields with the same values (the image's name, the timings and a server's model name without
+    folders are the surface's own)."""
+    from img2prompt.serve import create_app
+    from serve_fakes import local_client
+
+    bank, checkpoint, images, config = setup
+    run = interrogate(str(images / "im0.png"), "--model", str(checkpoint), "--bank", str(bank), "--json",
+                      "-c", str(config))
+    assert run.returncode == 0, run.stderr[-2000:]
+    cli = json.loads(run.stdout)
+    interrogator = Interrogator(checkpoint, bank, decode=DecodeConfig(modifiers=["mediums"],
+                                                                      cache_dir=str(bank.parent / "cache")))
+    python = interrogator.interrogate([images / "im0.png"])[0].model_dump()
+    with local_client(create_app(interrogator.model, interrogator.decoder)) as client:
+        response = client.post("/v1/predict", files={"file": ("im0.png", (images / "im0.png").read_bytes())})
+    assert response.status_code == 200, response.text
+    http = response.json()
+    assert set(cli) == set(python) == set(http) == set(Answer.model_fields)
+    for answer in (python, http):
+        np.testing.assert_allclose(answer.pop("embedding"), cli["embedding"], atol=1e-6)
+        for field in ("prompt", "cosine", "mode", "capped", "nearest", "warning"):
+            assert answer[field] == cli[field], field
+    assert (cli["image"], python["image"], http["image"]) == (str(images / "im0.png"),) * 2 + ("im0.png",)
+    assert python["model"] == cli["model"] and http["model"] == Path(cli["model"]).name  # a server hides folders
 
 
 def test_missing_bank_and_unknown_mode_are_one_line_errors(setup):
