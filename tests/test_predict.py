@@ -123,8 +123,8 @@ def test_unknown_models_and_colliding_ids_are_one_line_errors(tmp_path: Path, ta
         load_model(tmp_path / "notes.txt")
     with pytest.raises(Img2PromptError, match="mean: needs a source after the colon: a baseline"):
         load_model("mean:")
-    with pytest.raises(Img2PromptError, match=r"nearest: takes no \?parameters \(got k\)"):
-        load_model(f"nearest:{tmp_path}?k=5")
+    with pytest.raises(Img2PromptError, match=r"mean: takes no \?parameters \(got k\)"):
+        load_model(f"mean:{tmp_path}?k=5")
     assert set(LOADERS) == set(KINDS)  # every kind a spec may name has a loader
     (tmp_path / "x").mkdir()
     noise_image(1).save(tmp_path / "x" / "same.png")
@@ -176,6 +176,12 @@ def test_nearest_baseline_indexes_only_the_training_samples_of_a_shard_folder(tm
     assert np.allclose(model.embed([images[2], images[0], images[1]]), targets[[2, 0, 1]], atol=1e-6)
     held_out = model.embed([images[4], images[5]])  # a held-out image must not find itself
     assert not np.isclose(held_out @ targets[4:].T, 1.0, atol=1e-3).any()
+    small = load_model(f"nearest:{tmp_path / 'shards'}?size=64")  # the shards' own size: the same neighbours here
+    assert np.allclose(small.embed([images[2], images[0], images[1]]), targets[[2, 0, 1]], atol=1e-6)
+    for bad, why in [("size=8", "size must be a whole number of pixels from 32 to 1024"),
+                     ("k=3", "unknown parameter")]:
+        with pytest.raises(Img2PromptError, match=why):
+            load_model(f"nearest:{tmp_path / 'shards'}?{bad}")
 
 
 def test_nearest_baseline_needs_training_samples(tmp_path: Path) -> None:

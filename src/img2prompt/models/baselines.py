@@ -47,8 +47,10 @@ class NearestNeighbour:
     """Copies the prompt embedding of the most similar bank image (cosine of pooled backbone features)."""
 
     def __init__(self, images: list[Image.Image], embeddings: np.ndarray, *, backbone: str = "efficientnet_lite0",
-                 tiny: bool = False, k: int = 1, batch_size: int = 32, name: str = "nearest",
-                 sources: tuple[str, ...] = ()):
+                 tiny: bool = False, k: int = 1, batch_size: int = 32, image_size: int | None = None,
+                 name: str = "nearest", sources: tuple[str, ...] = ()):
+        """``image_size``: the backbone's input size (None: its native size; smaller images gain nothing from
+        more, e.g. a test's 96 px shards)."""
         import faiss
         import torch
 
@@ -64,7 +66,7 @@ class NearestNeighbour:
         network, spec = build_backbone(backbone, pretrained=not tiny, tiny=tiny)
         # NHWC: oneDNN runs the depthwise convolutions of the CNN backbones several times faster on the CPU.
         self._network = network.eval().to(memory_format=torch.channels_last)
-        self._transform = build_transform(spec.image_size, spec.mean, spec.std)
+        self._transform = build_transform(image_size or spec.image_size, spec.mean, spec.std)
         self._embeddings = normalise(embeddings)
         self._index = faiss.IndexFlatIP(spec.feature_dim)
         self._index.add(self._features(images))

@@ -30,7 +30,13 @@ def _mean(spec: Spec, device: str, batch_size: int) -> ImageEmbedder:
 def _nearest(spec: Spec, device: str, batch_size: int) -> ImageEmbedder:
     from img2prompt.models.baselines import NearestNeighbour
 
-    return NearestNeighbour.from_shards(spec.source, batch_size=batch_size)
+    unknown = sorted(set(spec.params) - {"size"})
+    if unknown:
+        raise fail(str(spec), f"unknown parameter(s) {', '.join(unknown)} (a nearest baseline takes size)")
+    size = spec.params.get("size")
+    if size is not None and not (size.isdigit() and 32 <= int(size) <= 1024):
+        raise fail(str(spec), f"size must be a whole number of pixels from 32 to 1024 (got {size!r})")
+    return NearestNeighbour.from_shards(spec.source, batch_size=batch_size, image_size=int(size) if size else None)
 
 
 def _clip(spec: Spec, device: str, batch_size: int) -> ImageEmbedder:
@@ -71,7 +77,7 @@ def load_model(spec: str | Path | Spec, *, tta: bool = False, device: str = "cpu
     if parsed.kind is not None:
         if parsed.kind == "clip" and bank is not None and "bank" not in parsed.params:
             parsed = Spec(parsed.kind, parsed.source, {**parsed.params, "bank": str(bank)})
-        if parsed.params and parsed.kind != "clip":  # only the zero-shot kind takes parameters
+        if parsed.params and parsed.kind not in ("clip", "nearest"):  # the others take no parameters
             raise fail(str(spec), f"{parsed.kind}: takes no ?parameters (got {', '.join(parsed.params)})")
         model = LOADERS[parsed.kind](parsed, device, batch_size)
         model.name = str(parsed)

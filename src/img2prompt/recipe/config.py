@@ -24,6 +24,7 @@ class RecipeConfig(StrictModel):
     models: dict[str, list[str]] = Field(min_length=1)  # name -> its train configs, stage by stage
     members: list[str] = Field(default_factory=list)  # ensemble members without training, e.g. clip:MODEL/TAG
     baselines: list[Literal["mean", "nearest"]] = Field(default_factory=list)  # scored on test beside the models
+    nearest_size: int | None = Field(None, ge=32, le=1024)  # the nearest baseline's input size (None: native, 224)
     report_grid: int = Field(24, ge=0)  # images per model in the report
     # Images to predict with the final model: submission.csv (Kaggle format, validated) and, with a bank,
     # decoded.csv. A folder that is not there stops the chain before it starts, unless ``images_optional``

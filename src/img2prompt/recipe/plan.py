@@ -236,7 +236,8 @@ def _evaluation(chain: Chain, path: str | Path, finals: dict[str, str], truth: s
     for (name, split), target in predictions.items():
         chain.add(f"predict {name} {split}", ["predict", finals[name], truth, "--split", split, "--out", target],
                   "accelerate")
-    baselines = {"mean": f"mean:{table}", "nearest": f"nearest:{truth}"}
+    size = chain.recipe.nearest_size
+    baselines = {"mean": f"mean:{table}", "nearest": f"nearest:{truth}" + (f"?size={size}" if size else "")}
     scored = [predictions[name, "test"] for name in finals]
     for kind in chain.recipe.baselines:
         scored.append(str(out / "predictions" / f"{kind}_baseline-test.parquet"))
