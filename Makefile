@@ -28,9 +28,10 @@ browser:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "browser: chromium and chromedriver already installed"; \
 	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; fi
 
-# One pytest worker per core (each with one compute thread: tests/conftest.py), the slowest modules first.
+# One pytest worker per core (each with one compute thread: tests/conftest.py), the slowest modules first; the 10
+# slowest tests listed at the end (benchmarks/RESULTS.md keeps them).
 test: lint browser
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=10
 
 quickstart: setup
 	$(BIN)/img2prompt quickstart
