@@ -105,3 +105,14 @@ def browser(tmp_path):
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    """A local hub and HTTPS host on 127.0.0.1 for one test module (tests/hub_server.py)."""
+    from hub_server import LocalHosts
+
+    server = LocalHosts()
+    yield server
+    server.close()
+

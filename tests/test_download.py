@@ -31,13 +31,6 @@ REVISION = "1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c"
 HUB_CHUNK = 10 * 1024 * 1024  # huggingface_hub's DOWNLOAD_CHUNK_SIZE: it keeps what it received in such blocks
 
 
-@pytest.fixture(scope="module")
-def hosts():
-    server = LocalHosts()
-    yield server
-    server.close()
-
-
 @pytest.fixture
 def online(monkeypatch):
     """The hub client is offline for the rest of the suite (conftest); these tests talk to 127.0.0.1 only."""

@@ -31,12 +31,11 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)  # not the model config's: the t
 
 
 @pytest.fixture(scope="module")
-def hosts(tiny_clip):
+def hosts(hosts, tiny_clip):
+    """The local hub, serving the tiny model's weights under the real ViT-B/32 tag's repository."""
     _, weights = tiny_clip
-    server = LocalHosts()
-    server.add_repo(WEIGHTS_REPO, {"open_clip_pytorch_model.bin": weights.read_bytes()}, repo_type="model")
-    yield server
-    server.close()
+    hosts.add_repo(WEIGHTS_REPO, {"open_clip_pytorch_model.bin": weights.read_bytes()}, repo_type="model")
+    return hosts
 
 
 @pytest.fixture

@@ -57,13 +57,6 @@ def decode(tmp_path_factory) -> DecodeConfig:
     return DecodeConfig(modifiers=["mediums"], cache_dir=str(tmp_path_factory.mktemp("cache")))
 
 
-@pytest.fixture(scope="module")
-def hosts():
-    server = LocalHosts()
-    yield server
-    server.close()
-
-
 @pytest.fixture
 def hub(hosts, monkeypatch, tmp_path) -> LocalHosts:
     use_hub(monkeypatch, hosts.url, tmp_path / "hub-cache")
