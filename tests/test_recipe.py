@@ -197,7 +197,8 @@ def test_the_one_gpu_recipe_runs_with_the_zero_shot_model_as_first_member(tmp_pa
     name, weights = tiny_clip
     member = f"clip:{name}/{weights}?bank=runs/one_gpu/curate/prompts.parquet"
     overrides = [*SIZES, *DEVICE, *TINY, f"generate.diffusion.model={tmp_path / 'tiny_sd'}",
-                 f"recipe.members=['{member}']", "recipe.download=null"]  # the corpora are laid out by hand
+                 f"recipe.members=['{member}']", "recipe.download=null",  # the corpora are laid out by hand
+                 "recipe.images=[]"]
     _, steps = plan("configs/recipe/one_gpu.yaml", overrides)
     assert [s.name for s in steps][:3] == ["curate", "generate hq", "train vit_l_14_336 stage 1"]
     summary = run_recipe("configs/recipe/one_gpu.yaml", overrides, gpus=1, dry_run=False,
