@@ -54,9 +54,9 @@ MORE_HELD_OUT = [
     "an astronaut in a neon city at night, cyberpunk, digital art",
 ]
 # What the search must find. The search is deterministic, so only the embedder's float path differs between machines
-# and thread counts (the values were identical on 1 and 2 threads). Bar: the worst of 8 target sets x {1, 2} threads
-# (benchmarks/learning_margins.py), minus a margin; HELD_OUT itself gains 0.0936.
-LEARNING = {"mean cosine gain over the nearest bank prompt (1 virtual s)": Bar(0.01, worst=0.0213)}
+# and thread counts. Bar: the worst of 5 target sets x {1, 2} threads (benchmarks/learning_margins.py, 2026-12-07,
+# with the decoder that never repeats a phrase: median +0.0692), less a margin.
+LEARNING = {"mean cosine gain over the nearest bank prompt (1 virtual s)": Bar(0.01, worst=0.0264)}
 
 
 def held_out(seed: int) -> list[str]:
