@@ -121,3 +121,14 @@ def test_a_missing_clip_interrogator_is_a_one_line_error(monkeypatch):
         rules.only_modifiers("highly detailed, 8k")
     assert "\n" not in str(err.value)
     assert PromptRules(RulesConfig(drop_only_modifiers=False)).apply("a red fox, highly detailed, 8k") is not None
+
+
+def test_clip_tokens_are_counted_by_open_clips_own_tokenizer():
+    """The rule's tokenizer is open_clip's module loaded on its own: the same tokens as the package's."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from img2prompt.curate.rules import clip_bpe_tokenizer
+
+    texts = ["a photo of a cat, highly detailed, 8k, by greg rutkowski", "Émile Zola, ümlaut, 東京!!", "", "(red:1.3)"]
+    ours, reference = clip_bpe_tokenizer(), SimpleTokenizer()
+    assert [ours.encode(t) for t in texts] == [reference.encode(t) for t in texts]

@@ -74,12 +74,19 @@ def test_a_second_run_imports_nothing_it_does_not_need(folder_runs):
     assert not heavy & imported
 
 
-def test_json_lines_carry_the_prompt_its_cosine_the_nearest_prompts_and_timings(setup):
+@pytest.fixture(scope="module")
+def json_answer(setup) -> dict:
+    """``interrogate IMAGE --json``: one image's answer line."""
     bank, checkpoint, images, config = setup
     run = interrogate(str(images / "im0.png"), "--model", str(checkpoint), "--bank", str(bank), "--json",
                       "-c", str(config))
     assert run.returncode == 0, run.stderr[-2000:]
-    answer = json.loads(run.stdout)
+    return json.loads(run.stdout)
+
+
+def test_json_lines_carry_the_prompt_its_cosine_the_nearest_prompts_and_timings(setup, json_answer):
+    _, _, images, _ = setup
+    answer = dict(json_answer)
     assert set(answer) == set(Answer.model_fields) and Answer.model_validate(answer).image == str(images / "im0.png")
     assert len(answer["nearest"]) == 5 and len(answer["embedding"]) == 384 and answer["timings"]["embed_ms"] > 0
     assert answer["nearest"][0]["prompt"] in BANK and -1 <= answer["cosine"] <= 1 and answer["capped"] is False
@@ -97,18 +104,15 @@ def test_the_python_api_gives_the_cli_answer(setup, folder_runs):
     assert interrogator.embed([images / "im0.png", images / "im1.png"]).shape == (2, 384)
 
 
-def test_python_cli_json_and_http_give_one_image_the_same_answer(setup):
+def test_python_cli_json_and_http_give_one_image_the_same_answer(setup, json_answer):
     """One answer shape: the Python API's Answer, an ``interrogate --json`` line and ``POST /v1/predict``'s body
     hold the same fields with the same values (the image's name, the timings and a server's model name without
     folders are the surface's own)."""
     from img2prompt.serve import create_app
     from serve_fakes import local_client
 
-    bank, checkpoint, images, config = setup
-    run = interrogate(str(images / "im0.png"), "--model", str(checkpoint), "--bank", str(bank), "--json",
-                      "-c", str(config))
-    assert run.returncode == 0, run.stderr[-2000:]
-    cli = json.loads(run.stdout)
+    bank, checkpoint, images, _ = setup
+    cli = json_answer
     interrogator = Interrogator(checkpoint, bank, decode=DecodeConfig(modifiers=["mediums"],
                                                                       cache_dir=str(bank.parent / "cache")))
     python = interrogator.interrogate([images / "im0.png"])[0].model_dump()
