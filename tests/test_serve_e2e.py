@@ -134,6 +134,17 @@ def wait(browser, condition, timeout_s: float = 60):
     return WebDriverWait(browser, timeout_s).until(condition)
 
 
+def example(browser, index: int = 0):
+    """An example picture of the page once it can be clicked (shown, with a size)."""
+    from selenium.webdriver.common.by import By
+
+    def ready(b):
+        found = [e for e in b.find_elements(By.CSS_SELECTOR, "#examples .example img") if e.is_displayed()]
+        return found if len(found) > index and found[index].size["height"] > 0 else None
+
+    return wait(browser, ready)[index]
+
+
 def cards(browser, run: int = 0) -> list:
     """The result cards of a run on the page (0: the newest)."""
     from selenium.webdriver.common.by import By
@@ -152,9 +163,11 @@ def test_web_page_examples_single_and_batch_uploads_and_modes(server, browser, t
     modes = {m.get_attribute("value"): m.is_selected() for m in browser.find_elements(By.NAME, "mode")}
     assert modes == {"fast": True, "best": False}
 
-    examples = wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#examples .example img"))
+    example(browser, 3)  # all four shown
+    examples = browser.find_elements(By.CSS_SELECTOR, "#examples .example img")
     assert len(examples) == 4
-    assert [browser.execute_script("return arguments[0].naturalWidth", e) for e in examples] == [224] * 4
+    loaded = "return arguments[0].complete && arguments[0].naturalWidth"
+    assert wait(browser, lambda b: [b.execute_script(loaded, e) for e in examples] == [224] * 4)
     examples[0].click()  # one example: /v1/predict, shown with the prompt it was drawn from
     wait(browser, lambda b: b.find_element(By.ID, "status").text == "chickens.webp")
     [card] = cards(browser)
@@ -199,7 +212,7 @@ def test_the_page_fits_a_390_px_phone_and_the_prompt_wraps_at_its_width(server, 
     browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                             {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True})
     browser.get(server + "/")
-    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#examples .example img"))[0].click()
+    example(browser).click()
     wait(browser, lambda b: b.find_element(By.ID, "status").text == "chickens.webp")
     page = browser.execute_script("return [window.innerWidth, document.documentElement.scrollWidth]")
     assert page == [390, 390]  # no horizontal overflow
