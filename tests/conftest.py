@@ -16,8 +16,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per cor
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # for the processes the tests start
         os.environ.setdefault(name, "1")
 # The modules that take longest go first, so `pytest -n 2 --dist loadfile` does not end waiting on one of them.
-SLOWEST_FIRST = ("test_quickstart.py", "test_recipe.py", "test_train_fsdp.py", "test_curate_dedup_real.py",
-                 "test_train_datapath.py", "test_train_loop.py", "test_interrogate.py", "test_serve_e2e.py")
+SLOWEST_FIRST = ("test_quickstart.py", "test_recipe.py", "test_curate_dedup_real.py", "test_train_fsdp.py",
+                 "test_train_loop.py", "test_train_datapath.py", "test_serve_e2e.py", "test_generate_run.py",
+                 "test_train_ddp.py", "test_interrogate.py", "test_embedding.py", "test_cli_errors.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
