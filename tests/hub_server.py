@@ -10,8 +10,9 @@
   each commit gets a new commit id and moves ``main``. Point ``HF_ENDPOINT`` (or ``endpoint=``) at ``url``;
 - plain HTTPS hosts through a mirror: ``GET /{host}/{path}`` serves ``https://{host}/{path}`` (with ranges);
 - Kaggle's API: ``POST /api/v1/competitions.CompetitionApiService/DownloadDataFiles`` redirects to the competition's
-  zip (the ``kaggle`` client reaches it with ``KAGGLE_API_ENVIRONMENT=LOCALHOST``, read when it is imported, which
-  means ``http://localhost``, port 80; ``kaggle_local`` points an already imported client there).
+  zip (a ``kaggle`` process reaches it with ``KAGGLE_API_ENVIRONMENT=LOCALHOST``, read when it is imported, which
+  means ``http://localhost``, port 80: ``LocalHosts(kaggle=True)``; ``kaggle_local`` points an already imported
+  client at ``url`` instead).
 
 ``cut_after(path, n)`` makes the next GET of a file send its full length as ``Content-Length`` and close the
 connection after ``n`` bytes, as a dropped download does; ``requests`` records every request (method, path, Range).
@@ -239,18 +240,21 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class LocalHosts:
-    """The servers and what they serve; ``url`` is the hub endpoint and the HTTPS mirror, ``kaggle`` says whether
-    the Kaggle API answers on localhost:80 (tests of it skip when that port is taken or not ours to bind)."""
+    """The servers and what they serve; ``url`` is the hub endpoint and the HTTPS mirror. With ``kaggle`` the Kaggle
+    API answers on localhost:80 too, and ``self.kaggle`` says whether it could (tests of it skip when that port is
+    taken or not ours to bind): only the modules that talk to Kaggle ask, so the others never hold the port."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, kaggle: bool = False) -> None:
         self.state = HostState()
         handler = type("Handler", (_Handler,), {"state": self.state})
         self._servers = [ThreadingHTTPServer(("127.0.0.1", 0), handler)]
-        try:
-            self._servers.append(ThreadingHTTPServer(("127.0.0.1", KAGGLE_PORT), handler))
-            self.kaggle = True
-        except OSError:
-            self.kaggle = False
+        self.kaggle = False
+        if kaggle:
+            try:
+                self._servers.append(ThreadingHTTPServer(("127.0.0.1", KAGGLE_PORT), handler))
+                self.kaggle = True
+            except OSError:
+                pass
         for server in self._servers:
             server.daemon_threads = True
             threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -285,11 +289,15 @@ class LocalHosts:
             server.server_close()
 
 
-def kaggle_local(monkeypatch) -> None:
-    """Point the kaggle client at http://localhost, as ``KAGGLE_API_ENVIRONMENT=LOCALHOST`` does at its import."""
+def kaggle_local(monkeypatch, url: str) -> None:
+    """Point this process's kaggle client at ``url``: its local environment (``KAGGLE_API_ENVIRONMENT=LOCALHOST``,
+    read when it is imported) with that environment's endpoint, http://localhost, moved to ``url``, so an in-process
+    test needs no port 80."""
     from kaggle.api.kaggle_api_extended import KaggleApi
+    from kagglesdk import kaggle_env
 
     monkeypatch.setattr(KaggleApi, "args", ["--local"])
+    monkeypatch.setitem(kaggle_env._env_to_endpoint, kaggle_env.KaggleEnv.LOCAL, url)
 
 
 def use_hub(monkeypatch, url: str, cache) -> None:

@@ -139,9 +139,7 @@ def test_a_host_that_refuses_says_what_to_do_by_hand_and_an_optional_corpus_only
 
 
 def test_the_kaggle_competition_comes_through_the_kaggle_client(hosts, tmp_path, monkeypatch, shared_data):
-    if not hosts.kaggle:
-        pytest.skip("port 80 (the kaggle client's local endpoint) is taken")
-    kaggle_local(monkeypatch)
+    kaggle_local(monkeypatch, hosts.url)
     hosts.add_competition("stable-diffusion-image-to-prompts", kaggle_zip(shared_data / "kaggle_sample" / "images"))
     config = load_section("configs/download/recipe.yaml", "download", DownloadConfig,
                           [f"download.root={tmp_path}", "download.progress=false"])

@@ -84,7 +84,7 @@ def rehearsal(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, list
     from img2prompt.scene_grammar import random_prompts
 
     root = tmp_path_factory.mktemp("recipe")
-    hosts = LocalHosts()
+    hosts = LocalHosts(kaggle=True)
     kaggle = SHARED_DATA / "kaggle_sample" / "images"
     if not kaggle.is_dir():  # a user's clone has no ../shared: three images of our own stand in
         from PIL import Image
@@ -170,6 +170,8 @@ def test_a_second_run_resumes_and_the_dry_run_prints_every_command(rehearsal):
     ("train.data.shards=[runs/nowhere]", "reads shards runs/nowhere, which no generate config of the recipe writes"),
     ("recipe.images=[no/such/folder]", "no/such/folder: recipe.images: no such file or folder"),
     ("trian.seed=1", "no step of configs/recipe/full.yaml reads a 'trian' section (did you mean 'train'?)"),
+    ("curate", "--set 'curate': expected KEY=VALUE"),
+    ("curate=1", "--set 'curate=1': expected SECTION.KEY=VALUE"),
 ])
 def test_a_config_that_stops_chaining_fails_in_one_line_before_anything_runs(override, message):
     with pytest.raises(Img2PromptError, match=re.escape(message)) as info:

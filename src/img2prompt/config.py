@@ -144,17 +144,23 @@ def deep_merge(under: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def override_key(item: str) -> str:
+    """The key of a ``KEY=VALUE`` override; anything else is a one-line error."""
+    key, sep, _ = item.partition("=")
+    if not sep or not key.strip():
+        raise Img2PromptError(f"--set {item!r}: expected KEY=VALUE, e.g. train.optim.lr=1e-4")
+    return key.strip()
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides in place; values are parsed as YAML (``1e-4``, ``true``, ``[1,2]``).
 
     A numeric part indexes a list: ``curate.sources.0.count=100``.
     """
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise Img2PromptError(f"--set {item!r}: expected KEY=VALUE, e.g. train.optim.lr=1e-4")
+        key, raw = override_key(item), item.partition("=")[2]
         node: Any = data
-        *parents, leaf = key.strip().split(".")
+        *parents, leaf = key.split(".")
         for part in parents:
             if isinstance(node, list):
                 node = _list_item(node, part, item)

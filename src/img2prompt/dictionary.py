@@ -97,16 +97,17 @@ def read_dictionary(path: str | Path) -> Dictionary | None:
     """Read a dictionary file; None for one of an older format (built again); a damaged or foreign file is a
     one-line error naming it."""
     try:
-        table = pq.read_table(path)
-        meta = json.loads((table.schema.metadata or {})[_META])
+        meta = json.loads((pq.read_schema(path).metadata or {})[_META])  # the footer alone: an old file is not read
         if meta.get("format") != FORMAT:
             return None
+        table = pq.read_table(path)
         bank_tokens = np.frombuffer(base64.b64decode(meta["bank_tokens"]), "<u2").astype(np.float32)
         return Dictionary(table.column("phrase").to_pylist(), column_matrix(table.column("embedding"), path),
                           table.column("tokens").to_numpy().astype(np.float32), bank_tokens,
                           dict(meta["settings"]), str(meta["embedder"]), str(meta["bank_digest"]))
-    except (pa.ArrowInvalid, OSError, KeyError, TypeError, ValueError) as exc:
-        raise fail(path, f"not a phrase dictionary written by img2prompt ({type(exc).__name__}: {exc}); delete it "
+    except (pa.ArrowInvalid, OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise fail(path, f"not a phrase dictionary written by img2prompt ({type(exc).__name__}: {why}); delete it "
                          "to build it again") from None
 
 

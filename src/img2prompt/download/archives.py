@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import fnmatch
+import lzma
 import shutil
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -52,7 +54,7 @@ def _open(archive: Path) -> Iterator[Iterator[tuple[str, Callable[[], IO[bytes]]
         with tarfile.open(archive) as tarred:
             yield ((member.name, lambda member=member: _tar_member(tarred, member)) for member in tarred
                    if member.isfile())
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
         raise fail(archive, f"not a readable zip or tar archive ({exc})") from None
 
 

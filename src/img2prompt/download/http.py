@@ -15,6 +15,7 @@ import httpx
 from tqdm.auto import tqdm
 
 from img2prompt.errors import fail
+from img2prompt.files import cannot_write, make_folder
 
 CHUNK = 1 << 20
 PART_SUFFIX = ".part"
@@ -43,7 +44,7 @@ def fetch(url: str, target: Path, *, size: int | None, checksum: str | None, pro
     """Download ``url`` to ``target`` (resuming ``<target>.part``) and verify it; ``checksum`` is ``ALGO:HEX``."""
     algorithm, _, expected = (checksum or "sha256:").partition(":")
     part = part_path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(target.parent, output=target)
     if part.exists() and size is not None and part.stat().st_size > size:
         part.unlink()  # longer than the pinned file: not a prefix of it
     have = part.stat().st_size if part.exists() else 0
@@ -102,6 +103,8 @@ class _Download:
                         self.bar.update(len(block))
         except httpx.TransportError as exc:
             raise _Cut(f"{type(exc).__name__}: {exc}".strip(": ")) from None
+        except OSError as exc:  # writing the .part file: a full disk, a folder we may not write in
+            raise cannot_write(self.part, exc) from None
 
 
 def _total_size(response: httpx.Response) -> int | None:

@@ -58,7 +58,7 @@ def download(config: DownloadConfig, names: list[str] | None = None, *, parts: i
     """Fetch and verify the chosen corpora; returns the names fetched or found verified."""
     corpora = select(config, names, parts)
     ready: list[str] = []
-    failures: list[str] = []
+    failures: dict[str, str] = {}  # said at the end: one failure is the command's one-line error
     for name, corpus in corpora.items():
         fingerprint = corpus.fingerprint()
         if is_verified(config.root, name, fingerprint):
@@ -68,19 +68,21 @@ def download(config: DownloadConfig, names: list[str] | None = None, *, parts: i
         try:
             files = fetch_corpus(name, corpus, config)
         except Img2PromptError as exc:
-            line = f"{exc}" + (f"; by hand: {corpus.by_hand}" if corpus.by_hand else "")
-            print(f"{'warning' if name in optional else 'error'}: {name}: {line}", file=sys.stderr, flush=True)
-            if name not in optional:
-                failures.append(f"{name}: {line}")
+            line = f"{name}: {exc}" + (f"; by hand: {corpus.by_hand}" if corpus.by_hand else "")
+            if name in optional:
+                print(f"warning: {line}", file=sys.stderr, flush=True)
+            else:
+                failures[name] = line
             continue
         mark_verified(config.root, name, fingerprint, files)
         print(f"{name}: fetched and verified ({len(files)} files)", flush=True)
         ready.append(name)
     if len(failures) == 1:
-        raise Img2PromptError(failures[0])
+        raise Img2PromptError(*failures.values())
     if failures:
-        raise Img2PromptError(f"{len(failures)} corpora could not be fetched (each one above): "
-                              f"{', '.join(f.split(':', 1)[0] for f in failures)}")
+        for line in failures.values():
+            print(f"error: {line}", file=sys.stderr, flush=True)
+        raise Img2PromptError(f"{len(failures)} corpora could not be fetched (each one above): {', '.join(failures)}")
     return ready
 
 

@@ -87,7 +87,7 @@ def _model(path: Path, training: dict[str, Any], legacy: Path) -> dict[str, Any]
     if path.exists():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
             raise fail(path, f"not valid JSON ({exc})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("model"), dict):
             raise fail(path, f"not an img2prompt model config (format {FORMAT} with a model section)")

@@ -74,14 +74,16 @@ class BankReference:
         found = try_to_load_from_cache(self.repo, self.path, revision=self.revision, repo_type="dataset")
         return Path(found) if isinstance(found, str) else None
 
-    def download(self) -> Path:
-        """The table, from the cache or the Hub (one progress bar); a failure is one line naming the reference."""
+    def download(self, spec: str | None = None) -> Path:
+        """The table, from the cache or the Hub (one progress bar); a failure is one line naming ``spec`` (the model
+        that carries this reference, whose ``img2prompt fetch`` gets it; default the reference itself)."""
         from huggingface_hub import hf_hub_download
 
         try:
             return Path(hf_hub_download(self.repo, self.path, revision=self.revision, repo_type="dataset"))
         except Exception as exc:
-            raise hub_failure(str(self), "the prompt bank", exc) from None
+            raise hub_failure(spec or str(self), f"the prompt bank {self}" if spec else "the prompt bank",
+                              exc) from None
 
 
 def offline() -> bool:
@@ -170,7 +172,7 @@ def download_model(spec: str, repo: str, revision: str | None) -> Path:
     except Exception as exc:
         raise hub_failure(spec, "the model", exc) from None
     if (folder / BANK_REFERENCE).is_file():
-        BankReference.read(folder / BANK_REFERENCE).download()
+        BankReference.read(folder / BANK_REFERENCE).download(spec)
     return folder
 
 
@@ -187,5 +189,5 @@ def carried_bank(folder: Path, spec: str) -> Bank | None:
     if table is None:
         if offline():
             raise not_downloaded(spec, f"the prompt bank {reference}")
-        table = reference.download()
+        table = reference.download(spec)
     return Bank(table, dictionary_or_none)

@@ -34,7 +34,7 @@ def _nearest(spec: Spec, device: str, batch_size: int) -> ImageEmbedder:
     if unknown:
         raise fail(str(spec), f"unknown parameter(s) {', '.join(unknown)} (a nearest baseline takes size)")
     size = spec.params.get("size")
-    if size is not None and not (size.isdigit() and 32 <= int(size) <= 1024):
+    if size is not None and not (size.isdecimal() and size.isascii() and 32 <= int(size) <= 1024):
         raise fail(str(spec), f"size must be a whole number of pixels from 32 to 1024 (got {size!r})")
     return NearestNeighbour.from_shards(spec.source, batch_size=batch_size, image_size=int(size) if size else None)
 

@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from img2prompt.config import StrictModel, did_you_mean
+from img2prompt.config import StrictModel, did_you_mean, override_key
 from img2prompt.curate.config import CurateConfig
 from img2prompt.errors import Img2PromptError, fail
 from img2prompt.generate.run import GenerateConfig
@@ -109,6 +109,9 @@ def _slug(spec: str) -> str:
 def plan(path: str | Path, overrides: list[str]) -> tuple[RecipeConfig, list[Step]]:
     """The recipe's config and its chain of steps, after checking that each config reads what the one before writes
     and that every override reaches some step."""
+    for item in overrides:  # each step reads the overrides of its section: SECTION.KEY=VALUE
+        if "." not in override_key(item):
+            raise Img2PromptError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.optim.lr=1e-4")
     recipe_overrides = [item for item in overrides if item.split(".", 1)[0] == "recipe"]
     shipped = read_config(path).section("recipe", RecipeConfig).out
     chain = Chain(read_config(path, recipe_overrides).section("recipe", RecipeConfig), str(path), overrides, shipped)
