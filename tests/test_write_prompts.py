@@ -90,3 +90,15 @@ def test_a_missing_bank_or_model_is_one_line(tmp_path):
     config = WritePromptsConfig(bank=[tmp_path / "none.parquet"], out=tmp_path / "p.jsonl", progress=False)
     with pytest.raises(Img2PromptError, match=r"none.parquet: bank file not found"):
         write_prompts(config)
+
+
+def test_a_damaged_batch_is_one_line_naming_it_before_the_model_loads(tmp_path):
+    bank = tmp_path / "bank.txt"
+    bank.write_text("a photo of a cat on a sofa, soft light\n")
+    batches = tmp_path / "p.jsonl.batches"
+    batches.mkdir()
+    (batches / "batch-000000.jsonl").write_text('{"prompt": "a red fox"}\n{"no prompt": 1}\n')
+    config = WritePromptsConfig(bank=[bank], out=tmp_path / "p.jsonl", model=str(tmp_path / "no-model"),
+                                progress=False)
+    with pytest.raises(Img2PromptError, match=r"batch-000000\.jsonl: not a batch of written prompts \(KeyError"):
+        write_prompts(config)

@@ -87,13 +87,13 @@ def write_prompts(config: WritePromptsConfig) -> Path:
     """Write ``config.count`` prompts to ``config.out`` (resuming finished batches); returns ``config.out``."""
     batches = config.out.with_name(config.out.name + ".batches")
     bank = read_bank(config.bank, config.bank_size, config.seed)
-    written = [json.loads(line)["prompt"] for path in sorted(batches.glob("batch-*.jsonl"))
-               for line in path.read_text(encoding="utf-8").splitlines()]
+    done = sorted(batches.glob("batch-*.jsonl"))
+    written = [prompt for path in done for prompt in read_batch(path)]
     seen = {prompt_id(p) for p in [*bank, *written]}
     rules = PromptRules(config.rules)
+    write_resolved(config, "write_prompts", batches)  # an output that cannot be written is found before the model loads
     generate = load_generator(config)
-    write_resolved(config, "write_prompts", batches)
-    number = len(list(batches.glob("batch-*.jsonl")))
+    number = len(done)
     empty = 0
     with tqdm(total=config.count, initial=min(len(written), config.count), desc="write prompts", unit="prompt",
               disable=not config.progress) as bar:
@@ -108,7 +108,7 @@ def write_prompts(config: WritePromptsConfig) -> Path:
                         seen.add(key)
                         fresh.append(text)
             with atomic_path(batches / f"batch-{number:06d}.jsonl") as tmp:
-                tmp.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in fresh), encoding="utf-8")
+                tmp.write_text(jsonl(fresh), encoding="utf-8")
             written.extend(fresh)
             empty = 0 if fresh else empty + 1
             if empty == EMPTY_BATCHES:
@@ -116,8 +116,21 @@ def write_prompts(config: WritePromptsConfig) -> Path:
                                          f"(see {batches}); check the model and write_prompts.rules")
             bar.update(min(len(fresh), config.count - bar.n))
             number += 1
-    lines = "".join(json.dumps({"prompt": p}) + "\n" for p in written[: config.count])
-    return write_text_atomic(config.out, lines)
+    return write_text_atomic(config.out, jsonl(written[: config.count]))
+
+
+def jsonl(prompts: list[str]) -> str:
+    """Prompts as JSON lines, ``{"prompt": ...}`` each: the batches and the output alike."""
+    return "".join(json.dumps({"prompt": p}) + "\n" for p in prompts)
+
+
+def read_batch(path: Path) -> list[str]:
+    """A finished batch's prompts; a damaged one is one line naming it (delete it: the batch is written again)."""
+    try:
+        return [str(json.loads(line)["prompt"]) for line in path.read_text(encoding="utf-8").splitlines()]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise fail(path, f"not a batch of written prompts ({type(exc).__name__}: {exc}); delete it to write it "
+                         "again") from None
 
 
 def read_bank(paths: list[Path], size: int, seed: int) -> list[str]:
